@@ -1,0 +1,283 @@
+//! The exchange's JSON shapes, with the exchange's field names (`kalshi-api.md` §1–§4, checked
+//! against the official `kalshi-typescript` 3.30 models).
+//!
+//! Optional and legacy fields are `Option` so that a field the exchange adds or drops does not
+//! break parsing; unknown fields are ignored. Counts and prices stay strings here, as on the wire;
+//! they become [`crate::risk::Contracts`] and [`crate::risk::Dollars`] where they are used.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /portfolio/order_groups/create` body. `subaccount` travels in the body here, and in the
+/// query string on every other order-group call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateOrderGroupRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subaccount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contracts_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contracts_limit_fp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_index: Option<i64>,
+}
+
+/// `201` answer to a create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateOrderGroupResponse {
+    pub order_group_id: String,
+    #[serde(default)]
+    pub subaccount: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_index: Option<i64>,
+}
+
+/// One entry of `GET /portfolio/order_groups`. There is no state and no subaccount field: the
+/// exchange does not say whether a group is triggered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderGroup {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contracts_limit_fp: Option<String>,
+    pub is_auto_cancel_enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_index: Option<i64>,
+    /// Legacy integer limit (removed from responses around March 2026).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contracts_limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GetOrderGroupsResponse {
+    #[serde(default)]
+    pub order_groups: Vec<OrderGroup>,
+}
+
+/// `GET /portfolio/order_groups/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetOrderGroupResponse {
+    pub is_auto_cancel_enabled: bool,
+    #[serde(default)]
+    pub orders: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contracts_limit_fp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_index: Option<i64>,
+}
+
+/// `PUT /portfolio/order_groups/{id}/limit` body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateOrderGroupLimitRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contracts_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contracts_limit_fp: Option<String>,
+}
+
+/// `POST /portfolio/events/orders` (order entry V2) body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateOrderV2Request {
+    pub ticker: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_order_id: Option<String>,
+    /// `bid` buys YES, `ask` sells YES.
+    pub side: String,
+    /// Fixed-point count string, e.g. `"10"` or `"10.00"`.
+    pub count: String,
+    /// Fixed-point dollar price string, e.g. `"0.5600"`.
+    pub price: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_time: Option<i64>,
+    /// `fill_or_kill` | `good_till_canceled` | `immediate_or_cancel`.
+    pub time_in_force: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_only: Option<bool>,
+    /// `taker_at_cross` | `maker`.
+    pub self_trade_prevention_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_order_on_pause: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subaccount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_index: Option<i64>,
+}
+
+/// `201` answer to an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateOrderV2Response {
+    pub order_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_order_id: Option<String>,
+    pub fill_count: String,
+    pub remaining_count: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_fill_price: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_fee_paid: Option<String>,
+    pub ts_ms: i64,
+}
+
+/// An order as `GET /portfolio/orders/{id}` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub user_id: String,
+    pub client_order_id: String,
+    pub ticker: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    pub outcome_side: String,
+    pub book_side: String,
+    #[serde(rename = "type")]
+    pub order_type: String,
+    /// `resting` | `canceled` | `executed`.
+    pub status: String,
+    pub yes_price_dollars: String,
+    pub no_price_dollars: String,
+    pub fill_count_fp: String,
+    pub remaining_count_fp: String,
+    pub initial_count_fp: String,
+    pub taker_fill_cost_dollars: String,
+    pub maker_fill_cost_dollars: String,
+    pub taker_fees_dollars: String,
+    pub maker_fees_dollars: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_trade_prevention_type: Option<String>,
+    #[serde(default)]
+    pub order_group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_order_on_pause: Option<bool>,
+    #[serde(default)]
+    pub subaccount_number: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_index: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetOrderResponse {
+    pub order: Order,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GetOrdersResponse {
+    #[serde(default)]
+    pub orders: Vec<Order>,
+    #[serde(default)]
+    pub cursor: String,
+}
+
+/// WebSocket `fill` payload (`msg`). No `order_group_id` and no `seq`: map `order_id` to a
+/// group yourself, and dedupe on `trade_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FillMsg {
+    pub trade_id: String,
+    pub order_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_order_id: Option<String>,
+    pub market_ticker: String,
+    #[serde(default)]
+    pub exchange_index: i64,
+    #[serde(default)]
+    pub is_taker: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side: Option<String>,
+    pub yes_price_dollars: String,
+    pub count_fp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_cost: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+    pub ts_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_position_fp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchased_side: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_side: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub book_side: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subaccount: Option<i64>,
+}
+
+/// WebSocket `user_order` payload (channel `user_orders`). Carries `order_group_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserOrderMsg {
+    pub order_id: String,
+    #[serde(default)]
+    pub user_id: String,
+    pub ticker: String,
+    /// `resting` | `canceled` | `executed`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_yes: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_side: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub book_side: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yes_price_dollars: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill_count_fp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_count_fp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_count_fp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taker_fill_cost_dollars: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maker_fill_cost_dollars: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taker_fees_dollars: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maker_fees_dollars: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_order_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ts_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_ts_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_trade_prevention_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subaccount_number: Option<i64>,
+}
+
+/// WebSocket `order_group_updates` payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderGroupUpdateMsg {
+    /// `created` | `triggered` | `reset` | `deleted` | `limit_updated`.
+    pub event_type: String,
+    pub order_group_id: String,
+    /// Only on `created` and `limit_updated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contracts_limit_fp: Option<String>,
+    pub ts_ms: i64,
+}
+
+/// WebSocket error codes the exchange documents (`kalshi-api.md` §4.2).
+pub mod ws_error {
+    pub const UNABLE_TO_PROCESS: u32 = 1;
+    pub const PARAMS_REQUIRED: u32 = 2;
+    pub const CHANNELS_REQUIRED: u32 = 3;
+    pub const SIDS_REQUIRED: u32 = 4;
+    pub const UNKNOWN_COMMAND: u32 = 5;
+    pub const UNKNOWN_SID: u32 = 7;
+    pub const UNKNOWN_CHANNEL: u32 = 8;
+    pub const SUBSCRIPTION_BUFFER_OVERFLOW: u32 = 25;
+}

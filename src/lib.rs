@@ -1,0 +1,16 @@
+//! kalshi-riskd: a risk-management daemon for automated trading on the Kalshi exchange.
+//!
+//! The crate is one library with a thin binary (`src/main.rs`). Its parts, by directory:
+//! - [`kalshi`]: the exchange edge (request signing, wire types).
+//! - [`risk`]: pure risk logic and the fixed-point units it computes with.
+//! - [`sim`]: a faithful exchange simulator for tests, the demo and benchmarks.
+//! - [`cli`]: the command line.
+//!
+//! DESIGN.md (in the shared project documents) is the contract these follow.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod kalshi;
+pub mod risk;
+pub mod sim;

@@ -1,0 +1,46 @@
+//! Faults the simulator injects on demand, set by `sim` flags or `POST /_sim/faults`.
+
+use serde::{Deserialize, Serialize};
+
+/// The active fault set. `POST /_sim/faults` replaces it whole; omitted fields are off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Share (0 to 1) of REST requests answered `500`.
+    pub error_rate: f64,
+    /// Only requests whose path starts with this get errors (all when absent).
+    pub error_path: Option<String>,
+    /// The request takes effect and then the answer is a `500`: the client cannot know whether
+    /// it was applied (an "outcome unknown" create, for example).
+    pub error_after_apply: bool,
+    /// The next this-many authenticated REST requests get `429`.
+    pub burst_429: u64,
+    /// Delay added before every REST answer, in milliseconds.
+    pub latency_ms: u64,
+    /// Every WebSocket goes silent: no data, no pings, commands unread, sockets left open.
+    /// Data published meanwhile is lost (`order_group_updates` `seq` still advances, so a
+    /// reader sees the gap once the stream speaks again).
+    pub ws_silent: bool,
+}
+
+impl Faults {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(format!(
+                "error_rate {} must be between 0 and 1",
+                self.error_rate
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this request should get an injected error.
+    pub fn hits(&self, path: &str) -> bool {
+        self.error_rate > 0.0
+            && self
+                .error_path
+                .as_deref()
+                .is_none_or(|prefix| path.starts_with(prefix))
+            && fastrand::f64() < self.error_rate
+    }
+}

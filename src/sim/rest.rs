@@ -1,0 +1,332 @@
+//! The exchange's REST paths under `/trade-api/v2`, with its status codes and error bodies.
+//!
+//! Error bodies come in the three shapes the exchange is recorded sending (`kalshi-api.md`
+//! §1.2): nested `{"error":{"code","message"}}` for most 4xx, flat `{"code","message","details"}`
+//! for a body that is not valid JSON, and bare `{"msg"}` for a malformed query parameter; plus
+//! `429 {"error":"too many requests"}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::auth::AuthFailure;
+use super::engine::{EngineError, parse_limit};
+use super::{SimState, lock, ratelimit};
+use crate::kalshi::wire::{
+    CreateOrderGroupRequest, CreateOrderGroupResponse, CreateOrderV2Request,
+    GetOrderGroupsResponse, GetOrderResponse, GetOrdersResponse, UpdateOrderGroupLimitRequest,
+};
+
+const GROUPS: &str = "/trade-api/v2/portfolio/order_groups";
+
+/// Everything a REST handler can answer besides success.
+#[derive(Debug)]
+pub(super) enum ApiError {
+    Engine(EngineError),
+    /// The body is not JSON of the expected shape (flat error body).
+    BadBody(String),
+    /// A query parameter is malformed (bare `msg` body).
+    BadQuery(String),
+    Auth(AuthFailure),
+    TooManyRequests,
+    Injected,
+    NoSuchPath,
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        ApiError::Engine(e)
+    }
+}
+
+fn nested(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use EngineError as E;
+        match self {
+            ApiError::Engine(e) => {
+                let message = e.to_string();
+                let (status, code) = match e {
+                    E::InvalidParameters(_) => (StatusCode::BAD_REQUEST, "invalid_parameters"),
+                    E::GroupNotFound | E::OrderNotFound => (StatusCode::NOT_FOUND, "not_found"),
+                    E::TooManyGroups(_) => (StatusCode::BAD_REQUEST, "order_group_limit_reached"),
+                    E::InvalidOrder(_) => (StatusCode::BAD_REQUEST, "invalid_order"),
+                    E::OrderGroupNotFound(_) => (StatusCode::BAD_REQUEST, "order_group_not_found"),
+                    E::GroupTriggered(_) => {
+                        (StatusCode::BAD_REQUEST, "exceeded_order_group_risk_limit")
+                    }
+                    E::NotResting(_) => (StatusCode::CONFLICT, "order_not_resting"),
+                };
+                nested(status, code, message)
+            }
+            ApiError::BadBody(details) => (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({
+                    "code": "bad_request",
+                    "message": "the request body could not be decoded",
+                    "details": details,
+                })),
+            )
+                .into_response(),
+            ApiError::BadQuery(msg) => {
+                (StatusCode::BAD_REQUEST, axum::Json(json!({"msg": msg}))).into_response()
+            }
+            ApiError::Auth(f) => {
+                let (code, details) = f.code_and_details();
+                (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"error": {
+                        "code": code,
+                        "message": "authentication failed",
+                        "details": details,
+                    }})),
+                )
+                    .into_response()
+            }
+            ApiError::TooManyRequests => (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({"error": "too many requests"})),
+            )
+                .into_response(),
+            ApiError::Injected => nested(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_server_error",
+                "internal server error (injected by the simulator)".into(),
+            ),
+            ApiError::NoSuchPath => nested(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint in the simulator".into(),
+            ),
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok_empty() -> ApiResult {
+    Ok((StatusCode::OK, axum::Json(json!({}))).into_response())
+}
+
+/// Decodes a JSON body; an empty body counts as `{}` (the exchange's PUTs take an optional body).
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadBody(e.to_string()))
+}
+
+/// An optional integer query parameter.
+fn query_int(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::BadQuery(format!("invalid value {v:?} for query parameter {name}"))
+        }),
+    }
+}
+
+/// `subaccount` and `exchange_index` of a mutator: query parameters, both defaulting to 0.
+fn address(q: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
+    Ok((
+        query_int(q, "subaccount")?.unwrap_or(0),
+        query_int(q, "exchange_index")?.unwrap_or(0),
+    ))
+}
+
+async fn create_group(State(st): State<Arc<SimState>>, bytes: Bytes) -> ApiResult {
+    let req: CreateOrderGroupRequest = body(&bytes)?;
+    let limit = parse_limit(req.contracts_limit, req.contracts_limit_fp.as_deref())?;
+    let subaccount = req.subaccount.unwrap_or(0);
+    let exchange_index = req.exchange_index.unwrap_or(0);
+    let id = st.with_engine(|e, now, ev| {
+        e.create_group(subaccount, exchange_index, limit, now, ev)
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreateOrderGroupResponse {
+            order_group_id: id,
+            subaccount,
+            exchange_index: Some(exchange_index),
+        }),
+    )
+        .into_response())
+}
+
+async fn list_groups(
+    State(st): State<Arc<SimState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let subaccount = query_int(&q, "subaccount")?;
+    let order_groups = lock(&st.engine).list_groups(subaccount);
+    Ok(axum::Json(GetOrderGroupsResponse { order_groups }).into_response())
+}
+
+async fn get_group(
+    State(st): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let subaccount = query_int(&q, "subaccount")?;
+    let g = lock(&st.engine).get_group(&id, subaccount)?;
+    Ok(axum::Json(g).into_response())
+}
+
+async fn delete_group(
+    State(st): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (sub, ex) = address(&q)?;
+    st.with_engine(|e, now, ev| e.delete_group(&id, sub, ex, now, ev))?;
+    ok_empty()
+}
+
+async fn reset_group(
+    State(st): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    bytes: Bytes,
+) -> ApiResult {
+    let (sub, ex) = address(&q)?;
+    let _: Value = body(&bytes)?;
+    st.with_engine(|e, now, ev| e.reset_group(&id, sub, ex, now, ev))?;
+    ok_empty()
+}
+
+async fn trigger_group(
+    State(st): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    bytes: Bytes,
+) -> ApiResult {
+    let (sub, ex) = address(&q)?;
+    let _: Value = body(&bytes)?;
+    st.with_engine(|e, now, ev| e.trigger_group(&id, sub, ex, now, ev))?;
+    ok_empty()
+}
+
+async fn update_limit(
+    State(st): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    bytes: Bytes,
+) -> ApiResult {
+    let (sub, ex) = address(&q)?;
+    let req: UpdateOrderGroupLimitRequest = body(&bytes)?;
+    let limit = parse_limit(req.contracts_limit, req.contracts_limit_fp.as_deref())?;
+    st.with_engine(|e, now, ev| e.update_limit(&id, sub, ex, limit, now, ev))?;
+    ok_empty()
+}
+
+async fn create_order(State(st): State<Arc<SimState>>, bytes: Bytes) -> ApiResult {
+    let req: CreateOrderV2Request = body(&bytes)?;
+    let resp = st.with_engine(|e, now, ev| e.place_order(&req, now, ev))?;
+    Ok((StatusCode::CREATED, axum::Json(resp)).into_response())
+}
+
+async fn get_order(State(st): State<Arc<SimState>>, Path(id): Path<String>) -> ApiResult {
+    let order = lock(&st.engine).get_order(&id)?;
+    Ok(axum::Json(GetOrderResponse { order }).into_response())
+}
+
+async fn list_orders(
+    State(st): State<Arc<SimState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let subaccount = query_int(&q, "subaccount")?;
+    let orders = lock(&st.engine).list_orders(
+        q.get("status").map(String::as_str),
+        q.get("ticker").map(String::as_str),
+        subaccount,
+    );
+    Ok(axum::Json(GetOrdersResponse {
+        orders,
+        cursor: String::new(),
+    })
+    .into_response())
+}
+
+async fn no_such_path() -> ApiError {
+    ApiError::NoSuchPath
+}
+
+/// Latency, authentication, rate limits and injected errors, in the exchange's order.
+async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+    st.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let faults = st.faults();
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    let path = req.uri().path().to_owned();
+    let now = crate::kalshi::auth::now_ms();
+    if let Err(f) = st.keys.verify(req.headers(), req.method().as_str(), &path, now) {
+        st.stats.rejected_auth.fetch_add(1, Ordering::Relaxed);
+        return ApiError::Auth(f).into_response();
+    }
+    let (bucket, cost) = ratelimit::cost(req.method(), &path);
+    let admitted = lock(&st.limiter).admit(bucket, cost, tokio::time::Instant::now());
+    let burst = {
+        let mut f = lock(&st.faults);
+        let hit = f.burst_429 > 0;
+        f.burst_429 = f.burst_429.saturating_sub(1);
+        hit
+    };
+    if !admitted || burst {
+        st.stats.rejected_429.fetch_add(1, Ordering::Relaxed);
+        return ApiError::TooManyRequests.into_response();
+    }
+    let inject = faults.hits(&path);
+    if inject && !faults.error_after_apply {
+        st.stats.injected_errors.fetch_add(1, Ordering::Relaxed);
+        return ApiError::Injected.into_response();
+    }
+    let resp = next.run(req).await;
+    if inject {
+        st.stats.injected_errors.fetch_add(1, Ordering::Relaxed);
+        return ApiError::Injected.into_response();
+    }
+    resp
+}
+
+pub(super) fn router(st: Arc<SimState>) -> Router {
+    Router::new()
+        .route(&format!("{GROUPS}/create"), post(create_group))
+        .route(GROUPS, get(list_groups))
+        .route(
+            &format!("{GROUPS}/{{order_group_id}}"),
+            get(get_group).delete(delete_group),
+        )
+        .route(&format!("{GROUPS}/{{order_group_id}}/reset"), put(reset_group))
+        .route(
+            &format!("{GROUPS}/{{order_group_id}}/trigger"),
+            put(trigger_group),
+        )
+        .route(&format!("{GROUPS}/{{order_group_id}}/limit"), put(update_limit))
+        .route("/trade-api/v2/portfolio/events/orders", post(create_order))
+        .route("/trade-api/v2/portfolio/orders", get(list_orders))
+        .route("/trade-api/v2/portfolio/orders/{order_id}", get(get_order))
+        .route("/trade-api/v2/{*rest}", axum::routing::any(no_such_path))
+        .layer(middleware::from_fn_with_state(st.clone(), guard))
+        .with_state(st)
+}
