@@ -14,7 +14,11 @@ use crate::kalshi::auth::{self, generate_key};
 use crate::sim::{self, Faults, KeyRegistry, SimConfig, Simulator, Tier, TriggerBoundary};
 
 #[derive(Debug, Parser)]
-#[command(name = "kalshi-riskd", version, about = "Risk daemon for Kalshi order groups")]
+#[command(
+    name = "kalshi-riskd",
+    version,
+    about = "Risk daemon for Kalshi order groups"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

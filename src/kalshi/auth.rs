@@ -34,7 +34,9 @@ pub enum KeyError {
          run `chmod 600 {path}` or use systemd's LoadCredential="
     )]
     TooOpen { path: PathBuf, mode: u32 },
-    #[error("{origin}: no PEM private key found (expected BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY)")]
+    #[error(
+        "{origin}: no PEM private key found (expected BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY)"
+    )]
     NoPem { origin: String },
     #[error("{origin}: unsupported PEM section {kind:?}; Kalshi keys are RSA (PKCS#1 or PKCS#8)")]
     Unsupported { origin: String, kind: SectionKind },
@@ -86,11 +88,10 @@ impl SignedHeaders {
 impl Signer {
     /// Loads a key from PEM text; `origin` names it in errors (a path, or "generated").
     pub fn from_pem(key_id: &str, pem: &[u8], origin: &str) -> Result<Self, KeyError> {
-        let (kind, der) = <(SectionKind, Vec<u8>)>::from_pem_slice(pem).map_err(|_| {
-            KeyError::NoPem {
+        let (kind, der) =
+            <(SectionKind, Vec<u8>)>::from_pem_slice(pem).map_err(|_| KeyError::NoPem {
                 origin: origin.to_owned(),
-            }
-        })?;
+            })?;
         let rejected = |e: aws_lc_rs::error::KeyRejected| KeyError::Rejected {
             origin: origin.to_owned(),
             reason: e.to_string(),
@@ -233,13 +234,20 @@ mod tests {
     fn signature_covers_timestamp_method_and_path_without_query() {
         let key = generate_key().unwrap();
         let signer = Signer::from_pem("k1", key.private_pem.as_bytes(), "generated").unwrap();
-        let h = signer.sign(1_703_123_456_789, "get", "/trade-api/v2/portfolio/order_groups?subaccount=3");
+        let h = signer.sign(
+            1_703_123_456_789,
+            "get",
+            "/trade-api/v2/portfolio/order_groups?subaccount=3",
+        );
         assert_eq!(h.timestamp_ms, "1703123456789");
         let public = public_key_der_from_pem(key.public_pem.as_bytes(), "generated").unwrap();
         let sig = BASE64.decode(&h.signature).unwrap();
         let verifier = UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, &public);
         verifier
-            .verify(b"1703123456789GET/trade-api/v2/portfolio/order_groups", &sig)
+            .verify(
+                b"1703123456789GET/trade-api/v2/portfolio/order_groups",
+                &sig,
+            )
             .expect("signature over the path without its query");
         assert!(
             verifier

@@ -13,7 +13,9 @@ use std::ops::{Add, AddAssign, Sub, SubAssign};
 /// Why a count or amount string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnitParseError {
-    #[error("{text:?} is not a decimal number (digits with an optional '.' and up to {max_decimals} decimals)")]
+    #[error(
+        "{text:?} is not a decimal number (digits with an optional '.' and up to {max_decimals} decimals)"
+    )]
     Syntax { text: String, max_decimals: u32 },
     #[error("{text:?} has more than {max_decimals} decimals")]
     TooPrecise { text: String, max_decimals: u32 },
@@ -225,7 +227,11 @@ mod tests {
     #[test]
     fn contracts_accept_zero_to_two_decimals() {
         for text in ["10", "10.0", "10.00"] {
-            assert_eq!(Contracts::parse(text), Ok(Contracts::from_whole(10)), "{text}");
+            assert_eq!(
+                Contracts::parse(text),
+                Ok(Contracts::from_whole(10)),
+                "{text}"
+            );
         }
         assert_eq!(Contracts::parse("0.05"), Ok(Contracts::from_hundredths(5)));
         assert_eq!(Contracts::parse("3.5").unwrap().to_string(), "3.50");
@@ -233,7 +239,9 @@ mod tests {
 
     #[test]
     fn contracts_refuse_what_the_exchange_cannot_send() {
-        for text in ["", ".5", "5.", "-1", "+1", "1e3", " 1", "1 ", "1.2.3", "abc", "1,5"] {
+        for text in [
+            "", ".5", "5.", "-1", "+1", "1e3", " 1", "1 ", "1.2.3", "abc", "1,5",
+        ] {
             assert!(
                 matches!(Contracts::parse(text), Err(UnitParseError::Syntax { .. })),
                 "{text:?} should be a syntax error"
@@ -256,7 +264,10 @@ mod tests {
         assert_eq!(p.to_string_with(4), "0.5600");
         assert_eq!(Dollars::parse("0.000001").unwrap().micros(), 1);
         assert!(Dollars::parse("0.0000001").is_err());
-        assert_eq!(p.times(Contracts::from_whole(10)).to_string_with(4), "5.6000");
+        assert_eq!(
+            p.times(Contracts::from_whole(10)).to_string_with(4),
+            "5.6000"
+        );
         assert_eq!(Dollars::from_micros(-1_500_000).to_string_with(2), "-1.50");
     }
 

@@ -34,7 +34,11 @@ use super::{Faults, SimState, lock};
 use crate::risk::Contracts;
 
 fn bad(msg: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": msg.into()}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": msg.into()})),
+    )
+        .into_response()
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, String> {

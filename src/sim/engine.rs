@@ -25,8 +25,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::kalshi::wire::{
-    CreateOrderV2Request, CreateOrderV2Response, FillMsg, GetOrderGroupResponse, Order,
-    OrderGroup, OrderGroupUpdateMsg, UserOrderMsg,
+    CreateOrderV2Request, CreateOrderV2Response, FillMsg, GetOrderGroupResponse, Order, OrderGroup,
+    OrderGroupUpdateMsg, UserOrderMsg,
 };
 use crate::risk::{Contracts, Dollars};
 
@@ -205,14 +205,17 @@ impl Default for EngineConfig {
 pub fn parse_limit(int: Option<i64>, fp: Option<&str>) -> Result<Contracts, EngineError> {
     let bad = |m: String| EngineError::InvalidParameters(m);
     let from_fp = match fp {
-        Some(text) => Some(
-            Contracts::parse(text)
-                .map_err(|e| bad(format!("contracts_limit_fp: {e}")))?,
-        ),
+        Some(text) => {
+            Some(Contracts::parse(text).map_err(|e| bad(format!("contracts_limit_fp: {e}")))?)
+        }
         None => None,
     };
     let limit = match (int, from_fp) {
-        (None, None) => return Err(bad("contracts_limit or contracts_limit_fp is required".into())),
+        (None, None) => {
+            return Err(bad(
+                "contracts_limit or contracts_limit_fp is required".into()
+            ));
+        }
         (Some(i), None) => Contracts::from_whole(i.clamp(-10_000_000, 10_000_000)),
         (None, Some(c)) => c,
         (Some(i), Some(c)) => {
@@ -511,7 +514,11 @@ impl Engine {
         let side = match req.side.as_str() {
             "bid" => BookSide::Bid,
             "ask" => BookSide::Ask,
-            other => return Err(invalid(format!("side {other:?}: expected \"bid\" or \"ask\""))),
+            other => {
+                return Err(invalid(format!(
+                    "side {other:?}: expected \"bid\" or \"ask\""
+                )));
+            }
         };
         let count = Contracts::parse(&req.count).map_err(|e| invalid(format!("count: {e}")))?;
         if count <= Contracts::ZERO {
@@ -615,8 +622,7 @@ impl Engine {
             client_order_id: req.client_order_id.clone(),
             fill_count: o.filled.to_string(),
             remaining_count: o.remaining.to_string(),
-            average_fill_price: (o.filled > Contracts::ZERO)
-                .then(|| o.price.to_string_with(4)),
+            average_fill_price: (o.filled > Contracts::ZERO).then(|| o.price.to_string_with(4)),
             average_fee_paid: (o.filled > Contracts::ZERO).then(|| "0.0000".to_owned()),
             ts_ms: now_ms,
         })
@@ -630,7 +636,10 @@ impl Engine {
         now_ms: i64,
         events: &mut Vec<Event>,
     ) -> Result<(), EngineError> {
-        let o = self.orders.get(order_id).ok_or(EngineError::OrderNotFound)?;
+        let o = self
+            .orders
+            .get(order_id)
+            .ok_or(EngineError::OrderNotFound)?;
         if o.status != Status::Resting {
             return Err(EngineError::NotResting(order_id.to_owned()));
         }
@@ -881,7 +890,11 @@ mod tests {
                 .create_group(0, 0, Contracts::from_whole(10), 0, &mut ev)
                 .unwrap();
             e.place_order(&order(&g, "10"), 1, &mut ev).unwrap();
-            assert_eq!(e.group_views(1)[0].triggered, at_limit_trips, "{boundary:?}");
+            assert_eq!(
+                e.group_views(1)[0].triggered,
+                at_limit_trips,
+                "{boundary:?}"
+            );
         }
     }
 

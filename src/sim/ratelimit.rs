@@ -178,7 +178,10 @@ mod tests {
     fn order_group_reads_bill_the_write_bucket() {
         use http::Method;
         assert_eq!(
-            cost(&Method::GET, "/trade-api/v2/portfolio/order_groups?subaccount=1"),
+            cost(
+                &Method::GET,
+                "/trade-api/v2/portfolio/order_groups?subaccount=1"
+            ),
             (Bucket::Write, 10)
         );
         assert_eq!(

@@ -159,9 +159,8 @@ async fn create_group(State(st): State<Arc<SimState>>, bytes: Bytes) -> ApiResul
     let limit = parse_limit(req.contracts_limit, req.contracts_limit_fp.as_deref())?;
     let subaccount = req.subaccount.unwrap_or(0);
     let exchange_index = req.exchange_index.unwrap_or(0);
-    let id = st.with_engine(|e, now, ev| {
-        e.create_group(subaccount, exchange_index, limit, now, ev)
-    })?;
+    let id =
+        st.with_engine(|e, now, ev| e.create_group(subaccount, exchange_index, limit, now, ev))?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreateOrderGroupResponse {
@@ -280,7 +279,10 @@ async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Res
     }
     let path = req.uri().path().to_owned();
     let now = crate::kalshi::auth::now_ms();
-    if let Err(f) = st.keys.verify(req.headers(), req.method().as_str(), &path, now) {
+    if let Err(f) = st
+        .keys
+        .verify(req.headers(), req.method().as_str(), &path, now)
+    {
         st.stats.rejected_auth.fetch_add(1, Ordering::Relaxed);
         return ApiError::Auth(f).into_response();
     }
@@ -317,12 +319,18 @@ pub(super) fn router(st: Arc<SimState>) -> Router {
             &format!("{GROUPS}/{{order_group_id}}"),
             get(get_group).delete(delete_group),
         )
-        .route(&format!("{GROUPS}/{{order_group_id}}/reset"), put(reset_group))
+        .route(
+            &format!("{GROUPS}/{{order_group_id}}/reset"),
+            put(reset_group),
+        )
         .route(
             &format!("{GROUPS}/{{order_group_id}}/trigger"),
             put(trigger_group),
         )
-        .route(&format!("{GROUPS}/{{order_group_id}}/limit"), put(update_limit))
+        .route(
+            &format!("{GROUPS}/{{order_group_id}}/limit"),
+            put(update_limit),
+        )
         .route("/trade-api/v2/portfolio/events/orders", post(create_order))
         .route("/trade-api/v2/portfolio/orders", get(list_orders))
         .route("/trade-api/v2/portfolio/orders/{order_id}", get(get_order))

@@ -59,12 +59,9 @@ async fn upgrade(State(st): State<Arc<SimState>>, mut req: Request) -> Response 
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    None,
-                )
-                .await;
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
                 st.stats.ws_sessions.fetch_add(1, Ordering::Relaxed);
                 Session::default().run(&st, ws).await;
                 st.stats.ws_sessions.fetch_sub(1, Ordering::Relaxed);
@@ -129,7 +126,8 @@ impl Session {
                 ev = events.recv() => match ev {
                     Ok(ev) => {
                         let msgs = self.render(&ev);
-                        if quiet { continue }
+                        // Read the flag again: it may have changed while this event waited.
+                        if *silent.borrow() { continue }
                         msgs.into_iter().map(Message::text).collect()
                     }
                     Err(RecvError::Lagged(n)) => {
@@ -143,7 +141,10 @@ impl Session {
                     Ok(m) => vec![m],
                     Err(_) => continue,
                 },
-                _ = ping.tick(), if !quiet => vec![Message::Ping(Bytes::from_static(b"heartbeat"))],
+                _ = ping.tick(), if !quiet => {
+                    if *silent.borrow() { continue }
+                    vec![Message::Ping(Bytes::from_static(b"heartbeat"))]
+                }
             };
             let n = out.len() as u64;
             for m in out {
@@ -178,7 +179,10 @@ impl Session {
                     sub.seq, ev.msg_json
                 ));
             } else {
-                out.push(format!(r#"{{"type":"{ty}","sid":{sid},"msg":{}}}"#, ev.msg_json));
+                out.push(format!(
+                    r#"{{"type":"{ty}","sid":{sid},"msg":{}}}"#,
+                    ev.msg_json
+                ));
             }
         }
         out
@@ -187,7 +191,11 @@ impl Session {
     /// Handles one client command, returning the replies.
     fn command(&mut self, text: &str) -> Vec<String> {
         let Ok(Value::Object(cmd)) = serde_json::from_str::<Value>(text) else {
-            return vec![error_reply(0, ws_error::UNABLE_TO_PROCESS, "Unable to process message")];
+            return vec![error_reply(
+                0,
+                ws_error::UNABLE_TO_PROCESS,
+                "Unable to process message",
+            )];
         };
         let id = cmd.get("id").and_then(Value::as_u64).unwrap_or(0);
         let params = cmd.get("params").and_then(Value::as_object);
@@ -202,13 +210,25 @@ impl Session {
                     .collect();
                 vec![json!({"id": id, "type": "ok", "msg": list}).to_string()]
             }
-            _ => vec![error_reply(id, ws_error::UNKNOWN_COMMAND, "Unknown command")],
+            _ => vec![error_reply(
+                id,
+                ws_error::UNKNOWN_COMMAND,
+                "Unknown command",
+            )],
         }
     }
 
-    fn subscribe(&mut self, id: u64, params: Option<&serde_json::Map<String, Value>>) -> Vec<String> {
+    fn subscribe(
+        &mut self,
+        id: u64,
+        params: Option<&serde_json::Map<String, Value>>,
+    ) -> Vec<String> {
         let Some(params) = params else {
-            return vec![error_reply(id, ws_error::PARAMS_REQUIRED, "Params required")];
+            return vec![error_reply(
+                id,
+                ws_error::PARAMS_REQUIRED,
+                "Params required",
+            )];
         };
         let names: Vec<&str> = params
             .get("channels")
@@ -216,21 +236,38 @@ impl Session {
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         if names.is_empty() {
-            return vec![error_reply(id, ws_error::CHANNELS_REQUIRED, "Channels required")];
+            return vec![error_reply(
+                id,
+                ws_error::CHANNELS_REQUIRED,
+                "Channels required",
+            )];
         }
         let mut channels = Vec::new();
         for name in names {
             match Channel::parse(name) {
                 Some(c) => channels.push(c),
-                None => return vec![error_reply(id, ws_error::UNKNOWN_CHANNEL, "Unknown channel")],
+                None => {
+                    return vec![error_reply(
+                        id,
+                        ws_error::UNKNOWN_CHANNEL,
+                        "Unknown channel",
+                    )];
+                }
             }
         }
         let mut tickers: Option<HashSet<String>> = params
             .get("market_tickers")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            });
         if let Some(t) = params.get("market_ticker").and_then(Value::as_str) {
-            tickers.get_or_insert_with(HashSet::new).insert(t.to_owned());
+            tickers
+                .get_or_insert_with(HashSet::new)
+                .insert(t.to_owned());
         }
         let mut replies = Vec::new();
         for channel in channels {
@@ -265,7 +302,11 @@ impl Session {
         replies
     }
 
-    fn unsubscribe(&mut self, id: u64, params: Option<&serde_json::Map<String, Value>>) -> Vec<String> {
+    fn unsubscribe(
+        &mut self,
+        id: u64,
+        params: Option<&serde_json::Map<String, Value>>,
+    ) -> Vec<String> {
         let sids: Vec<u64> = params
             .and_then(|p| p.get("sids"))
             .and_then(Value::as_array)
