@@ -178,6 +178,7 @@ fn sim_config(args: &SimArgs) -> Result<SimConfig, String> {
         error_path: args.error_path.clone(),
         error_after_apply: args.error_after_apply,
         burst_429: args.burst_429,
+        error_burst: 0,
         latency_ms: args.latency.map_or(0, |d| d.as_millis() as u64),
         ws_silent: args.ws_silent,
     };

@@ -15,5 +15,6 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    kalshi_riskd::kalshi::install_crypto_provider();
     kalshi_riskd::cli::run(cli)
 }

@@ -55,6 +55,8 @@ pub enum KeyError {
 pub struct Signer {
     key_id: Arc<str>,
     key: Arc<RsaKeyPair>,
+    /// Signatures made by this key (shared by clones), for metrics and tests.
+    signatures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl fmt::Debug for Signer {
@@ -109,6 +111,7 @@ impl Signer {
         Ok(Signer {
             key_id: key_id.into(),
             key: Arc::new(key),
+            signatures: Arc::default(),
         })
     }
 
@@ -135,6 +138,11 @@ impl Signer {
         &self.key_id
     }
 
+    /// How many signatures this key (and its clones) has made.
+    pub fn signatures(&self) -> u64 {
+        self.signatures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Signs `timestamp_ms + METHOD + path`. A query string on `path` is ignored, as the
     /// exchange requires.
     pub fn sign(&self, timestamp_ms: i64, method: &str, path: &str) -> SignedHeaders {
@@ -151,6 +159,8 @@ impl Signer {
         self.key
             .sign(&RSA_PSS_SHA256, &rng, &message, &mut sig)
             .expect("RSA-PSS signing into a modulus-sized buffer");
+        self.signatures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         SignedHeaders {
             key_id: self.key_id.to_string(),
             timestamp_ms: ts,
@@ -162,6 +172,27 @@ impl Signer {
     pub fn sign_now(&self, method: &str, path: &str) -> SignedHeaders {
         self.sign(now_ms(), method, path)
     }
+}
+
+/// The credential name under systemd's `LoadCredential=` (DESIGN.md §5).
+pub const CREDENTIAL_NAME: &str = "kalshi-key";
+
+/// Where the private key is read from: `$CREDENTIALS_DIRECTORY/kalshi-key` when systemd passes
+/// credentials (`credentials_dir`, the value of that variable), else the configured path.
+pub fn key_path(configured: &Path, credentials_dir: Option<&Path>) -> PathBuf {
+    match credentials_dir {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(CREDENTIAL_NAME),
+        _ => configured.to_owned(),
+    }
+}
+
+/// Loads the signing key from [`key_path`].
+pub fn load_signer(
+    key_id: &str,
+    configured: &Path,
+    credentials_dir: Option<&Path>,
+) -> Result<Signer, KeyError> {
+    Signer::from_pem_file(key_id, &key_path(configured, credentials_dir))
 }
 
 /// Wall-clock milliseconds since the Unix epoch, as the exchange's timestamp header wants.
@@ -287,6 +318,20 @@ mod tests {
         assert!(pem.starts_with(b"-----BEGIN RSA PRIVATE KEY-----"));
         let signer = Signer::from_pem("k1", pem, "fixture").unwrap();
         assert_eq!(signer.sign(1, "GET", "/x").signature.len(), 344);
+    }
+
+    #[test]
+    fn systemd_credentials_take_precedence_over_the_configured_path() {
+        let cred = std::path::Path::new("/run/credentials/kalshi-riskd.service");
+        let configured = std::path::Path::new("/etc/kalshi-riskd/key.pem");
+        assert_eq!(key_path(configured, Some(cred)), cred.join("kalshi-key"));
+        assert_eq!(key_path(configured, None), configured);
+        let missing =
+            load_signer("k", configured, Some(std::path::Path::new("/nonexistent"))).unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/kalshi-key"),
+            "{missing}"
+        );
     }
 
     #[test]

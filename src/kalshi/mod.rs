@@ -6,6 +6,22 @@
 //! mistake here cannot hide behind both sides agreeing.
 
 pub mod auth;
+pub mod budget;
+pub mod error;
+pub mod group;
+pub mod rest;
+pub mod stream;
+pub mod trigger;
 pub mod wire;
+pub mod ws;
 
 pub use auth::{KeyError, SignedHeaders, Signer};
+pub use error::ExchangeError;
+pub use group::{GroupAddress, GroupId};
+pub use rest::{RestClient, RestConfig};
+
+/// Makes aws-lc-rs the process's TLS crypto provider (rustls needs exactly one). Safe to call
+/// more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -15,6 +15,8 @@ pub struct Faults {
     pub error_after_apply: bool,
     /// The next this-many authenticated REST requests get `429`.
     pub burst_429: u64,
+    /// The next this-many requests matching `error_path` get `500` (then `error_rate` applies).
+    pub error_burst: u64,
     /// Delay added before every REST answer, in milliseconds.
     pub latency_ms: u64,
     /// Every WebSocket goes silent: no data, no pings, commands unread, sockets left open.
@@ -34,13 +36,21 @@ impl Faults {
         Ok(())
     }
 
-    /// Whether this request should get an injected error.
-    pub fn hits(&self, path: &str) -> bool {
-        self.error_rate > 0.0
-            && self
-                .error_path
-                .as_deref()
-                .is_none_or(|prefix| path.starts_with(prefix))
-            && fastrand::f64() < self.error_rate
+    fn matches(&self, path: &str) -> bool {
+        self.error_path
+            .as_deref()
+            .is_none_or(|prefix| path.starts_with(prefix))
+    }
+
+    /// Whether this request gets an injected error; consumes one from `error_burst`.
+    pub fn take_error(&mut self, path: &str) -> bool {
+        if !self.matches(path) {
+            return false;
+        }
+        if self.error_burst > 0 {
+            self.error_burst -= 1;
+            return true;
+        }
+        self.error_rate > 0.0 && fastrand::f64() < self.error_rate
     }
 }

@@ -273,9 +273,9 @@ async fn no_such_path() -> ApiError {
 /// Latency, authentication, rate limits and injected errors, in the exchange's order.
 async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
     st.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let faults = st.faults();
-    if faults.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    let latency_ms = lock(&st.faults).latency_ms;
+    if latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(latency_ms)).await;
     }
     let path = req.uri().path().to_owned();
     let now = crate::kalshi::auth::now_ms();
@@ -288,18 +288,18 @@ async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Res
     }
     let (bucket, cost) = ratelimit::cost(req.method(), &path);
     let admitted = lock(&st.limiter).admit(bucket, cost, tokio::time::Instant::now());
-    let burst = {
+    let (burst, inject, after_apply) = {
         let mut f = lock(&st.faults);
-        let hit = f.burst_429 > 0;
+        let burst = f.burst_429 > 0;
         f.burst_429 = f.burst_429.saturating_sub(1);
-        hit
+        let inject = admitted && !burst && f.take_error(&path);
+        (burst, inject, f.error_after_apply)
     };
     if !admitted || burst {
         st.stats.rejected_429.fetch_add(1, Ordering::Relaxed);
         return ApiError::TooManyRequests.into_response();
     }
-    let inject = faults.hits(&path);
-    if inject && !faults.error_after_apply {
+    if inject && !after_apply {
         st.stats.injected_errors.fetch_add(1, Ordering::Relaxed);
         return ApiError::Injected.into_response();
     }
@@ -311,8 +311,14 @@ async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Res
     resp
 }
 
+/// `GET /exchange/status`: public (no signature), as on the exchange.
+async fn exchange_status() -> Response {
+    axum::Json(json!({"exchange_active": true, "trading_active": true})).into_response()
+}
+
 pub(super) fn router(st: Arc<SimState>) -> Router {
-    Router::new()
+    let public = Router::new().route("/trade-api/v2/exchange/status", get(exchange_status));
+    let private = Router::new()
         .route(&format!("{GROUPS}/create"), post(create_group))
         .route(GROUPS, get(list_groups))
         .route(
@@ -336,5 +342,6 @@ pub(super) fn router(st: Arc<SimState>) -> Router {
         .route("/trade-api/v2/portfolio/orders/{order_id}", get(get_order))
         .route("/trade-api/v2/{*rest}", axum::routing::any(no_such_path))
         .layer(middleware::from_fn_with_state(st.clone(), guard))
-        .with_state(st)
+        .with_state(st);
+    public.merge(private)
 }

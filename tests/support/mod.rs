@@ -294,3 +294,31 @@ impl Ws {
         }
     }
 }
+
+impl TestSim {
+    /// The project's REST client pointed at this simulator, unlimited budgets, fast retries.
+    pub fn rest_client(
+        &self,
+        tweak: impl FnOnce(&mut kalshi_riskd::kalshi::RestConfig),
+    ) -> kalshi_riskd::kalshi::RestClient {
+        let mut cfg = kalshi_riskd::kalshi::RestConfig::new(self.sim.rest_url());
+        cfg.write_per_s = None;
+        cfg.read_per_s = None;
+        cfg.retry = kalshi_riskd::kalshi::rest::RetryPolicy {
+            attempts: 6,
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+        };
+        tweak(&mut cfg);
+        kalshi_riskd::kalshi::RestClient::new(&cfg, self.signer.clone()).unwrap()
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.control("GET", "/stats", None).await.1
+    }
+
+    pub async fn set_faults(&self, faults: Value) {
+        let (status, body) = self.control("POST", "/faults", Some(faults)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+}

@@ -1,0 +1,207 @@
+//! The client-side request budget: a token bucket that keeps the daemon under the account's rate
+//! limit, with a share held in reserve that only Trigger may use.
+//!
+//! The exchange's own buckets are the hard limit (a 429 costs a retry and time); this one makes
+//! sure the daemon never gets there on its own, and that a Trigger never waits behind routine
+//! calls: ordinary calls stop at the reserve, and while any Trigger waits for a token, ordinary
+//! calls wait behind it. Capacity is one second of budget (the exchange allows one or two), and
+//! time is tokio's, so tests run it on a paused clock.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Trigger: may use the reserve, and goes ahead of everything else.
+    Trigger,
+    /// Everything else: stops at the reserve.
+    Normal,
+}
+
+#[derive(Debug)]
+struct State {
+    rate: f64,
+    capacity: f64,
+    reserve: f64,
+    tokens: f64,
+    last: Instant,
+    triggers_waiting: u32,
+}
+
+impl State {
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(self.capacity);
+        self.last = now;
+    }
+}
+
+/// A request budget in requests per second. `None` inside means unlimited.
+#[derive(Debug)]
+pub struct Budget {
+    state: Option<Mutex<State>>,
+}
+
+/// Counts a waiting Trigger until its acquire finishes or is dropped.
+struct TriggerWaiting<'a>(&'a Mutex<State>);
+
+impl Drop for TriggerWaiting<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        s.triggers_waiting = s.triggers_waiting.saturating_sub(1);
+    }
+}
+
+impl Budget {
+    /// `per_second` requests a second, with `reserve_share` (0 to 1) of the capacity kept for
+    /// Trigger.
+    pub fn new(per_second: f64, reserve_share: f64) -> Budget {
+        let capacity = per_second.max(1.0);
+        Budget {
+            state: Some(Mutex::new(State {
+                rate: per_second.max(0.001),
+                capacity,
+                reserve: capacity * reserve_share.clamp(0.0, 1.0),
+                tokens: capacity,
+                last: Instant::now(),
+                triggers_waiting: 0,
+            })),
+        }
+    }
+
+    pub fn unlimited() -> Budget {
+        Budget { state: None }
+    }
+
+    /// Waits until this request may go.
+    pub async fn acquire(&self, priority: Priority) {
+        let Some(state) = &self.state else { return };
+        let mut waiting: Option<TriggerWaiting<'_>> = None;
+        loop {
+            let wait = {
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                s.refill(Instant::now());
+                let floor = match priority {
+                    Priority::Trigger => 0.0,
+                    // A waiting Trigger (other than this caller) holds back every ordinary call.
+                    Priority::Normal if s.triggers_waiting > 0 => f64::INFINITY,
+                    Priority::Normal => s.reserve,
+                };
+                if s.tokens >= floor + 1.0 {
+                    s.tokens -= 1.0;
+                    return;
+                }
+                if priority == Priority::Trigger && waiting.is_none() {
+                    s.triggers_waiting += 1;
+                    waiting = Some(TriggerWaiting(state));
+                }
+                let need = if floor.is_finite() {
+                    floor + 1.0 - s.tokens
+                } else {
+                    1.0
+                };
+                Duration::from_secs_f64((need / s.rate).max(0.000_5))
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    async fn count_within(b: &Arc<Budget>, p: Priority, window: Duration) -> usize {
+        let start = Instant::now();
+        let mut n = 0;
+        loop {
+            b.acquire(p).await;
+            if start.elapsed() > window {
+                return n;
+            }
+            n += 1;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ordinary_calls_stay_under_the_rate_and_above_the_reserve() {
+        let b = Arc::new(Budget::new(10.0, 0.5));
+        // A full bucket of 10 with 5 reserved: 5 at once, then 10 a second.
+        let burst = count_within(&b, Priority::Normal, Duration::ZERO).await;
+        assert_eq!(burst, 5);
+        let b = Arc::new(Budget::new(10.0, 0.5));
+        let in_ten_s = count_within(&b, Priority::Normal, Duration::from_secs(10)).await;
+        assert!((100..=106).contains(&in_ten_s), "{in_ten_s}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trigger_uses_the_reserve_at_once() {
+        let b = Budget::new(10.0, 0.5);
+        for _ in 0..5 {
+            b.acquire(Priority::Normal).await;
+        }
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            b.acquire(Priority::Trigger).await;
+        }
+        assert_eq!(t0.elapsed(), Duration::ZERO, "the reserve is the Trigger's");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_trigger_goes_before_waiting_ordinary_calls() {
+        let b = Arc::new(Budget::new(10.0, 0.0));
+        for _ in 0..10 {
+            b.acquire(Priority::Normal).await; // empty the bucket
+        }
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let (b, order) = (b.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                b.acquire(Priority::Normal).await;
+                order.lock().unwrap().push(format!("normal{i}"));
+            }));
+        }
+        tokio::task::yield_now().await;
+        let (b2, order2) = (b.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            b2.acquire(Priority::Trigger).await;
+            order2.lock().unwrap().push("trigger".to_owned());
+        }));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap();
+        assert_eq!(order[0], "trigger", "{order:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_trigger_does_not_block_ordinary_calls_forever() {
+        let b = Arc::new(Budget::new(1.0, 0.0));
+        b.acquire(Priority::Normal).await;
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { b.acquire(Priority::Trigger).await }
+        });
+        tokio::task::yield_now().await;
+        waiting.abort();
+        let _ = waiting.await;
+        let t0 = Instant::now();
+        b.acquire(Priority::Normal).await;
+        assert!(t0.elapsed() <= Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_never_waits() {
+        let b = Budget::unlimited();
+        let t0 = Instant::now();
+        for _ in 0..10_000 {
+            b.acquire(Priority::Normal).await;
+        }
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+    }
+}

@@ -1,0 +1,325 @@
+//! Decoding the user WebSocket's text frames into typed messages.
+//!
+//! [`decode`] is pure and total: any input yields a [`Decoded`] or a [`DecodeError`], never a
+//! panic (it is the fuzz target `ws_decode`). Unknown fields are ignored and legacy ones are
+//! optional; counts and prices are converted to [`Contracts`] and [`Dollars`] here, and a value
+//! that does not parse makes the whole message an error rather than a guess.
+
+use serde_json::Value;
+
+use super::group::GroupId;
+use super::wire::{FillMsg, OrderGroupUpdateMsg, UserOrderMsg};
+use crate::risk::{Contracts, Dollars};
+
+/// One fill, deduplicated downstream on `trade_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fill {
+    pub trade_id: String,
+    pub order_id: String,
+    pub ticker: String,
+    pub count: Contracts,
+    pub yes_price: Dollars,
+    /// Matching-engine time, epoch ms.
+    pub ts_ms: i64,
+    pub subaccount: Option<u8>,
+    pub exchange_index: u32,
+    /// `Some(true)` when YES was bought (`outcome_side` "yes"), `Some(false)` for NO.
+    pub bought_yes: Option<bool>,
+}
+
+/// An order's state, which maps it to its group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderUpdate {
+    pub order_id: String,
+    pub group_id: Option<GroupId>,
+    pub status: String,
+    pub ticker: String,
+    pub subaccount: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupEventKind {
+    Created,
+    Triggered,
+    Reset,
+    Deleted,
+    LimitUpdated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEvent {
+    pub kind: GroupEventKind,
+    pub group_id: GroupId,
+    /// On `created` and `limit_updated`.
+    pub limit: Option<Contracts>,
+    pub ts_ms: i64,
+}
+
+/// One server message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Fill {
+        sid: u64,
+        fill: Fill,
+    },
+    Order {
+        sid: u64,
+        order: OrderUpdate,
+    },
+    Group {
+        sid: u64,
+        seq: u64,
+        event: GroupEvent,
+    },
+    Subscribed {
+        id: u64,
+        sid: u64,
+        channel: String,
+    },
+    Unsubscribed {
+        id: u64,
+        sid: u64,
+    },
+    /// A command reply (`ok`), e.g. to `list_subscriptions`.
+    Ok {
+        id: u64,
+    },
+    /// The server reports an error (`code`, `msg`); code 25 means data was lost.
+    Error {
+        id: u64,
+        code: u64,
+        msg: String,
+    },
+    /// A message type this client does not use.
+    Other {
+        kind: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    #[error("message has no \"type\"")]
+    NoType,
+    #[error("{kind} message: {field}: {reason}")]
+    Field {
+        kind: &'static str,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+fn field(kind: &'static str, field: &'static str, reason: impl ToString) -> DecodeError {
+    DecodeError::Field {
+        kind,
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+fn u64_of(v: &Value, key: &str) -> Option<u64> {
+    v.get(key).and_then(Value::as_u64)
+}
+
+fn small<T: TryFrom<i64>>(v: Option<i64>) -> Option<T> {
+    v.and_then(|x| T::try_from(x).ok())
+}
+
+pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
+    let v: Value = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    if !v.is_object() {
+        return Err(DecodeError::NotJson("not an object".into()));
+    }
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or(DecodeError::NoType)?;
+    let id = u64_of(&v, "id").unwrap_or(0);
+    let sid = u64_of(&v, "sid").unwrap_or(0);
+    let msg = v.get("msg").cloned().unwrap_or(Value::Null);
+    Ok(match kind {
+        "fill" => {
+            let m: FillMsg = serde_json::from_value(msg).map_err(|e| field("fill", "msg", e))?;
+            let count = Contracts::parse(&m.count_fp).map_err(|e| field("fill", "count_fp", e))?;
+            let yes_price = Dollars::parse(&m.yes_price_dollars)
+                .map_err(|e| field("fill", "yes_price_dollars", e))?;
+            if m.trade_id.is_empty() {
+                return Err(field("fill", "trade_id", "empty"));
+            }
+            Decoded::Fill {
+                sid,
+                fill: Fill {
+                    trade_id: m.trade_id,
+                    order_id: m.order_id,
+                    ticker: m.market_ticker,
+                    count,
+                    yes_price,
+                    ts_ms: m.ts_ms,
+                    subaccount: small(m.subaccount),
+                    exchange_index: small(Some(m.exchange_index)).unwrap_or(0),
+                    bought_yes: m
+                        .outcome_side
+                        .as_deref()
+                        .or(m.purchased_side.as_deref())
+                        .and_then(|s| match s {
+                            "yes" => Some(true),
+                            "no" => Some(false),
+                            _ => None,
+                        }),
+                },
+            }
+        }
+        "user_order" => {
+            let m: UserOrderMsg =
+                serde_json::from_value(msg).map_err(|e| field("user_order", "msg", e))?;
+            Decoded::Order {
+                sid,
+                order: OrderUpdate {
+                    order_id: m.order_id,
+                    group_id: m.order_group_id.filter(|g| !g.is_empty()).map(GroupId::new),
+                    status: m.status,
+                    ticker: m.ticker,
+                    subaccount: small(m.subaccount_number),
+                },
+            }
+        }
+        "order_group_updates" => {
+            let seq =
+                u64_of(&v, "seq").ok_or_else(|| field("order_group_updates", "seq", "missing"))?;
+            let m: OrderGroupUpdateMsg =
+                serde_json::from_value(msg).map_err(|e| field("order_group_updates", "msg", e))?;
+            let kind = match m.event_type.as_str() {
+                "created" => GroupEventKind::Created,
+                "triggered" => GroupEventKind::Triggered,
+                "reset" => GroupEventKind::Reset,
+                "deleted" => GroupEventKind::Deleted,
+                "limit_updated" => GroupEventKind::LimitUpdated,
+                other => {
+                    return Err(field(
+                        "order_group_updates",
+                        "event_type",
+                        format!("unknown {other:?}"),
+                    ));
+                }
+            };
+            let limit = m
+                .contracts_limit_fp
+                .as_deref()
+                .map(Contracts::parse)
+                .transpose()
+                .map_err(|e| field("order_group_updates", "contracts_limit_fp", e))?;
+            Decoded::Group {
+                sid,
+                seq,
+                event: GroupEvent {
+                    kind,
+                    group_id: GroupId::new(m.order_group_id),
+                    limit,
+                    ts_ms: m.ts_ms,
+                },
+            }
+        }
+        "subscribed" => Decoded::Subscribed {
+            id,
+            sid: u64_of(&msg, "sid").unwrap_or(0),
+            channel: msg
+                .get("channel")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        "unsubscribed" => Decoded::Unsubscribed { id, sid },
+        "ok" => Decoded::Ok { id },
+        "error" => Decoded::Error {
+            id,
+            code: u64_of(&msg, "code").unwrap_or(0),
+            msg: msg
+                .get("msg")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        other => Decoded::Other {
+            kind: other.chars().take(64).collect(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_fill_with_legacy_and_unknown_fields() {
+        let text = r#"{"type":"fill","sid":13,"sending_ts_ms":1,"msg":{"trade_id":"t1","order_id":"o1",
+            "market_ticker":"KX","exchange_index":2,"is_taker":true,"side":"yes","yes_price_dollars":"0.7500",
+            "count_fp":"278.00","count":278,"yes_price":75,"fee_cost":"0.01","action":"buy","ts":1,"ts_ms":1000,
+            "post_position_fp":"500.00","purchased_side":"yes","outcome_side":"yes","book_side":"bid",
+            "subaccount":3,"brand_new_field":{"x":1}}}"#;
+        let Decoded::Fill { sid, fill } = decode(text).unwrap() else {
+            panic!()
+        };
+        assert_eq!(sid, 13);
+        assert_eq!(fill.count, Contracts::from_whole(278));
+        assert_eq!(fill.yes_price, Dollars::from_micros(750_000));
+        assert_eq!(
+            (fill.subaccount, fill.exchange_index, fill.bought_yes),
+            (Some(3), 2, Some(true))
+        );
+    }
+
+    #[test]
+    fn decodes_group_updates_and_replies() {
+        let g = decode(r#"{"type":"order_group_updates","sid":21,"seq":7,"msg":{"event_type":"limit_updated","order_group_id":"og","contracts_limit_fp":"150.00","ts_ms":5}}"#).unwrap();
+        assert_eq!(
+            g,
+            Decoded::Group {
+                sid: 21,
+                seq: 7,
+                event: GroupEvent {
+                    kind: GroupEventKind::LimitUpdated,
+                    group_id: GroupId::new("og"),
+                    limit: Some(Contracts::from_whole(150)),
+                    ts_ms: 5
+                }
+            }
+        );
+        assert_eq!(
+            decode(r#"{"id":1,"type":"subscribed","msg":{"channel":"fill","sid":3}}"#).unwrap(),
+            Decoded::Subscribed {
+                id: 1,
+                sid: 3,
+                channel: "fill".into()
+            }
+        );
+        assert_eq!(
+            decode(r#"{"id":9,"type":"error","msg":{"code":25,"msg":"overflow"}}"#).unwrap(),
+            Decoded::Error {
+                id: 9,
+                code: 25,
+                msg: "overflow".into()
+            }
+        );
+        assert!(matches!(
+            decode(r#"{"type":"ticker","msg":{}}"#),
+            Ok(Decoded::Other { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_trust() {
+        for bad in [
+            "",
+            "[]",
+            "nul",
+            "{}",
+            r#"{"type":"fill","msg":{"trade_id":"t","order_id":"o","market_ticker":"K","yes_price_dollars":"0.5","count_fp":"-3","ts_ms":1}}"#,
+            r#"{"type":"fill","msg":{"trade_id":"t","order_id":"o","market_ticker":"K","yes_price_dollars":"x","count_fp":"3","ts_ms":1}}"#,
+            r#"{"type":"order_group_updates","sid":1,"msg":{"event_type":"created","order_group_id":"g","ts_ms":1}}"#,
+            r#"{"type":"order_group_updates","sid":1,"seq":1,"msg":{"event_type":"exploded","order_group_id":"g","ts_ms":1}}"#,
+        ] {
+            assert!(decode(bad).is_err(), "{bad}");
+        }
+    }
+}

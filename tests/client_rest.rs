@@ -1,0 +1,268 @@
+//! The REST client against the simulator: typed calls, subaccount placement, error parsing,
+//! retries of idempotent calls, no blind retry of a create, the reconciled create, and Triggers
+//! fired from armed (pre-signed) requests.
+
+mod support;
+
+use std::collections::HashSet;
+
+use kalshi_riskd::kalshi::rest::{CreateError, CreateOutcome};
+use kalshi_riskd::kalshi::{ExchangeError, GroupAddress, GroupId};
+use kalshi_riskd::risk::Contracts;
+use serde_json::json;
+use support::TestSim;
+
+fn c(n: i64) -> Contracts {
+    Contracts::from_whole(n)
+}
+
+#[tokio::test]
+async fn every_order_group_operation_round_trips() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let g = api.create_group(7, 2, c(50)).await.unwrap();
+    assert_eq!((g.subaccount, g.exchange_index), (7, 2));
+    let listed = api.list_groups(Some(7)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, g.id);
+    assert_eq!(listed[0].contracts_limit, Some(c(50)));
+    assert_eq!(listed[0].exchange_index, 2);
+    assert!(api.list_groups(Some(0)).await.unwrap().is_empty());
+
+    api.update_limit(&g, c(80)).await.unwrap();
+    let detail = api.get_group(&g.id, Some(7)).await.unwrap();
+    assert_eq!(detail.contracts_limit, Some(c(80)));
+    api.trigger_group(&g).await.unwrap();
+    assert_eq!(t.group_state(g.id.as_str()).await["triggered"], true);
+    api.reset_group(&g).await.unwrap();
+    assert_eq!(t.group_state(g.id.as_str()).await["triggered"], false);
+    api.delete_group(&g).await.unwrap();
+    let err = api.get_group(&g.id, None).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn the_wrong_subaccount_is_a_final_404_not_retried() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let g = api.create_group(3, 0, c(5)).await.unwrap();
+    let wrong = GroupAddress {
+        subaccount: 0,
+        ..g.clone()
+    };
+    let before = t.stats().await["requests"].as_u64().unwrap();
+    let err = api.trigger_group(&wrong).await.unwrap_err();
+    assert_eq!(err.status(), Some(404));
+    assert_eq!(err.code(), Some("not_found"));
+    assert!(!err.is_retryable());
+    assert_eq!(
+        t.stats().await["requests"].as_u64().unwrap() - before,
+        1,
+        "a 404 is not retried"
+    );
+}
+
+#[tokio::test]
+async fn order_reads_map_orders_to_groups() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let g = api.create_group(0, 0, c(100)).await.unwrap();
+    let (_, order) = t.order(Some(g.id.as_str()), "2").await;
+    let id = order["order_id"].as_str().unwrap();
+    let info = api.get_order(id).await.unwrap();
+    assert_eq!(info.group_id, Some(g.id.clone()));
+    assert_eq!(info.status, "executed");
+    assert_eq!(info.subaccount, Some(0));
+    let (_, loose) = t.order(None, "1").await;
+    assert_eq!(
+        api.get_order(loose["order_id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .group_id,
+        None
+    );
+    assert_eq!(api.list_orders(Some("executed")).await.unwrap().len(), 2);
+    assert!(api.get_order("missing").await.unwrap_err().is_not_found());
+}
+
+#[tokio::test]
+async fn idempotent_calls_ride_out_429s_and_5xx() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let g = api.create_group(0, 0, c(5)).await.unwrap();
+    t.set_faults(json!({"burst_429": 3})).await;
+    api.trigger_group(&g)
+        .await
+        .expect("retried through three 429s");
+    t.set_faults(json!({"error_burst": 3, "error_path": "/trade-api/v2/portfolio/order_groups"}))
+        .await;
+    api.reset_group(&g)
+        .await
+        .expect("retried through three injected 500s");
+    t.set_faults(json!({"error_burst": 2})).await;
+    api.list_groups(None)
+        .await
+        .expect("retried through two injected 500s");
+    assert_eq!(t.stats().await["injected_errors"], 5);
+    t.set_faults(json!({"error_rate": 1.0})).await;
+    let err = api.list_groups(None).await.unwrap_err();
+    assert_eq!(
+        err.status(),
+        Some(500),
+        "gives up after the attempts: {err}"
+    );
+    assert!(err.to_string().contains("injected"), "{err}");
+}
+
+#[tokio::test]
+async fn a_create_refused_by_the_exchange_is_not_retried() {
+    let t = TestSim::start_with(|c| c.engine.max_groups = 1).await;
+    let api = t.rest_client(|_| {});
+    api.create_group(0, 0, c(5)).await.unwrap();
+    let before = t.stats().await["requests"].as_u64().unwrap();
+    let err = api
+        .create_group_reconciled(0, 0, c(5), &HashSet::new())
+        .await
+        .unwrap_err();
+    match err {
+        CreateError::Refused(e) => assert_eq!(e.code(), Some("order_group_limit_reached")),
+        other => panic!("{other}"),
+    }
+    assert_eq!(t.stats().await["requests"].as_u64().unwrap() - before, 1);
+}
+
+#[tokio::test]
+async fn a_create_that_failed_before_applying_is_tried_again_once_settled() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    // The first create answers 500 without applying it.
+    t.set_faults(
+        json!({"error_burst": 1, "error_path": "/trade-api/v2/portfolio/order_groups/create"}),
+    )
+    .await;
+    let outcome = api
+        .create_group_reconciled(0, 0, c(9), &HashSet::new())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, CreateOutcome::Created(_)), "{outcome:?}");
+    assert_eq!(
+        api.list_groups(None).await.unwrap().len(),
+        1,
+        "exactly one group exists"
+    );
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_adopted_from_the_listing() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let existing = api.create_group(0, 0, c(9)).await.unwrap(); // same limit, already known
+    t.set_faults(json!({"error_rate": 1.0, "error_after_apply": true,
+        "error_path": "/trade-api/v2/portfolio/order_groups/create"}))
+        .await;
+    let known: HashSet<GroupId> = [existing.id.clone()].into();
+    let outcome = api
+        .create_group_reconciled(0, 0, c(9), &known)
+        .await
+        .unwrap();
+    let CreateOutcome::Adopted(adopted) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_ne!(adopted.id, existing.id);
+    assert_eq!(
+        api.list_groups(None).await.unwrap().len(),
+        2,
+        "no extra group was created"
+    );
+}
+
+#[tokio::test]
+async fn an_ambiguous_create_is_reported_not_guessed() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let stranger = api.create_group(0, 0, c(9)).await.unwrap(); // not in `known`
+    t.set_faults(json!({"error_rate": 1.0, "error_after_apply": true,
+        "error_path": "/trade-api/v2/portfolio/order_groups/create"}))
+        .await;
+    let outcome = api
+        .create_group_reconciled(0, 0, c(9), &HashSet::new())
+        .await
+        .unwrap();
+    let CreateOutcome::Ambiguous(candidates) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(candidates.len(), 2);
+    assert!(candidates.iter().any(|g| g.id == stranger.id));
+}
+
+#[tokio::test]
+async fn an_unsettled_create_names_what_could_not_be_settled() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    t.set_faults(json!({"error_rate": 1.0})).await; // even the listing fails
+    let err = api
+        .create_group_reconciled(4, 1, c(12), &HashSet::new())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CreateError::Unsettled { .. }), "{text}");
+    assert!(
+        text.contains("subaccount 4")
+            && text.contains("exchange index 1")
+            && text.contains("12.00"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_armed_trigger_fires_without_signing() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let g = api.create_group(1, 0, c(5)).await.unwrap();
+    api.armory().arm(&g).unwrap();
+    assert_eq!(api.armory().refresh(16), 1);
+    let before = t.signer.signatures();
+    api.trigger_group(&g)
+        .await
+        .expect("the pre-signed request is accepted");
+    assert_eq!(t.signer.signatures(), before, "no signature at fire time");
+    assert_eq!(t.group_state(g.id.as_str()).await["triggered"], true);
+    // Unarmed: signed at fire time.
+    let h = api.create_group(1, 0, c(5)).await.unwrap();
+    let before = t.signer.signatures();
+    api.trigger_group(&h).await.unwrap();
+    assert_eq!(t.signer.signatures(), before + 1);
+}
+
+#[tokio::test]
+async fn transport_failures_are_retryable_and_named() {
+    // Nothing listens on this port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let t = TestSim::start().await;
+    let mut cfg =
+        kalshi_riskd::kalshi::RestConfig::new(format!("http://127.0.0.1:{port}/trade-api/v2"));
+    cfg.retry.attempts = 2;
+    cfg.retry.initial = std::time::Duration::from_millis(1);
+    let api = kalshi_riskd::kalshi::RestClient::new(&cfg, t.signer.clone()).unwrap();
+    let err = api.list_groups(None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExchangeError::Transport {
+                maybe_sent: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_retryable());
+    assert!(
+        kalshi_riskd::kalshi::RestClient::new(
+            &kalshi_riskd::kalshi::RestConfig::new("not a url"),
+            t.signer.clone()
+        )
+        .is_err()
+    );
+}
