@@ -266,3 +266,68 @@ async fn transport_failures_are_retryable_and_named() {
         .is_err()
     );
 }
+
+#[tokio::test]
+async fn the_armory_refresher_keeps_armed_triggers_fresh() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|c| c.armory.refresh_after = std::time::Duration::from_millis(150));
+    let g = api.create_group(0, 0, c(5)).await.unwrap();
+    api.armory().arm(&g).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let refresher = tokio::spawn({
+        let (api, stop) = (api.clone(), stop.clone());
+        async move { api.run_armory(16, stop).await }
+    });
+    let fresh = |api: &kalshi_riskd::kalshi::RestClient| {
+        api.armory().take(&g, kalshi_riskd::kalshi::auth::now_ms())
+    };
+    let first = tokio::time::timeout(support::PATIENCE, async {
+        loop {
+            if let Some(h) = fresh(&api) {
+                return h;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("signed by the refresher");
+    let later = tokio::time::timeout(support::PATIENCE, async {
+        loop {
+            if let Some(h) = fresh(&api)
+                && h.timestamp_ms != first.timestamp_ms
+            {
+                return h;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("re-signed by the refresher");
+    assert!(later.timestamp_ms > first.timestamp_ms);
+    api.trigger_group(&g).await.unwrap();
+    stop.cancel();
+    refresher.await.unwrap();
+}
+
+#[tokio::test]
+async fn keep_warm_probes_the_public_status_endpoint_on_every_connection() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let stop = tokio_util::sync::CancellationToken::new();
+    let warm = tokio::spawn({
+        let (api, stop) = (api.clone(), stop.clone());
+        async move {
+            api.keep_warm(3, std::time::Duration::from_millis(50), stop)
+                .await
+        }
+    });
+    tokio::time::timeout(support::PATIENCE, async {
+        while t.stats().await["status_requests"].as_u64().unwrap() < 6 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("two rounds of three probes");
+    stop.cancel();
+    warm.await.unwrap();
+}

@@ -240,3 +240,19 @@ async fn a_refused_key_keeps_retrying_and_says_why() {
     };
     stop.cancel();
 }
+
+#[tokio::test]
+async fn the_client_answers_the_servers_pings() {
+    let t = TestSim::start_with(|c| c.ping_interval = Duration::from_millis(50)).await;
+    let stop = CancellationToken::new();
+    let (mut rx, _counters, _task) = stream::spawn(config(&t), t.signer.clone(), stop.clone());
+    until(&mut rx, is(Health::Connected)).await;
+    tokio::time::timeout(PATIENCE, async {
+        while t.stats().await["ws_pongs"].as_u64().unwrap() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("pongs reach the server");
+    stop.cancel();
+}

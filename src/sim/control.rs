@@ -168,6 +168,8 @@ async fn stats(State(st): State<Arc<SimState>>) -> Response {
         "injected_errors": s.injected_errors.load(Ordering::Relaxed),
         "ws_sessions": s.ws_sessions.load(Ordering::Relaxed),
         "ws_messages": s.ws_messages.load(Ordering::Relaxed),
+        "ws_pongs": s.ws_pongs.load(Ordering::Relaxed),
+        "status_requests": s.status_requests.load(Ordering::Relaxed),
     }))
     .into_response()
 }

@@ -148,6 +148,8 @@ struct Stats {
     injected_errors: AtomicU64,
     ws_sessions: AtomicU64,
     ws_messages: AtomicU64,
+    ws_pongs: AtomicU64,
+    status_requests: AtomicU64,
 }
 
 /// The running exchange's state, shared by the REST, WebSocket and control handlers.

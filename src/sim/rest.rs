@@ -312,12 +312,15 @@ async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Res
 }
 
 /// `GET /exchange/status`: public (no signature), as on the exchange.
-async fn exchange_status() -> Response {
+async fn exchange_status(State(st): State<Arc<SimState>>) -> Response {
+    st.stats.status_requests.fetch_add(1, Ordering::Relaxed);
     axum::Json(json!({"exchange_active": true, "trading_active": true})).into_response()
 }
 
 pub(super) fn router(st: Arc<SimState>) -> Router {
-    let public = Router::new().route("/trade-api/v2/exchange/status", get(exchange_status));
+    let public = Router::new()
+        .route("/trade-api/v2/exchange/status", get(exchange_status))
+        .with_state(st.clone());
     let private = Router::new()
         .route(&format!("{GROUPS}/create"), post(create_group))
         .route(GROUPS, get(list_groups))

@@ -121,7 +121,11 @@ impl Session {
                     Some(Ok(Message::Binary(_))) => vec![Message::text(error_reply(
                         0, ws_error::UNABLE_TO_PROCESS, "Unable to process message"))],
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                    Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings itself
+                    Some(Ok(Message::Pong(_))) => {
+                        st.stats.ws_pongs.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Some(Ok(_)) => continue, // a ping: tungstenite answers it itself
                 },
                 ev = events.recv() => match ev {
                     Ok(ev) => {
