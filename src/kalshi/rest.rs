@@ -460,7 +460,7 @@ impl RestClient {
 
     /// Deletes a group; a group already gone after an unclear attempt counts as deleted.
     pub async fn delete_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let path = format!("/portfolio/order_groups/{}{}", g.id, g.query());
+        let path = format!("/portfolio/order_groups/{}{}", g.id, query(g));
         let mut attempt = 0;
         loop {
             match self
@@ -487,7 +487,7 @@ impl RestClient {
     }
 
     pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let path = format!("/portfolio/order_groups/{}/reset{}", g.id, g.query());
+        let path = format!("/portfolio/order_groups/{}/reset{}", g.id, query(g));
         self.call(Call {
             op: "reset_order_group",
             method: Method::PUT,
@@ -503,7 +503,7 @@ impl RestClient {
 
     /// Triggers a group: first in line for the budget, using an armed signature when fresh.
     pub async fn trigger_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let path = format!("/portfolio/order_groups/{}/trigger{}", g.id, g.query());
+        let path = format!("/portfolio/order_groups/{}/trigger{}", g.id, query(g));
         let armed = self.armory.take(g, now_ms());
         self.call(Call {
             op: "trigger_order_group",
@@ -523,7 +523,7 @@ impl RestClient {
         g: &GroupAddress,
         limit: Contracts,
     ) -> Result<(), ExchangeError> {
-        let path = format!("/portfolio/order_groups/{}/limit{}", g.id, g.query());
+        let path = format!("/portfolio/order_groups/{}/limit{}", g.id, query(g));
         let body = json!({"contracts_limit_fp": limit.to_string()});
         self.call(Call {
             op: "update_order_group_limit",
@@ -576,6 +576,14 @@ impl RestClient {
         let r: wire::GetOrdersResponse = Self::decode("list_orders", &bytes)?;
         Ok(r.orders.into_iter().map(order_info).collect())
     }
+}
+
+/// The query string order-group mutators carry: the group's own subaccount and exchange index.
+fn query(g: &GroupAddress) -> String {
+    format!(
+        "?subaccount={}&exchange_index={}",
+        g.subaccount, g.exchange_index
+    )
 }
 
 fn order_info(o: wire::Order) -> OrderInfo {

@@ -277,3 +277,42 @@ mod tests {
         assert_eq!(Contracts::from_hundredths(750).whole(), None);
     }
 }
+
+/// Both units serialise as exact decimal strings (`"10.00"`, `"0.560000"`), as the exchange
+/// writes them, so state files and audit records never round through floating point.
+mod serde_impls {
+    use super::{Contracts, Dollars};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
+
+    impl Serialize for Contracts {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(self)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Contracts {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let text = String::deserialize(d)?;
+            Contracts::parse(&text).map_err(D::Error::custom)
+        }
+    }
+
+    impl Serialize for Dollars {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(self)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Dollars {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let text = String::deserialize(d)?;
+            let negative = text.starts_with('-');
+            let value = Dollars::parse(text.trim_start_matches('-')).map_err(D::Error::custom)?;
+            Ok(if negative {
+                Dollars::ZERO - value
+            } else {
+                value
+            })
+        }
+    }
+}

@@ -1,0 +1,654 @@
+//! The risk core's rules, one test each, with explicit timestamps. A risk officer can read
+//! this file as the table of what the daemon decides.
+
+mod risk_support;
+
+use kalshi_riskd::risk::engine::{
+    Action, Command, DecisionKind, GroupChange, Input, OperatorCommand, RiskEngine, Snapshot,
+    StreamHealth,
+};
+use kalshi_riskd::risk::guard::{GuardState, TripReason};
+use kalshi_riskd::risk::policy::{BlindAction, KillScope, Mode};
+use kalshi_riskd::risk::{Contracts, Dollars, GroupAddress, GroupId, LimitSpec, Ratio};
+use risk_support::*;
+
+fn state(h: &Harness, name: &str) -> GuardState {
+    h.engine
+        .strategies()
+        .iter()
+        .find(|s| s.policy.name == name)
+        .unwrap()
+        .state
+}
+
+fn op(command: OperatorCommand) -> Input {
+    Input::Operator {
+        command,
+        actor: "uid:1000".into(),
+    }
+}
+
+#[test]
+fn exceeding_a_limit_trips_and_triggers_every_group_of_the_strategy() {
+    let mut h = Harness::new(
+        config(vec![
+            policy("mm", vec![limit("fast", 15_000, 100)]),
+            policy("calm", vec![limit("fast", 15_000, 100)]),
+        ]),
+        2,
+    );
+    let out = h.fill("mm", c(100));
+    assert!(triggered(&out).is_empty(), "at the limit is not over it");
+    let out = h.fill("mm", Contracts::from_hundredths(1));
+    assert_eq!(triggered(&out), ["g-mm-0", "g-mm-1"]);
+    let trip = &decisions(&out, DecisionKind::Trip)[0];
+    let ev = trip.evidence.as_ref().unwrap();
+    assert_eq!(
+        (ev.limit.as_str(), ev.contracts, ev.max_contracts),
+        ("fast", Contracts::from_hundredths(10_001), Some(c(100)))
+    );
+    assert_eq!(state(&h, "mm"), GuardState::Tripped);
+    assert_eq!(
+        state(&h, "calm"),
+        GuardState::Active,
+        "other strategies are untouched"
+    );
+    assert!(
+        triggered(&h.fill("mm", c(50))).is_empty(),
+        "a tripped strategy is not tripped twice"
+    );
+}
+
+#[test]
+fn each_limit_has_its_own_window() {
+    let mut h = Harness::new(
+        config(vec![policy(
+            "mm",
+            vec![limit("fast", 15_000, 100), limit("hourly", 3_600_000, 150)],
+        )]),
+        1,
+    );
+    h.fill("mm", c(90));
+    h.advance(15_000);
+    assert!(
+        triggered(&h.fill("mm", c(50))).is_empty(),
+        "fast window has drained: 50 of 100"
+    );
+    h.advance(15_000);
+    let out = h.fill("mm", c(11)); // hourly: 151
+    assert_eq!(triggered(&out), ["g-mm-0"]);
+    assert_eq!(
+        decisions(&out, DecisionKind::Trip)[0]
+            .evidence
+            .as_ref()
+            .unwrap()
+            .limit,
+        "hourly"
+    );
+}
+
+#[test]
+fn notional_and_fill_count_limits_trip_too() {
+    let notional = LimitSpec {
+        max_contracts: None,
+        max_notional: Some(Dollars::parse("10").unwrap()),
+        ..limit("money", 60_000, 0)
+    };
+    let mut h = Harness::new(config(vec![policy("mm", vec![notional])]), 1);
+    assert!(
+        triggered(&h.fill_priced("mm", c(20), "0.50")).is_empty(),
+        "$10.00 is at the limit"
+    );
+    assert_eq!(
+        triggered(&h.fill_priced("mm", Contracts::from_hundredths(1), "0.50")),
+        ["g-mm-0"]
+    );
+
+    let count = LimitSpec {
+        max_contracts: None,
+        max_fills: Some(3),
+        ..limit("churn", 60_000, 0)
+    };
+    let mut h = Harness::new(config(vec![policy("mm", vec![count])]), 1);
+    for _ in 0..3 {
+        assert!(triggered(&h.fill("mm", c(1))).is_empty());
+    }
+    assert_eq!(triggered(&h.fill("mm", c(1))), ["g-mm-0"]);
+}
+
+#[test]
+fn warnings_are_raised_at_the_warn_ratio_and_cleared_as_the_window_drains() {
+    let mut h = Harness::new(
+        config(vec![policy("mm", vec![limit("fast", 15_000, 100)])]),
+        1,
+    );
+    assert!(decisions(&h.fill("mm", c(79)), DecisionKind::Warn).is_empty());
+    let out = h.fill("mm", c(1));
+    assert_eq!(decisions(&out, DecisionKind::Warn).len(), 1);
+    assert!(h.engine.strategies()[0].is_warned());
+    h.advance(14_999);
+    assert!(decisions(&h.send(Input::Tick), DecisionKind::WarnCleared).is_empty());
+    h.advance(1);
+    assert_eq!(
+        decisions(&h.send(Input::Tick), DecisionKind::WarnCleared).len(),
+        1
+    );
+}
+
+#[test]
+fn a_fill_is_counted_once_per_trade_id() {
+    let mut h = Harness::new(
+        config(vec![policy("mm", vec![limit("fast", 15_000, 10)])]),
+        1,
+    );
+    h.send(Input::OrderGroup {
+        order_id: "o1".into(),
+        group: Some(group("mm", 0).id),
+    });
+    let f = h.make_fill("o1", c(10), "0.50");
+    h.send(Input::Fill(f.clone()));
+    assert!(
+        triggered(&h.send(Input::Fill(f))).is_empty(),
+        "the duplicate adds nothing"
+    );
+    assert_eq!(h.engine.counters().duplicate_fills, 1);
+    assert_eq!(h.engine.counters().fills, 1);
+}
+
+#[test]
+fn a_fill_before_its_order_is_mapped_waits_for_a_lookup() {
+    let mut h = Harness::new(
+        config(vec![policy("mm", vec![limit("fast", 15_000, 10)])]),
+        1,
+    );
+    let f1 = h.make_fill("o9", c(6), "0.50");
+    let out = h.send(Input::Fill(f1));
+    assert_eq!(
+        commands(&out),
+        [Command::LookupOrder {
+            order_id: "o9".into()
+        }]
+    );
+    let f2 = h.make_fill("o9", c(6), "0.50");
+    assert!(
+        commands(&h.send(Input::Fill(f2))).is_empty(),
+        "one lookup per order"
+    );
+    let out = h.send(Input::OrderLookup {
+        order_id: "o9".into(),
+        group: Ok(Some(group("mm", 0).id)),
+    });
+    assert_eq!(
+        triggered(&out),
+        ["g-mm-0"],
+        "both parked fills counted: 12 > 10"
+    );
+}
+
+#[test]
+fn fills_that_map_to_no_managed_group_are_unmapped_counted_and_recorded() {
+    let mut h = Harness::new(
+        config(vec![policy("mm", vec![limit("fast", 15_000, 10)])]),
+        1,
+    );
+    h.send(Input::OrderGroup {
+        order_id: "loose".into(),
+        group: None,
+    });
+    let f = h.make_fill("loose", c(1), "0.50");
+    assert_eq!(
+        decisions(&h.send(Input::Fill(f)), DecisionKind::UnmappedFill).len(),
+        1
+    );
+    h.send(Input::OrderGroup {
+        order_id: "theirs".into(),
+        group: Some(GroupId::new("someone-else")),
+    });
+    let f = h.make_fill("theirs", c(1), "0.50");
+    let d = &decisions(&h.send(Input::Fill(f)), DecisionKind::UnmappedFill)[0];
+    assert!(d.reason.contains("does not manage"), "{}", d.reason);
+    let f = h.make_fill("lost", c(1), "0.50");
+    h.send(Input::Fill(f));
+    let out = h.send(Input::OrderLookup {
+        order_id: "lost".into(),
+        group: Err("HTTP 500".into()),
+    });
+    assert!(
+        decisions(&out, DecisionKind::UnmappedFill)[0]
+            .reason
+            .contains("lookup failed")
+    );
+    assert_eq!(h.engine.counters().unmapped_fills, 3);
+}
+
+#[test]
+fn the_account_limit_engages_the_kill_switch() {
+    let mut cfg = config(vec![policy("a", vec![]), policy("b", vec![])]);
+    cfg.account_limit = Some(limit("account", 15_000, 100));
+    let mut h = Harness::new(cfg, 1);
+    h.fill("a", c(60));
+    let out = h.fill("b", c(41));
+    let kill = &decisions(&out, DecisionKind::KillEngaged)[0];
+    assert!(kill.reason.contains("account limit"), "{}", kill.reason);
+    assert_eq!(triggered(&out), ["g-a-0", "g-b-0"]);
+    assert!(h.engine.kill().is_some());
+}
+
+#[test]
+fn the_kill_switch_triggers_its_scope_holds_and_is_released_only_by_release() {
+    let foreign = GroupAddress {
+        id: GroupId::new("not-ours"),
+        subaccount: 7,
+        exchange_index: 0,
+    };
+    for (scope, want) in [
+        (KillScope::Managed, vec!["g-a-0", "g-a-1"]),
+        (KillScope::Account, vec!["g-a-0", "g-a-1", "not-ours"]),
+    ] {
+        let mut cfg = config(vec![policy("a", vec![])]);
+        cfg.kill_scope = scope;
+        let mut h = Harness::new(cfg, 2);
+        h.send(Input::GroupsListed(vec![
+            group("a", 0),
+            group("a", 1),
+            foreign.clone(),
+        ]));
+        let out = h.send(op(OperatorCommand::Kill));
+        assert_eq!(triggered(&out), want, "{scope:?}");
+        // Hold: a group that turns active again is triggered again.
+        let out = h.send(Input::GroupEvent {
+            group: group("a", 1).id,
+            change: GroupChange::Reset,
+        });
+        assert_eq!(triggered(&out), ["g-a-1"]);
+        // Nothing but release clears it; resets are refused meanwhile.
+        let out = h.send(op(OperatorCommand::Reset(None)));
+        assert!(resets(&out).is_empty());
+        assert_eq!(decisions(&out, DecisionKind::ResetRefused).len(), 1);
+        h.send(Input::Tick);
+        h.send(Input::Stream(StreamHealth::Connected));
+        assert!(h.engine.kill().is_some());
+        h.send(op(OperatorCommand::Release));
+        assert!(h.engine.kill().is_none());
+        assert!(
+            triggered(&h.send(Input::GroupEvent {
+                group: group("a", 1).id,
+                change: GroupChange::Reset
+            }))
+            .is_empty()
+        );
+    }
+}
+
+#[test]
+fn a_kill_finds_groups_created_after_the_last_listing() {
+    let mut cfg = config(vec![policy("a", vec![])]);
+    cfg.kill_scope = KillScope::Account;
+    let mut h = Harness::new(cfg, 1);
+    let out = h.send(op(OperatorCommand::Kill));
+    assert!(commands(&out).contains(&Command::Reconcile));
+    let late = GroupAddress {
+        id: GroupId::new("late"),
+        subaccount: 3,
+        exchange_index: 0,
+    };
+    let out = h.send(Input::GroupsListed(vec![group("a", 0), late.clone()]));
+    assert_eq!(triggered(&out), ["late"]);
+    assert!(
+        triggered(&h.send(Input::GroupsListed(vec![late]))).is_empty(),
+        "triggered once per kill"
+    );
+}
+
+#[test]
+fn a_blind_stream_trips_strategies_that_fail_closed_and_blocks_resets() {
+    let mut closed = policy("closed", vec![]);
+    closed.blind = BlindAction::Trigger;
+    let mut h = Harness::new(config(vec![closed, policy("open", vec![])]), 1);
+    let out = h.send(Input::Stream(StreamHealth::Blind));
+    assert_eq!(triggered(&out), ["g-closed-0"]);
+    assert_eq!(decisions(&out, DecisionKind::Blind).len(), 1);
+    assert_eq!(state(&h, "open"), GuardState::Active);
+    let out = h.send(op(OperatorCommand::Reset(Some("closed".into()))));
+    assert!(resets(&out).is_empty() && !decisions(&out, DecisionKind::ResetRefused).is_empty());
+    let out = h.send(Input::Stream(StreamHealth::Connected));
+    assert_eq!(decisions(&out, DecisionKind::StreamRestored).len(), 1);
+    assert!(commands(&out).contains(&Command::Reconcile));
+    assert_eq!(
+        resets(&h.send(op(OperatorCommand::Reset(Some("closed".into()))))),
+        ["g-closed-0"]
+    );
+}
+
+#[test]
+fn staying_disconnected_past_blind_after_is_blind() {
+    let mut closed = policy("closed", vec![]);
+    closed.blind = BlindAction::Trigger;
+    let mut h = Harness::new(config(vec![closed]), 1);
+    h.send(Input::Stream(StreamHealth::Disconnected));
+    h.advance(9_999);
+    assert!(triggered(&h.send(Input::Tick)).is_empty());
+    h.send(Input::Stream(StreamHealth::Disconnected)); // still down: the clock runs from the first
+    h.advance(1);
+    assert_eq!(triggered(&h.send(Input::Tick)), ["g-closed-0"]);
+}
+
+#[test]
+fn cooldown_resets_after_the_cooldown_on_drained_windows_at_most_n_a_day() {
+    let mut p = policy("mm", vec![limit("fast", 15_000, 100)]);
+    p.reset = cooldown(60_000, 0.5, 2);
+    let mut h = Harness::new(config(vec![p]), 2);
+    for round in 0..3 {
+        let tripped_at = h.now;
+        h.fill("mm", c(101));
+        assert_eq!(state(&h, "mm"), GuardState::Tripped, "round {round}");
+        h.at(tripped_at + 59_999);
+        assert!(resets(&h.send(Input::Tick)).is_empty(), "cooldown not over");
+        h.at(tripped_at + 60_000);
+        let out = h.send(Input::Tick);
+        if round < 2 {
+            assert_eq!(resets(&out), ["g-mm-0", "g-mm-1"], "round {round}");
+            assert_eq!(state(&h, "mm"), GuardState::Active);
+        } else {
+            assert!(
+                resets(&out).is_empty(),
+                "the third auto-reset within 24 h waits for an operator"
+            );
+        }
+        h.advance(1_000);
+    }
+    // A day after the first auto-reset, one is allowed again.
+    h.advance(24 * 3_600_000);
+    assert_eq!(resets(&h.send(Input::Tick)).len(), 2);
+}
+
+#[test]
+fn cooldown_waits_for_every_window_to_drain_below_the_resume_ratio() {
+    let mut p = policy(
+        "mm",
+        vec![limit("fast", 15_000, 100), limit("slow", 600_000, 1_000)],
+    );
+    p.reset = cooldown(30_000, 0.5, 5);
+    let mut h = Harness::new(config(vec![p]), 1);
+    h.fill("mm", c(101));
+    h.advance(20_000);
+    h.fill("mm", c(450)); // slow: 551 of 1000, above 0.5
+    h.advance(30_000);
+    assert!(resets(&h.send(Input::Tick)).is_empty());
+    h.advance(600_000);
+    assert_eq!(resets(&h.send(Input::Tick)).len(), 1);
+}
+
+#[test]
+fn no_automatic_reset_for_manual_trips_or_while_killed_or_blind() {
+    let mut p = policy("mm", vec![limit("fast", 15_000, 100)]);
+    p.reset = cooldown(1_000, 0.5, 5);
+    let mut h = Harness::new(config(vec![p.clone()]), 1);
+    h.send(op(OperatorCommand::Trigger("mm".into())));
+    h.advance(100_000);
+    assert!(
+        resets(&h.send(Input::Tick)).is_empty(),
+        "an operator's trip waits for an operator"
+    );
+
+    let mut h = Harness::new(config(vec![p.clone()]), 1);
+    h.fill("mm", c(101));
+    h.send(op(OperatorCommand::Kill));
+    h.advance(100_000);
+    assert!(resets(&h.send(Input::Tick)).is_empty(), "killed");
+    h.send(op(OperatorCommand::Release));
+    assert_eq!(
+        resets(&h.send(Input::Tick)).len(),
+        1,
+        "released: the cooldown applies again"
+    );
+
+    let mut h = Harness::new(config(vec![p]), 1);
+    h.fill("mm", c(101));
+    h.send(Input::Stream(StreamHealth::Blind));
+    h.advance(100_000);
+    assert!(resets(&h.send(Input::Tick)).is_empty(), "blind");
+}
+
+#[test]
+fn an_exchange_trigger_is_a_trip_with_reason_exchange() {
+    let mut h = Harness::new(config(vec![policy("mm", vec![])]), 2);
+    let out = h.send(Input::GroupEvent {
+        group: group("mm", 1).id,
+        change: GroupChange::Triggered,
+    });
+    let d = &decisions(&out, DecisionKind::Trip)[0];
+    assert!(d.reason.starts_with("exchange"), "{}", d.reason);
+    assert_eq!(d.actor, "exchange");
+    assert_eq!(triggered(&out), ["g-mm-0", "g-mm-1"]);
+    assert_eq!(
+        h.engine.counters().trips[&("mm".to_owned(), TripReason::Exchange)],
+        1
+    );
+    assert!(
+        decisions(
+            &h.send(Input::GroupEvent {
+                group: group("mm", 0).id,
+                change: GroupChange::Triggered
+            }),
+            DecisionKind::Trip
+        )
+        .is_empty(),
+        "already tripped: a confirmation"
+    );
+}
+
+#[test]
+fn a_group_reset_outside_the_daemon_while_tripped_is_triggered_again() {
+    let mut h = Harness::new(config(vec![policy("mm", vec![])]), 1);
+    h.send(op(OperatorCommand::Trigger("mm".into())));
+    let out = h.send(Input::GroupEvent {
+        group: group("mm", 0).id,
+        change: GroupChange::Reset,
+    });
+    assert_eq!(triggered(&out), ["g-mm-0"]);
+    assert_eq!(decisions(&out, DecisionKind::Retrigger).len(), 1);
+}
+
+#[test]
+fn shadow_mode_decides_and_records_but_sends_nothing() {
+    let mut p = policy("mm", vec![limit("fast", 15_000, 10)]);
+    p.mode = Mode::Shadow;
+    let mut h = Harness::new(config(vec![p]), 2);
+    let out = h.fill("mm", c(11));
+    assert!(commands(&out).is_empty(), "{out:?}");
+    assert_eq!(decisions(&out, DecisionKind::Trip).len(), 1);
+    assert_eq!(
+        decisions(&out, DecisionKind::Shadow).len(),
+        2,
+        "one would-trigger per group"
+    );
+    assert_eq!(state(&h, "mm"), GuardState::Tripped);
+}
+
+#[test]
+fn a_lowered_group_limit_waits_until_the_window_drains_below_it() {
+    let mut h = Harness::new(config(vec![policy("mm", vec![])]), 1);
+    h.fill("mm", c(300));
+    let mut p = policy("mm", vec![]);
+    p.group_limit = c(200);
+    let out = h.send(Input::Policies(vec![p.clone()]));
+    assert!(
+        commands(&out).is_empty(),
+        "sending 200 now would trigger a group with 300 in its window"
+    );
+    assert_eq!(decisions(&out, DecisionKind::LimitDeferred).len(), 1);
+    h.advance(14_999);
+    assert!(commands(&h.send(Input::Tick)).is_empty());
+    h.advance(1);
+    assert_eq!(
+        commands(&h.send(Input::Tick)),
+        [Command::UpdateLimit {
+            group: group("mm", 0),
+            limit: c(200)
+        }]
+    );
+    // Raising applies at once.
+    p.group_limit = c(900);
+    assert_eq!(
+        commands(&h.send(Input::Policies(vec![p]))),
+        [Command::UpdateLimit {
+            group: group("mm", 0),
+            limit: c(900)
+        }]
+    );
+}
+
+#[test]
+fn a_trip_is_confirmed_when_every_group_has_acknowledged_its_trigger() {
+    let mut h = Harness::new(config(vec![policy("mm", vec![])]), 2);
+    h.send(op(OperatorCommand::Trigger("mm".into())));
+    h.advance(40);
+    let ok = |n| Input::ActionDone {
+        group: group("mm", n),
+        action: Action::Trigger,
+        result: Ok(()),
+    };
+    assert!(decisions(&h.send(ok(0)), DecisionKind::TripConfirmed).is_empty());
+    let out = h.send(ok(1));
+    assert!(
+        decisions(&out, DecisionKind::TripConfirmed)[0]
+            .reason
+            .contains("40 ms")
+    );
+    assert_eq!(
+        h.engine.strategies()[0].trip.as_ref().unwrap().confirmed_ms,
+        Some(h.now)
+    );
+}
+
+#[test]
+fn a_failed_reset_puts_the_trip_back() {
+    let mut h = Harness::new(config(vec![policy("mm", vec![])]), 1);
+    h.send(op(OperatorCommand::Trigger("mm".into())));
+    h.send(op(OperatorCommand::Reset(Some("mm".into()))));
+    assert_eq!(state(&h, "mm"), GuardState::Active);
+    let out = h.send(Input::ActionDone {
+        group: group("mm", 0),
+        action: Action::Reset,
+        result: Err("HTTP 500".into()),
+    });
+    assert_eq!(decisions(&out, DecisionKind::ResetFailed).len(), 1);
+    assert_eq!(state(&h, "mm"), GuardState::Tripped);
+    assert_eq!(
+        h.engine.strategies()[0].trip.as_ref().unwrap().reason,
+        TripReason::Manual
+    );
+}
+
+#[test]
+fn a_restart_restores_trips_and_the_kill_latch_and_reapplies_them() {
+    let cfg = || {
+        config(vec![
+            policy("mm", vec![limit("fast", 15_000, 10)]),
+            policy("calm", vec![]),
+        ])
+    };
+    let mut h = Harness::new(cfg(), 1);
+    h.fill("mm", c(11));
+    h.send(op(OperatorCommand::Kill));
+    let json = serde_json::to_string(&h.engine.snapshot()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["strategies"]["mm"]["state"], "tripped");
+    assert_eq!(v["strategies"]["mm"]["trip"]["reason"], "limit");
+    assert_eq!(v["strategies"]["mm"]["groups"][0]["id"], "g-mm-0");
+    assert_eq!(
+        v["strategies"]["mm"]["groups"][0]["contracts_limit"],
+        "500.00"
+    );
+    assert_eq!(v["kill"]["actor"], "uid:1000");
+    let snap: Snapshot = serde_json::from_str(&json).unwrap();
+    let mut out = Vec::new();
+    let e = RiskEngine::restore(cfg(), &snap, true, h.now + 5_000, &mut out);
+    assert_eq!(
+        triggered(&out),
+        ["g-calm-0", "g-mm-0", "g-mm-0"],
+        "trip and kill re-applied"
+    );
+    assert!(e.kill().is_some());
+    assert_eq!(e.snapshot(), snap);
+}
+
+#[test]
+fn after_an_unclean_stop_active_strategies_are_unknown_until_settled() {
+    let cfg = || config(vec![policy("mm", vec![]), policy("other", vec![])]);
+    let h = Harness::new(cfg(), 2);
+    let snap = h.engine.snapshot();
+    let mut out = Vec::new();
+    let mut e = RiskEngine::restore(cfg(), &snap, false, h.now, &mut out);
+    assert!(
+        e.strategies()
+            .iter()
+            .all(|s| s.state == GuardState::Unknown)
+    );
+    let mut h = Harness {
+        engine: e,
+        ..Harness::new(cfg(), 0)
+    };
+    // Never auto-reset; the exchange settles it group by group.
+    h.advance(86_400_000);
+    assert!(resets(&h.send(Input::Tick)).is_empty());
+    h.send(Input::GroupEvent {
+        group: group("mm", 0).id,
+        change: GroupChange::Reset,
+    });
+    assert_eq!(
+        state(&h, "mm"),
+        GuardState::Unknown,
+        "one group of two proven"
+    );
+    let out = h.send(Input::GroupEvent {
+        group: group("mm", 1).id,
+        change: GroupChange::Created,
+    });
+    assert_eq!(decisions(&out, DecisionKind::Settled).len(), 1);
+    assert_eq!(state(&h, "mm"), GuardState::Active);
+    // A triggered event settles it as a trip.
+    let out = h.send(Input::GroupEvent {
+        group: group("other", 1).id,
+        change: GroupChange::Triggered,
+    });
+    assert_eq!(triggered(&out), ["g-other-0", "g-other-1"]);
+    assert_eq!(state(&h, "other"), GuardState::Tripped);
+    e = h.engine;
+    let _ = e.snapshot();
+}
+
+#[test]
+fn reload_keeps_windows_of_unchanged_limits_and_drops_removed_strategies() {
+    let mut h = Harness::new(
+        config(vec![
+            policy("mm", vec![limit("fast", 15_000, 100)]),
+            policy("gone", vec![]),
+        ]),
+        1,
+    );
+    h.fill("mm", c(90));
+    let out = h.send(Input::Policies(vec![
+        policy(
+            "mm",
+            vec![limit("fast", 15_000, 100), limit("new", 60_000, 1_000)],
+        ),
+        policy("fresh", vec![]),
+    ]));
+    assert!(commands(&out).is_empty());
+    let names: Vec<_> = h
+        .engine
+        .strategies()
+        .iter()
+        .map(|s| s.policy.name.clone())
+        .collect();
+    assert_eq!(names, ["mm", "fresh"]);
+    // 90 kept in "fast": 11 more trips it.
+    h.send(Input::GroupsAssigned {
+        strategy: "mm".into(),
+        groups: vec![group("mm", 0)],
+    });
+    assert_eq!(triggered(&h.fill("mm", c(11))), ["g-mm-0"]);
+    let _ = Ratio::ONE;
+}
