@@ -652,3 +652,37 @@ fn reload_keeps_windows_of_unchanged_limits_and_drops_removed_strategies() {
     assert_eq!(triggered(&h.fill("mm", c(11))), ["g-mm-0"]);
     let _ = Ratio::ONE;
 }
+
+#[test]
+fn trade_ids_are_remembered_for_ten_minutes_across_generations() {
+    let mut h = Harness::new(config(vec![policy("mm", vec![])]), 1);
+    h.send(Input::OrderGroup {
+        order_id: "o".into(),
+        group: Some(group("mm", 0).id),
+    });
+    let fill = |h: &mut Harness, trade: &str| {
+        let mut f = h.make_fill("o", c(1), "0.50");
+        f.trade_id = trade.into();
+        h.send(Input::Fill(f));
+    };
+    let uuid = "d91b6a5e-6f3c-4b2a-9c1d-0e8f7a6b5c4d";
+    fill(&mut h, uuid);
+    h.advance(6 * 60_000);
+    fill(&mut h, "5e0c3b1a-0000-4000-8000-000000000001"); // rotates the generations
+    h.advance(3 * 60_000);
+    fill(&mut h, uuid); // 9 minutes later: still a duplicate
+    assert_eq!(
+        (
+            h.engine.counters().fills,
+            h.engine.counters().duplicate_fills
+        ),
+        (2, 1)
+    );
+    fill(&mut h, &uuid.to_uppercase()); // the same UUID in capitals is the same trade
+    assert_eq!(h.engine.counters().duplicate_fills, 2);
+    h.advance(10 * 60_000);
+    fill(&mut h, "5e0c3b1a-0000-4000-8000-000000000002");
+    h.advance(60_000);
+    fill(&mut h, uuid); // 20 minutes: forgotten, counted again (the documented bound)
+    assert_eq!(h.engine.counters().fills, 4);
+}

@@ -22,11 +22,12 @@
 //! - The kill latch is released only by an operator's release.
 //! - In shadow mode a strategy's exchange commands become `shadow` decisions instead.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
-use super::guard::{GuardState, StrategyGuard, Trip, TripReason, WarnChange};
+use super::guard::{FillOutcome, GuardState, StrategyGuard, Trip, TripReason, WarnChange};
 use super::ids::{GroupAddress, GroupId};
 use super::kill::{KillLatch, KillRecord};
 use super::limits::{Evidence, Level, LimitState, Usage};
@@ -229,8 +230,6 @@ pub struct Counters {
     pub duplicate_fills: u64,
     pub unmapped_fills: u64,
     pub filled_contracts: Contracts,
-    /// Per strategy: (fills, contracts).
-    pub by_strategy: BTreeMap<String, (u64, Contracts)>,
     pub trips: BTreeMap<(String, TripReason), u64>,
     pub resets: BTreeMap<(String, String), u64>,
 }
@@ -254,24 +253,44 @@ fn unmanaged_reason(order_id: &str, group: &Option<GroupId>) -> String {
     }
 }
 
-/// Deduplication of `trade_id`s, bounded by time.
+/// Deduplication of `trade_id`s, bounded by time: two generations of ids, each covering half
+/// the retention. A lookup checks both; an insert goes to the newest; when the newest is half
+/// a retention old, the oldest is dropped whole. Every id is remembered for at least
+/// [`DEDUP_RETENTION_MS`] and at most one and a half times that, with no per-id expiry work.
 #[derive(Debug, Default)]
 struct Seen {
-    ids: HashSet<u128>,
-    order: VecDeque<(i64, u128)>,
+    current: HashSet<u128>,
+    previous: HashSet<u128>,
+    current_since: Option<i64>,
 }
 
 /// A `trade_id` as a 128-bit key: the UUID's own bits, or a hash of anything else.
 fn trade_key(id: &str) -> u128 {
-    let hex: Vec<u8> = id.bytes().filter(|b| *b != b'-').collect();
-    if hex.len() == 32
-        && let Ok(text) = std::str::from_utf8(&hex)
-        && let Ok(v) = u128::from_str_radix(text, 16)
-    {
+    let mut v: u128 = 0;
+    let mut digits = 0usize;
+    for b in id.bytes() {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            b'-' => continue,
+            _ => {
+                digits = usize::MAX;
+                break;
+            }
+        };
+        digits += 1;
+        if digits > 32 {
+            break;
+        }
+        v = (v << 4) | d as u128;
+    }
+    if digits == 32 {
         return v;
     }
     use std::hash::{BuildHasher, Hasher};
-    // Two independent 64-bit hashes; fixed keys so the key is stable across runs.
+    // Not a UUID: two independent 64-bit hashes with fixed keys, stable across runs, with
+    // the top bit set (a UUID key could only meet one by chance).
     let h = |seed: u64| {
         let mut s =
             std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
@@ -280,26 +299,21 @@ fn trade_key(id: &str) -> u128 {
         s.write(id.as_bytes());
         s.finish()
     };
-    ((h(0x9e37_79b9) as u128) << 64) | h(0x85eb_ca6b) as u128
+    (((h(0x9e37_79b9) as u128) << 64) | h(0x85eb_ca6b) as u128) | (1 << 127)
 }
 
 impl Seen {
     /// True when the id is new.
     fn insert(&mut self, id: &str, now_ms: i64) -> bool {
-        while let Some(&(t, k)) = self.order.front() {
-            if t + DEDUP_RETENTION_MS <= now_ms {
-                self.order.pop_front();
-                self.ids.remove(&k);
-            } else {
-                break;
-            }
+        let since = *self.current_since.get_or_insert(now_ms);
+        if now_ms - since >= DEDUP_RETENTION_MS / 2 {
+            // Size the new generation like the last one, so it does not rehash as it fills.
+            let fresh = HashSet::with_capacity_and_hasher(self.current.len(), Default::default());
+            self.previous = std::mem::replace(&mut self.current, fresh);
+            self.current_since = Some(now_ms);
         }
         let key = trade_key(id);
-        if !self.ids.insert(key) {
-            return false;
-        }
-        self.order.push_back((now_ms, key));
-        true
+        !self.previous.contains(&key) && self.current.insert(key)
     }
 }
 
@@ -345,12 +359,12 @@ impl RiskEngine {
     pub fn new(cfg: RiskConfig) -> Self {
         let mut e = RiskEngine {
             strategies: Vec::new(),
-            by_name: HashMap::new(),
-            groups: HashMap::new(),
+            by_name: HashMap::default(),
+            groups: HashMap::default(),
             foreign: BTreeMap::new(),
-            routes: HashMap::new(),
+            routes: HashMap::default(),
             route_order: VecDeque::new(),
-            parked: HashMap::new(),
+            parked: HashMap::default(),
             seen: Seen::default(),
             account: cfg.account_limit.clone().map(LimitState::new),
             kill: KillLatch::default(),
@@ -490,10 +504,6 @@ impl RiskEngine {
                 .entry((name.clone(), r.to_owned()))
                 .or_insert(0);
         }
-        self.counters
-            .by_strategy
-            .entry(name.clone())
-            .or_insert((0, Contracts::ZERO));
         self.by_name.insert(name, self.strategies.len());
         self.strategies.push(StrategyGuard::new(p));
     }
@@ -619,23 +629,21 @@ impl RiskEngine {
         out: &mut Vec<Output>,
     ) {
         let s = &mut self.strategies[strategy];
-        if let Some(c) = self.counters.by_strategy.get_mut(&s.policy.name) {
-            c.0 += 1;
-            c.1 += f.count;
-        }
-        if let Some(evidence) = s.add_fill(group, f.ts_ms, usage, now_ms) {
-            let detail = format!("limit {} exceeded", evidence.limit);
-            self.trip(
-                strategy,
-                TripReason::Limit,
-                DAEMON,
-                detail,
-                Some(evidence),
-                now_ms,
-                out,
-            );
-        } else {
-            self.record_warnings(strategy, now_ms, out);
+        match s.add_fill(group, f.ts_ms, usage, now_ms) {
+            FillOutcome::Quiet => {}
+            FillOutcome::Breached(evidence) => {
+                let detail = format!("limit {} exceeded", evidence.limit);
+                self.trip(
+                    strategy,
+                    TripReason::Limit,
+                    DAEMON,
+                    detail,
+                    Some(evidence),
+                    now_ms,
+                    out,
+                );
+            }
+            FillOutcome::WarningsChanged => self.record_warnings(strategy, now_ms, out),
         }
     }
 

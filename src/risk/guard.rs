@@ -80,6 +80,17 @@ pub struct Trip {
     pub confirmed_ms: Option<i64>,
 }
 
+/// What a fill did to a strategy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FillOutcome {
+    /// Nothing worth a record.
+    Quiet,
+    /// A limit is now exceeded (the first one's figures).
+    Breached(Evidence),
+    /// A warning was raised or cleared: ask [`StrategyGuard::warn_changes`].
+    WarningsChanged,
+}
+
 /// A change in a limit's warning, for the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WarnChange {
@@ -107,6 +118,9 @@ pub struct StrategyGuard {
     pub unconfirmed: BTreeSet<GroupId>,
     /// The trip a reset in flight replaced, restored if the reset fails.
     pub reset_from: Option<Trip>,
+    /// Fills and contracts accounted to this strategy since start.
+    pub fills_total: u64,
+    pub contracts_total: Contracts,
 }
 
 impl StrategyGuard {
@@ -125,6 +139,8 @@ impl StrategyGuard {
             unproven: BTreeSet::new(),
             unconfirmed: BTreeSet::new(),
             reset_from: None,
+            fills_total: 0,
+            contracts_total: Contracts::ZERO,
         }
     }
 
@@ -164,30 +180,34 @@ impl StrategyGuard {
         self.groups.iter().position(|g| &g.id == id)
     }
 
-    /// Accounts a fill in every window. Returns the first breached limit's evidence, if the
-    /// strategy is active and a limit is now exceeded.
-    pub fn add_fill(
-        &mut self,
-        group: usize,
-        ts_ms: i64,
-        usage: Usage,
-        now_ms: i64,
-    ) -> Option<Evidence> {
-        for l in &mut self.limits {
-            l.add(ts_ms, usage);
-        }
+    /// Accounts a fill in every window and says what changed. Each limit is evaluated once.
+    pub fn add_fill(&mut self, group: usize, ts_ms: i64, usage: Usage, now_ms: i64) -> FillOutcome {
+        self.fills_total += 1;
+        self.contracts_total += usage.contracts;
         if let Some(w) = self.group_volume.get_mut(group) {
             w.add(ts_ms, usage.contracts);
         }
-        if self.state != GuardState::Active {
-            return None;
-        }
-        for l in &mut self.limits {
-            if l.level(now_ms) == Level::Breached {
-                return Some(l.evidence(now_ms));
+        let active = self.state == GuardState::Active;
+        let mut outcome = FillOutcome::Quiet;
+        for (i, l) in self.limits.iter_mut().enumerate() {
+            l.add(ts_ms, usage);
+            if !active {
+                continue;
+            }
+            match l.level(now_ms) {
+                Level::Breached => {
+                    if !matches!(outcome, FillOutcome::Breached(_)) {
+                        outcome = FillOutcome::Breached(l.evidence(now_ms));
+                    }
+                }
+                level => {
+                    if (level == Level::Warned) != self.warned[i] && outcome == FillOutcome::Quiet {
+                        outcome = FillOutcome::WarningsChanged;
+                    }
+                }
             }
         }
-        None
+        outcome
     }
 
     /// Warnings raised or cleared since the last call.

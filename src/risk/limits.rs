@@ -136,16 +136,16 @@ impl LimitState {
 
     pub fn level(&mut self, now_ms: i64) -> Level {
         let u = self.usage(now_ms);
-        if self.measures(u).any(|(v, m)| v > m) {
-            Level::Breached
-        } else if self
-            .measures(u)
-            .any(|(v, m)| self.spec.warn_ratio.reached(v, m))
-        {
-            Level::Warned
-        } else {
-            Level::Normal
+        let mut level = Level::Normal;
+        for (v, m) in self.measures(u) {
+            if v > m {
+                return Level::Breached;
+            }
+            if self.spec.warn_ratio.reached(v, m) {
+                level = Level::Warned;
+            }
         }
+        level
     }
 
     /// Whether every measure is below `ratio × max` (a drained window, for auto-reset).
