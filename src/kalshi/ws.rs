@@ -11,6 +11,10 @@ use super::group::GroupId;
 use super::wire::{FillMsg, OrderGroupUpdateMsg, UserOrderMsg};
 use crate::risk::{Contracts, Dollars};
 
+/// The largest fill the decoder accepts: ten million contracts, far above any order the
+/// exchange takes, and small enough that sums of fills cannot overflow.
+pub const MAX_FILL_COUNT: Contracts = Contracts::from_whole(10_000_000);
+
 /// One fill, deduplicated downstream on `trade_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fill {
@@ -146,6 +150,21 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
                 .map_err(|e| field("fill", "yes_price_dollars", e))?;
             if m.trade_id.is_empty() {
                 return Err(field("fill", "trade_id", "empty"));
+            }
+            // Bounds keep every later sum far from overflow, whatever the network sends.
+            if count > MAX_FILL_COUNT {
+                return Err(field(
+                    "fill",
+                    "count_fp",
+                    format!("{count} contracts is not a plausible fill"),
+                ));
+            }
+            if yes_price > Dollars::ONE {
+                return Err(field(
+                    "fill",
+                    "yes_price_dollars",
+                    format!("{yes_price} is above one dollar"),
+                ));
             }
             Decoded::Fill {
                 sid,
@@ -317,6 +336,8 @@ mod tests {
             r#"{"type":"fill","msg":{"trade_id":"t","order_id":"o","market_ticker":"K","yes_price_dollars":"0.5","count_fp":"-3","ts_ms":1}}"#,
             r#"{"type":"fill","msg":{"trade_id":"t","order_id":"o","market_ticker":"K","yes_price_dollars":"x","count_fp":"3","ts_ms":1}}"#,
             r#"{"type":"order_group_updates","sid":1,"msg":{"event_type":"created","order_group_id":"g","ts_ms":1}}"#,
+            r#"{"type":"fill","msg":{"trade_id":"t","order_id":"o","market_ticker":"K","yes_price_dollars":"0.5","count_fp":"90000000000000000.00","ts_ms":1}}"#,
+            r#"{"type":"fill","msg":{"trade_id":"t","order_id":"o","market_ticker":"K","yes_price_dollars":"7.5","count_fp":"3","ts_ms":1}}"#,
             r#"{"type":"order_group_updates","sid":1,"seq":1,"msg":{"event_type":"exploded","order_group_id":"g","ts_ms":1}}"#,
         ] {
             assert!(decode(bad).is_err(), "{bad}");
