@@ -20,14 +20,19 @@ use crate::sim::{self, Faults, KeyRegistry, SimConfig, Simulator, Tier, TriggerB
     about = "Risk daemon for Kalshi order groups"
 )]
 pub struct Cli {
+    /// The daemon config file.
+    #[arg(long, global = true, env = "KALSHI_RISKD_CONFIG", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Load and validate the config and every policy; print one line per strategy.
+    Check,
     /// Run the exchange simulator standalone (REST, WebSocket and the /_sim/ control surface).
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -82,8 +87,99 @@ pub struct SimArgs {
 /// Runs the parsed command line to completion.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Sim(args) => run_sim(args),
+        Command::Check => run_check(&cli.config),
+        Command::Sim(args) => run_sim(*args),
     }
+}
+
+/// Loads the config with the process environment's overrides.
+fn load_config(path: &Path) -> Result<crate::config::Loaded, crate::config::ConfigErrors> {
+    crate::config::load(path, std::env::vars())
+}
+
+fn run_check(path: &Path) -> ExitCode {
+    match load_config(path) {
+        Ok(loaded) => {
+            print!("{}", describe(&loaded));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "kalshi-riskd check: {} error{} in the configuration; nothing was loaded",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `check`'s report: the config, then one line per strategy.
+pub fn describe(loaded: &crate::config::Loaded) -> String {
+    use crate::risk::policy::{BlindAction, Mode, ResetPolicy};
+    let d = &loaded.daemon;
+    let mut out = format!(
+        "config {}: environment {}, REST {}, {} strateg{} ({} enabled)\n",
+        d.file.display(),
+        d.exchange.environment.as_str(),
+        d.exchange.rest_url,
+        loaded.policies.len(),
+        if loaded.policies.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        loaded.enabled().count(),
+    );
+    for p in &loaded.policies {
+        let r = &p.risk;
+        let limits: Vec<String> = r
+            .limits
+            .iter()
+            .map(|l| {
+                let mut parts = Vec::new();
+                if let Some(c) = l.max_contracts {
+                    parts.push(format!("{} contracts", c.whole().unwrap_or(0)));
+                }
+                if let Some(n) = l.max_notional {
+                    parts.push(format!("${}", n.to_string_with(2)));
+                }
+                if let Some(f) = l.max_fills {
+                    parts.push(format!("{f} fills"));
+                }
+                let window = humantime::format_duration(Duration::from_millis(l.window_ms as u64));
+                format!("{} {} per {window}", l.name, parts.join(" + "))
+            })
+            .collect();
+        let reset = match &r.reset {
+            ResetPolicy::Manual => "manual".to_owned(),
+            ResetPolicy::Cooldown {
+                cooldown_ms,
+                resume_ratio,
+                max_auto_resets,
+            } => format!(
+                "cooldown {} below {}% (at most {max_auto_resets}/day)",
+                humantime::format_duration(Duration::from_millis(*cooldown_ms as u64)),
+                resume_ratio.ppm() / 10_000
+            ),
+        };
+        out.push_str(&format!(
+            "{}: {}{}, subaccount {}, exchange {:?}, group limit {}, limits [{}], reset {reset}, blind {}, retire {}\n",
+            r.name,
+            if p.enabled { "" } else { "DISABLED, " },
+            match r.mode { Mode::Enforce => "enforce", Mode::Shadow => "shadow" },
+            p.subaccount,
+            p.exchange_indexes,
+            r.group_limit.whole().unwrap_or(0),
+            limits.join("; "),
+            match r.blind { BlindAction::Alert => "alert", BlindAction::Trigger => "trigger" },
+            format!("{:?}", p.retire).to_lowercase(),
+        ));
+    }
+    out
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

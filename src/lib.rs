@@ -1,6 +1,7 @@
 //! kalshi-riskd: a risk-management daemon for automated trading on the Kalshi exchange.
 //!
 //! The crate is one library with a thin binary (`src/main.rs`). Its parts, by directory:
+//! - [`config`]: the daemon config and policy files, validated.
 //! - [`kalshi`]: the exchange edge (request signing, wire types).
 //! - [`risk`]: pure risk logic and the fixed-point units it computes with.
 //! - [`sim`]: a faithful exchange simulator for tests, the demo and benchmarks.
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod kalshi;
 pub mod risk;
 pub mod sim;
