@@ -29,6 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon in the foreground (systemd runs this).
+    Run,
     /// Load and validate the config and every policy; print one line per strategy.
     Check,
     /// Run the exchange simulator standalone (REST, WebSocket and the /_sim/ control surface).
@@ -87,8 +89,73 @@ pub struct SimArgs {
 /// Runs the parsed command line to completion.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Check => run_check(&cli.config),
-        Command::Sim(args) => run_sim(*args),
+        Command::Run => run_daemon(&cli.config),
+        Command::Check => {
+            init_logging(crate::config::LogFormat::Pretty);
+            run_check(&cli.config)
+        }
+        Command::Sim(args) => {
+            init_logging(crate::config::LogFormat::Pretty);
+            run_sim(*args)
+        }
+    }
+}
+
+/// Logs to stderr (journald captures it under systemd); the level comes from `RUST_LOG`
+/// (default info).
+pub fn init_logging(format: crate::config::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        crate::config::LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+fn run_daemon(path: &Path) -> ExitCode {
+    let loaded = match load_config(path) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("kalshi-riskd run: invalid configuration; not starting");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(loaded.daemon.log_format);
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let signer = match auth::load_signer(
+        &loaded.daemon.exchange.api_key_id,
+        &loaded.daemon.exchange.private_key_path,
+        credentials.as_deref(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kalshi-riskd run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kalshi-riskd run: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(crate::daemon::run(loaded, signer)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "fatal");
+            eprintln!("kalshi-riskd run: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -1,20 +1,17 @@
-//! The `kalshi-riskd` binary: parse the command line, set up logging, hand over to the library.
+//! The `kalshi-riskd` binary: guard SIGUSR1, parse the command line, hand over to the library.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::LevelFilter;
 
 fn main() -> ExitCode {
+    // Before anything else, and before any thread: from here on SIGUSR1 (the kill switch)
+    // cannot terminate the process; a kill sent during start-up is acted on once running.
+    if let Err(e) = kalshi_riskd::daemon::register_early_signals() {
+        eprintln!("kalshi-riskd: cannot register the SIGUSR1 handler: {e}");
+        return ExitCode::from(1);
+    }
     let cli = kalshi_riskd::cli::Cli::parse();
-    let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .from_env_lossy();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     kalshi_riskd::kalshi::install_crypto_provider();
     kalshi_riskd::cli::run(cli)
 }

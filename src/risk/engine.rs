@@ -411,6 +411,14 @@ impl RiskEngine {
                 (GuardState::Tripped, _) => {
                     guard.state = GuardState::Tripped;
                     guard.trip = s.trip.clone();
+                    let mut d = decision(
+                        now_ms,
+                        DecisionKind::Retrigger,
+                        "re-applying a persisted trip",
+                        DAEMON,
+                    );
+                    d.strategy = Some(name.clone());
+                    out.push(Output::Decision(d));
                     e.trigger_strategy(i, now_ms, DAEMON, "re-applying a persisted trip", out);
                 }
                 (GuardState::Unknown, _) | (GuardState::Active, false) => {
@@ -431,6 +439,15 @@ impl RiskEngine {
         }
         if let Some(k) = &snap.kill {
             e.kill = KillLatch::restored(Some(k.clone()));
+            out.push(Output::Decision(decision(
+                now_ms,
+                DecisionKind::Retrigger,
+                format!(
+                    "re-applying the persisted kill latch (engaged at {} by {}: {})",
+                    k.at_ms, k.actor, k.reason
+                ),
+                DAEMON,
+            )));
             e.trigger_kill_scope(now_ms, DAEMON, out);
         }
         e

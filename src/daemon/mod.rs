@@ -1,0 +1,535 @@
+//! The daemon: the imperative shell around the risk core.
+//!
+//! Start (DESIGN.md §7): load `state.json`; list the groups on the exchange for every subaccount
+//! the policies use; adopt the groups the state names (updating a limit that changed), create the
+//! missing ones (one per strategy and exchange index, settling a lost answer by listing);
+//! restore the risk core, which re-triggers persisted trips and the kill latch; persist;
+//! subscribe to the user stream; tell systemd `READY=1`.
+//!
+//! Run: stream events, command results, ticks and signals go into the risk core one at a time;
+//! what comes out is carried out. Commands go out first, each on its own task (a Trigger is
+//! retried until the exchange confirms it); decisions are then logged and handed to the writer
+//! thread, which appends them to `audit.jsonl` and rewrites `state.json` when state changed, so
+//! no Trigger ever waits for a disk write.
+//!
+//! Stop (SIGTERM/SIGINT): stop taking new work, let in-flight Triggers finish (bounded), write
+//! the state with `clean_stop`, exit 0. Groups stay as they are: the exchange's limits keep
+//! holding.
+
+pub mod store;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Loaded;
+use crate::kalshi::auth::now_ms;
+use crate::kalshi::rest::{CreateOutcome, RestConfig, RetryPolicy};
+use crate::kalshi::stream::{self, Health, StreamConfig, StreamEvent};
+use crate::kalshi::{ExchangeError, GroupAddress, GroupId, RestClient, Signer};
+use crate::risk::Dollars;
+use crate::risk::engine::{
+    Action, Command, DecisionKind, Fill, GroupChange, GroupSnapshot, Input, OperatorCommand,
+    Output, RiskEngine, Snapshot, StrategySnapshot, StreamHealth,
+};
+use crate::risk::guard::GuardState;
+use store::{StateFile, Store, StoreError};
+
+/// How long a stop waits for in-flight Triggers.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state: {0}")]
+    Store(#[from] StoreError),
+    #[error("exchange client: {0}")]
+    Client(#[from] crate::kalshi::rest::ClientError),
+    #[error("at start: {0}")]
+    Exchange(#[from] ExchangeError),
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Set by SIGUSR1 from the moment the process starts (registered before the runtime exists),
+/// so a kill sent during start-up is not lost.
+pub static KILL_SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+/// Registers the SIGUSR1 flag. Call first thing in `main`, before any thread starts.
+pub fn register_early_signals() -> std::io::Result<()> {
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, &KILL_SIGNALLED).map(drop)
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// What the writer thread does with one batch.
+struct WriteJob {
+    decisions: Vec<crate::risk::engine::Decision>,
+    state: Option<StateFile>,
+}
+
+/// The price paid per contract: the YES price for YES, one dollar less it for NO, the larger
+/// when the side is not known.
+fn price_paid(f: &crate::kalshi::ws::Fill) -> Dollars {
+    let no = Dollars::ONE - f.yes_price;
+    match f.bought_yes {
+        Some(true) => f.yes_price,
+        Some(false) => no,
+        None => f.yes_price.max(no),
+    }
+}
+
+fn to_input(ev: StreamEvent) -> Option<Input> {
+    use crate::kalshi::ws::GroupEventKind as K;
+    Some(match ev {
+        StreamEvent::Fill(f) => Input::Fill(Fill {
+            price: price_paid(&f),
+            trade_id: f.trade_id,
+            order_id: f.order_id,
+            count: f.count,
+            ts_ms: f.ts_ms,
+        }),
+        StreamEvent::Order(o) => Input::OrderGroup {
+            order_id: o.order_id,
+            group: o.group_id,
+        },
+        StreamEvent::Group(g) => Input::GroupEvent {
+            group: g.group_id,
+            change: match g.kind {
+                K::Created => GroupChange::Created,
+                K::Triggered => GroupChange::Triggered,
+                K::Reset => GroupChange::Reset,
+                K::Deleted => GroupChange::Deleted,
+                K::LimitUpdated => GroupChange::LimitUpdated(g.limit),
+            },
+        },
+        StreamEvent::Health(h) => Input::Stream(match h {
+            Health::Connected => StreamHealth::Connected,
+            Health::Disconnected { .. } => StreamHealth::Disconnected,
+            Health::Blind { .. } => StreamHealth::Blind,
+            Health::SeqGap { expected, got } => StreamHealth::Lossy(format!(
+                "order_group_updates seq {got} after {}",
+                expected - 1
+            )),
+            Health::Overflow { dropped } => {
+                StreamHealth::Lossy(format!("{dropped} stream events dropped"))
+            }
+            Health::ServerError { .. } => return None,
+        }),
+    })
+}
+
+/// Lists, adopts and creates the groups every enabled strategy needs. Returns each strategy's
+/// groups.
+async fn ensure_groups(
+    rest: &RestClient,
+    loaded: &Loaded,
+    snapshot: &Snapshot,
+) -> Result<BTreeMap<String, Vec<GroupAddress>>, ExchangeError> {
+    let subaccounts: BTreeSet<u8> = loaded.enabled().map(|p| p.subaccount).collect();
+    let mut listed = BTreeMap::new();
+    let mut known: HashSet<GroupId> = HashSet::new();
+    for &s in &subaccounts {
+        let groups = rest.list_groups(Some(s)).await?;
+        known.extend(groups.iter().map(|g| g.id.clone()));
+        listed.insert(s, groups);
+    }
+    let mut out = BTreeMap::new();
+    for p in loaded.enabled() {
+        let name = &p.risk.name;
+        let mut groups = Vec::new();
+        for &ex in &p.exchange_indexes {
+            let prior = snapshot.strategies.get(name).and_then(|s| {
+                s.groups
+                    .iter()
+                    .find(|g| g.exchange_index == ex && g.subaccount == p.subaccount)
+            });
+            let on_exchange =
+                prior.and_then(|g| listed.get(&p.subaccount)?.iter().find(|l| l.id == g.id));
+            match (prior, on_exchange) {
+                (Some(g), Some(l)) => {
+                    let addr = GroupAddress {
+                        id: g.id.clone(),
+                        subaccount: p.subaccount,
+                        exchange_index: ex,
+                    };
+                    if l.contracts_limit != Some(p.risk.group_limit) {
+                        tracing::info!(strategy = %name, group = %addr.id, limit = %p.risk.group_limit, "updating an adopted group's limit");
+                        rest.update_limit(&addr, p.risk.group_limit).await?;
+                    }
+                    tracing::info!(strategy = %name, group = %addr.id, exchange_index = ex, "adopted group");
+                    groups.push(addr);
+                }
+                (prior, _) => {
+                    if let Some(g) = prior {
+                        tracing::warn!(strategy = %name, group = %g.id, "the group state.json names is gone from the exchange; creating another");
+                    }
+                    match rest
+                        .create_group_reconciled(p.subaccount, ex, p.risk.group_limit, &known)
+                        .await
+                    {
+                        Ok(CreateOutcome::Created(a)) | Ok(CreateOutcome::Adopted(a)) => {
+                            tracing::info!(strategy = %name, group = %a.id, exchange_index = ex, "created group");
+                            known.insert(a.id.clone());
+                            groups.push(a);
+                        }
+                        Ok(CreateOutcome::Ambiguous(candidates)) => {
+                            let ids: Vec<String> =
+                                candidates.iter().map(|c| c.id.to_string()).collect();
+                            tracing::error!(strategy = %name, exchange_index = ex, candidates = ?ids, "a group create could not be settled: several new groups match; none adopted");
+                        }
+                        Err(crate::kalshi::rest::CreateError::Refused(e)) => return Err(e),
+                        Err(e @ crate::kalshi::rest::CreateError::Unsettled { .. }) => {
+                            tracing::error!(strategy = %name, error = %e, "group create unsettled");
+                            if let crate::kalshi::rest::CreateError::Unsettled { last, .. } = e {
+                                return Err(last);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.insert(name.clone(), groups);
+    }
+    Ok(out)
+}
+
+/// The snapshot to restore from: the persisted one, with each strategy's groups replaced by
+/// the ones just verified on the exchange.
+fn with_groups(
+    mut snap: Snapshot,
+    loaded: &Loaded,
+    groups: &BTreeMap<String, Vec<GroupAddress>>,
+) -> Snapshot {
+    for p in loaded.enabled() {
+        let verified: Vec<GroupSnapshot> = groups
+            .get(&p.risk.name)
+            .into_iter()
+            .flatten()
+            .map(|g| GroupSnapshot {
+                id: g.id.clone(),
+                subaccount: g.subaccount,
+                exchange_index: g.exchange_index,
+                contracts_limit: p.risk.group_limit,
+            })
+            .collect();
+        snap.strategies
+            .entry(p.risk.name.clone())
+            .and_modify(|s| s.groups = verified.clone())
+            .or_insert(StrategySnapshot {
+                groups: verified,
+                state: GuardState::Active,
+                trip: None,
+                auto_resets: Vec::new(),
+            });
+    }
+    snap
+}
+
+struct Shell {
+    engine: RiskEngine,
+    rest: RestClient,
+    results: mpsc::UnboundedSender<Input>,
+    writer: std::sync::mpsc::Sender<WriteJob>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+/// Decisions that change what `state.json` holds.
+fn changes_state(kind: DecisionKind) -> bool {
+    use DecisionKind as D;
+    matches!(
+        kind,
+        D::Trip
+            | D::TripConfirmed
+            | D::Reset
+            | D::ResetFailed
+            | D::Settled
+            | D::KillEngaged
+            | D::KillReleased
+    )
+}
+
+impl Shell {
+    fn handle(&mut self, input: Input) {
+        let mut out = Vec::new();
+        self.engine.handle(input, now_ms(), &mut out);
+        self.dispatch(out);
+    }
+
+    /// Commands first (each on its own task), then the record.
+    fn dispatch(&mut self, out: Vec<Output>) {
+        let mut decisions = Vec::new();
+        for o in out {
+            match o {
+                Output::Command(c) => self.spawn(c),
+                Output::Decision(d) => decisions.push(d),
+            }
+        }
+        if decisions.is_empty() {
+            return;
+        }
+        for d in &decisions {
+            tracing::warn!(event = ?d.event, strategy = d.strategy.as_deref().unwrap_or(""), group = d.group_id.as_ref().map(|g| g.as_str()).unwrap_or(""), actor = %d.actor, reason = %d.reason, "decision");
+        }
+        let state = decisions
+            .iter()
+            .any(|d| changes_state(d.event))
+            .then(|| StateFile {
+                snapshot: self.engine.snapshot(),
+                clean_stop: false,
+            });
+        if self.writer.send(WriteJob { decisions, state }).is_err() {
+            tracing::error!("the state writer has stopped; decisions are not being recorded");
+        }
+    }
+
+    fn spawn(&self, c: Command) {
+        let (rest, tx, stop) = (self.rest.clone(), self.results.clone(), self.stop.clone());
+        self.tracker.spawn(async move {
+            let input = match c {
+                Command::Trigger { group } => {
+                    // Retried until the exchange confirms it; a group that no longer exists
+                    // cannot be triggered.
+                    let backoff = RetryPolicy { attempts: u32::MAX, initial: Duration::from_millis(100), max: Duration::from_secs(2) };
+                    let mut attempt = 0;
+                    loop {
+                        match rest.trigger_group(&group).await {
+                            Ok(()) => break Input::ActionDone { group, action: Action::Trigger, result: Ok(()) },
+                            Err(e) if e.is_not_found() => {
+                                break Input::ActionDone { group, action: Action::Trigger, result: Err(e.to_string()) };
+                            }
+                            Err(e) => {
+                                attempt += 1;
+                                tracing::error!(group = %group.id, attempt, error = %e, "trigger not confirmed; retrying");
+                                if stop.is_cancelled() && attempt > 20 {
+                                    break Input::ActionDone { group, action: Action::Trigger, result: Err(e.to_string()) };
+                                }
+                                tokio::time::sleep(backoff.delay(attempt)).await;
+                            }
+                        }
+                    }
+                }
+                Command::Reset { group } => {
+                    let result = rest.reset_group(&group).await.map_err(|e| e.to_string());
+                    Input::ActionDone { group, action: Action::Reset, result }
+                }
+                Command::UpdateLimit { group, limit } => {
+                    let result = rest.update_limit(&group, limit).await.map_err(|e| e.to_string());
+                    Input::ActionDone { group, action: Action::UpdateLimit, result }
+                }
+                Command::LookupOrder { order_id } => {
+                    let group = match rest.get_order(&order_id).await {
+                        Ok(info) => Ok(info.group_id),
+                        Err(e) if e.is_not_found() => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    Input::OrderLookup { order_id, group }
+                }
+                Command::Reconcile => match reconcile(&rest).await {
+                    Ok(groups) => Input::GroupsListed(groups),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconcile failed; the next one will try again");
+                        return;
+                    }
+                },
+            };
+            let _ = tx.send(input);
+        });
+    }
+}
+
+/// Every group on the account with its subaccount: the exchange's listing has no subaccount
+/// field, so each subaccount is listed (0..=63), stopping early once every group in the
+/// account-wide listing has been placed.
+async fn reconcile(rest: &RestClient) -> Result<Vec<GroupAddress>, ExchangeError> {
+    let all = rest.list_groups(None).await?;
+    let mut left: HashSet<GroupId> = all.iter().map(|g| g.id.clone()).collect();
+    let mut out = Vec::new();
+    for s in 0..=63u8 {
+        if left.is_empty() {
+            break;
+        }
+        for g in rest.list_groups(Some(s)).await? {
+            if left.remove(&g.id) {
+                out.push(GroupAddress {
+                    id: g.id,
+                    subaccount: s,
+                    exchange_index: g.exchange_index,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(loaded: Loaded, signer: Signer) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let d = loaded.daemon.clone();
+    // Signal streams first: from here on SIGHUP, SIGTERM and SIGINT are handled, not fatal.
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+
+    let mut rest_cfg = RestConfig::new(d.exchange.rest_url.clone());
+    rest_cfg.write_per_s = Some(d.exchange.write_budget_per_s);
+    rest_cfg.trigger_reserve = d.exchange.trigger_reserve;
+    rest_cfg.read_per_s = Some(d.exchange.write_budget_per_s * 2.0);
+    let rest = RestClient::new(&rest_cfg, signer.clone())?;
+
+    let mut store = Store::open(&d.state_dir)?;
+    let previous = store.load()?;
+    let clean = previous.as_ref().is_none_or(|s| s.clean_stop);
+    if !clean {
+        tracing::warn!(
+            "the last stop was not clean: strategies last seen active are unknown until settled"
+        );
+    }
+    let persisted = previous.map(|s| s.snapshot).unwrap_or_default();
+    let groups = ensure_groups(&rest, &loaded, &persisted).await?;
+    let snapshot = with_groups(persisted, &loaded, &groups);
+
+    let mut out = Vec::new();
+    let engine = RiskEngine::restore(loaded.risk_config(), &snapshot, clean, now_ms(), &mut out);
+    store.save(&StateFile {
+        snapshot: engine.snapshot(),
+        clean_stop: false,
+    })?;
+
+    let (writer_tx, writer_rx) = std::sync::mpsc::channel::<WriteJob>();
+    let writer = std::thread::Builder::new()
+        .name("state-writer".into())
+        .spawn(move || {
+            for job in writer_rx {
+                if let Err(e) = store.audit(&job.decisions) {
+                    tracing::error!(error = %e, "cannot append to the audit log");
+                }
+                if let Some(state) = job.state
+                    && let Err(e) = store.save(&state)
+                {
+                    tracing::error!(error = %e, "cannot write state.json");
+                }
+            }
+            store
+        })
+        .map_err(DaemonError::Signals)?;
+
+    let stop = CancellationToken::new();
+    let (results_tx, mut results_rx) = mpsc::unbounded_channel();
+    let mut shell = Shell {
+        engine,
+        rest: rest.clone(),
+        results: results_tx,
+        writer: writer_tx,
+        tracker: TaskTracker::new(),
+        stop: stop.clone(),
+    };
+    shell.dispatch(out);
+    if KILL_SIGNALLED.swap(false, Ordering::SeqCst) {
+        shell.handle(Input::Operator {
+            command: OperatorCommand::Kill,
+            actor: "signal".into(),
+        });
+    }
+
+    let mut stream_cfg = StreamConfig::new(d.exchange.ws_url.clone());
+    stream_cfg.blind_after = d.blind_after;
+    let stream_stop = stop.child_token();
+    let (mut events, _counters, stream_task) =
+        stream::spawn(stream_cfg, signer, stream_stop.clone());
+    let armory_stop = stop.child_token();
+    let armory = {
+        let rest = rest.clone();
+        let s = armory_stop.clone();
+        tokio::spawn(async move { rest.run_armory(32, s).await })
+    };
+    // The kill set is armed: a kill costs socket writes, not signatures.
+    for (_, g) in shell.engine.managed_groups() {
+        let _ = rest.armory().arm(g);
+    }
+
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("watching"),
+    ]);
+    tracing::info!(
+        strategies = loaded.enabled().count(),
+        "kalshi-riskd running"
+    );
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut tick = tokio::time::interval(TICK);
+    let mut last_watchdog = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = usr1.recv() => {
+                KILL_SIGNALLED.store(false, Ordering::SeqCst);
+                tracing::error!("SIGUSR1: kill switch");
+                shell.handle(Input::Operator { command: OperatorCommand::Kill, actor: "signal".into() });
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::warn!("SIGHUP: reload is not available in this build yet; nothing changed");
+            }
+            Some(input) = results_rx.recv() => shell.handle(input),
+            ev = events.recv() => match ev {
+                Some(ev) => if let Some(input) = to_input(ev) { shell.handle(input) },
+                None => {
+                    tracing::error!("the user stream task ended");
+                    break;
+                }
+            },
+            _ = tick.tick() => {
+                shell.handle(Input::Tick);
+                // The watchdog is fed only while this loop makes progress.
+                if let Some(every) = watchdog && last_watchdog.elapsed() >= every / 2 {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                    last_watchdog = tokio::time::Instant::now();
+                }
+            }
+        }
+    }
+
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping: finishing in-flight Triggers");
+    stream_stop.cancel();
+    armory_stop.cancel();
+    shell.tracker.close();
+    stop.cancel();
+    if tokio::time::timeout(STOP_GRACE, shell.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::error!("stop: some exchange calls did not finish in time");
+    }
+    while let Ok(input) = results_rx.try_recv() {
+        shell.handle(input);
+    }
+    let final_state = StateFile {
+        snapshot: shell.engine.snapshot(),
+        clean_stop: true,
+    };
+    let Shell {
+        writer: writer_tx, ..
+    } = shell;
+    drop(writer_tx);
+    let store = writer
+        .join()
+        .map_err(|_| DaemonError::Signals(std::io::Error::other("state writer panicked")))?;
+    store.save(&final_state)?;
+    let _ = stream_task.await;
+    let _ = armory.await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

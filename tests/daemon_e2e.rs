@@ -1,0 +1,386 @@
+//! The real `kalshi-riskd run` against the simulator: start creates and adopts groups, a breach
+//! trips before the exchange's own limit, SIGUSR1 kills, a restart keeps trips and the latch,
+//! an exchange-side trigger is recorded, an unmapped fill is counted, a blind stream trips a
+//! fail-closed strategy, SIGTERM stops cleanly. Readiness comes from a real NOTIFY_SOCKET.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{KEY_ID, PATIENCE, TestSim, key};
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    notify: UnixDatagram,
+}
+
+/// A config dir for the simulator `t`, with the given policy files.
+fn setup(t: &TestSim, policies: &[(&str, &str)], extra: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir(p.join("policies")).unwrap();
+    std::fs::write(p.join("key.pem"), &key().private_pem).unwrap();
+    std::fs::set_permissions(p.join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = format!(
+        "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"{KEY_ID}\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = 100\n\n[policies]\ndir = \"policies\"\n\n[state]\ndir = \"state\"\n\n[log]\nformat = \"json\"\n{extra}",
+        t.sim.rest_url(),
+        t.sim.ws_url()
+    );
+    std::fs::write(p.join("kalshi-riskd.toml"), cfg).unwrap();
+    for (name, text) in policies {
+        std::fs::write(p.join("policies").join(name), text).unwrap();
+    }
+    dir
+}
+
+impl Daemon {
+    /// Starts the daemon and waits for READY=1.
+    fn start(dir: &Path) -> Daemon {
+        let sock = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&sock);
+        let notify = UnixDatagram::bind(&sock).unwrap();
+        notify.set_read_timeout(Some(PATIENCE)).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+            .args(["run", "--config"])
+            .arg(dir.join("kalshi-riskd.toml"))
+            .env("NOTIFY_SOCKET", &sock)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child,
+            dir: dir.to_owned(),
+            notify,
+        };
+        d.wait_notify("READY=1");
+        d
+    }
+
+    fn wait_notify(&mut self, want: &str) {
+        let mut buf = [0u8; 512];
+        loop {
+            match self.notify.recv(&mut buf) {
+                Ok(n)
+                    if String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .any(|l| l == want) =>
+                {
+                    return;
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("no {want} from the daemon: {e}\n{}", self.log()),
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn state(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.join("state/state.json")).unwrap()).unwrap()
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("state/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits (bounded) until `f` holds for the state file.
+    fn until_state(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(bytes) = std::fs::read(self.dir.join("state/state.json"))
+                && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+                && f(&v)
+            {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "state never {what}:\n{}\n{}",
+                self.state(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn until_audit(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(v) = self.audit().into_iter().find(|v| f(v)) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "audit never showed {what}:\n{:#?}\n{}",
+                self.audit(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(mut self) -> Option<i32> {
+        self.signal("-TERM");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn group_of(state: &Value, strategy: &str) -> String {
+    state["strategies"][strategy]["groups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+const RUNAWAY: &str = "[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 20\n";
+const CALM: &str = "[group]\ncontracts_limit = 100\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_breach_kill_restart_and_stop() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY), ("calm.toml", CALM)], "");
+    let d = tokio::task::spawn_blocking({
+        let p = dir.path().to_owned();
+        move || Daemon::start(&p)
+    })
+    .await
+    .unwrap();
+    // Start created one group per strategy, with the policy's limit, and recorded them.
+    let state = d.state();
+    let (runaway, calm) = (group_of(&state, "runaway"), group_of(&state, "calm"));
+    assert_eq!(
+        t.group_state(&runaway).await["contracts_limit_fp"],
+        "100.00"
+    );
+    assert_eq!(state["clean_stop"], false);
+
+    // 21 contracts: over the daemon's 20, far under the exchange's 100.
+    t.order(Some(&runaway), "10").await;
+    t.order(Some(&runaway), "11").await;
+    let state = d.until_state("tripped", |s| {
+        s["strategies"]["runaway"]["state"] == "tripped"
+    });
+    assert_eq!(state["strategies"]["runaway"]["trip"]["reason"], "limit");
+    assert_eq!(
+        state["strategies"]["runaway"]["trip"]["evidence"]["contracts"],
+        "21.00"
+    );
+    let g = t.group_state(&runaway).await;
+    assert_eq!(
+        (g["triggered"].clone(), g["window_contracts_fp"].clone()),
+        (json!(true), json!("21.00")),
+        "the daemon, not the exchange's limit, triggered it"
+    );
+    assert_eq!(t.group_state(&calm).await["triggered"], false);
+    d.until_audit("a confirmed trip", |v| {
+        v["event"] == "trip_confirmed" && v["strategy"] == "runaway"
+    });
+
+    // The kill switch.
+    d.signal("-USR1");
+    d.until_state("killed", |s| s["kill"]["actor"] == "signal");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while t.group_state(&calm).await["triggered"] != true {
+        assert!(tokio::time::Instant::now() < deadline, "calm never triggered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A clean stop, then a restart that keeps and re-applies the trip and the latch.
+    let code = tokio::task::spawn_blocking(move || d.stop()).await.unwrap();
+    assert_eq!(code, Some(0));
+    let reread: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(reread["clean_stop"], true);
+    t.call(
+        "PUT",
+        &format!("/trade-api/v2/portfolio/order_groups/{calm}/reset"),
+        None,
+    )
+    .await;
+    t.call(
+        "PUT",
+        &format!("/trade-api/v2/portfolio/order_groups/{runaway}/reset"),
+        None,
+    )
+    .await;
+    let d = tokio::task::spawn_blocking({
+        let p = dir.path().to_owned();
+        move || Daemon::start(&p)
+    })
+    .await
+    .unwrap();
+    let state = d.state();
+    assert_eq!(
+        group_of(&state, "runaway"),
+        runaway,
+        "adopted, not created again"
+    );
+    assert_eq!(state["strategies"]["runaway"]["state"], "tripped");
+    assert!(state["kill"].is_object());
+    // READY comes after the re-application: both groups are triggered again.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while t.group_state(&calm).await["triggered"] != true
+        || t.group_state(&runaway).await["triggered"] != true
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "persisted trip and kill were not re-applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        t.call("GET", "/trade-api/v2/portfolio/order_groups", None)
+            .await
+            .1["order_groups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_triggers_and_unmapped_fills_are_recorded() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    let d = tokio::task::spawn_blocking({
+        let p = dir.path().to_owned();
+        move || Daemon::start(&p)
+    })
+    .await
+    .unwrap();
+    let calm = group_of(&d.state(), "calm");
+    // A fill on an order in no group.
+    t.order(None, "3").await;
+    d.until_audit("an unmapped fill", |v| v["event"] == "unmapped_fill");
+    // Someone else triggers the group on the exchange.
+    t.call(
+        "PUT",
+        &format!("/trade-api/v2/portfolio/order_groups/{calm}/trigger"),
+        None,
+    )
+    .await;
+    let state = d.until_state("tripped by the exchange", |s| {
+        s["strategies"]["calm"]["state"] == "tripped"
+    });
+    assert_eq!(state["strategies"]["calm"]["trip"]["reason"], "exchange");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_stream_trips_a_fail_closed_strategy() {
+    let t = TestSim::start().await;
+    let closed = "[group]\ncontracts_limit = 100\n[blind]\naction = \"trigger\"\n";
+    let dir = setup(
+        &t,
+        &[("closed.toml", closed), ("open.toml", CALM)],
+        "\n[stream]\nblind_after = \"1s\"\n",
+    );
+    let d = tokio::task::spawn_blocking({
+        let p = dir.path().to_owned();
+        move || Daemon::start(&p)
+    })
+    .await
+    .unwrap();
+    t.set_faults(json!({"ws_silent": true})).await;
+    let state = d.until_state("blind-tripped", |s| {
+        s["strategies"]["closed"]["state"] == "tripped"
+    });
+    assert_eq!(state["strategies"]["closed"]["trip"]["reason"], "blind");
+    assert_eq!(state["strategies"]["open"]["state"], "active");
+    let g = group_of(&state, "closed");
+    assert_eq!(
+        t.group_state(&g).await["triggered"],
+        true,
+        "REST still works while the stream is silent"
+    );
+    t.set_faults(json!({})).await;
+    assert_eq!(
+        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
+        Some(0)
+    );
+}
+
+#[test]
+fn bad_config_or_key_exits_2_before_touching_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("k.toml"),
+        "[exchange]\nenvironment = \"nope\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("k.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exchange.environment"));
+
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("k.toml"),
+        "[exchange]\nenvironment = \"sim\"\napi_key_id = \"k\"\nprivate_key_path = \"missing.pem\"\n[policies]\ndir = \"policies\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("k.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing.pem"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
