@@ -149,7 +149,7 @@ fn run_daemon(path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(crate::daemon::run(loaded, signer)) {
+    match rt.block_on(crate::daemon::run(path, loaded, signer)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "fatal");

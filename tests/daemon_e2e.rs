@@ -60,23 +60,27 @@ impl Daemon {
             dir: dir.to_owned(),
             notify,
         };
-        d.wait_notify("READY=1");
+        d.wait_notify(&["READY=1"]);
         d
     }
 
-    fn wait_notify(&mut self, want: &str) {
+    /// Waits for one notification message holding every line in `want` (a line ending in `=`
+    /// matches any value).
+    fn wait_notify(&mut self, want: &[&str]) {
         let mut buf = [0u8; 512];
         loop {
             match self.notify.recv(&mut buf) {
-                Ok(n)
-                    if String::from_utf8_lossy(&buf[..n])
-                        .lines()
-                        .any(|l| l == want) =>
-                {
-                    return;
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let has = |w: &str| {
+                        msg.lines()
+                            .any(|l| l == w || (w.ends_with('=') && l.starts_with(w)))
+                    };
+                    if want.iter().all(|w| has(w)) {
+                        return;
+                    }
                 }
-                Ok(_) => continue,
-                Err(e) => panic!("no {want} from the daemon: {e}\n{}", self.log()),
+                Err(e) => panic!("no {want:?} from the daemon: {e}\n{}", self.log()),
             }
         }
     }
@@ -222,7 +226,10 @@ async fn start_breach_kill_restart_and_stop() {
     d.until_state("killed", |s| s["kill"]["actor"] == "signal");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while t.group_state(&calm).await["triggered"] != true {
-        assert!(tokio::time::Instant::now() < deadline, "calm never triggered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "calm never triggered"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -382,5 +389,144 @@ fn bad_config_or_key_exits_2_before_touching_anything() {
         String::from_utf8_lossy(&out.stderr).contains("missing.pem"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_a_good_policy_set_and_refuses_a_bad_one() {
+    let t = TestSim::start().await;
+    let retiring = "[group]\ncontracts_limit = 100\n[retire]\naction = \"trigger\"\n";
+    let dir = setup(&t, &[("calm.toml", CALM), ("old.toml", retiring)], "");
+    let mut d = tokio::task::spawn_blocking({
+        let p = dir.path().to_owned();
+        move || Daemon::start(&p)
+    })
+    .await
+    .unwrap();
+    let old_group = group_of(&d.state(), "old");
+
+    // A bad policy: nothing changes.
+    std::fs::write(
+        dir.path().join("policies/broken.toml"),
+        "[group]\ncontracts_limit = 0\n",
+    )
+    .unwrap();
+    d.signal("-HUP");
+    let mut d = tokio::task::spawn_blocking(move || {
+        d.wait_notify(&["RELOADING=1", "MONOTONIC_USEC="]);
+        d.wait_notify(&["READY=1"]);
+        d
+    })
+    .await
+    .unwrap();
+    let failed = d.until_audit("a refused reload", |v| v["event"] == "reload_failed");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("broken.toml"),
+        "{failed}"
+    );
+    assert!(d.state()["strategies"]["old"].is_object());
+
+    // A good one: a new strategy, a removed one retired, a changed limit.
+    std::fs::remove_file(dir.path().join("policies/broken.toml")).unwrap();
+    std::fs::remove_file(dir.path().join("policies/old.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/new.toml"),
+        "[group]\ncontracts_limit = 77\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policies/calm.toml"),
+        "[group]\ncontracts_limit = 150\n",
+    )
+    .unwrap();
+    d.signal("-HUP");
+    let d = tokio::task::spawn_blocking(move || {
+        d.wait_notify(&["RELOADING=1", "MONOTONIC_USEC="]);
+        d.wait_notify(&["READY=1"]);
+        d
+    })
+    .await
+    .unwrap();
+    let state = d.until_state("reloaded", |s| s["strategies"]["new"].is_object());
+    assert!(state["strategies"]["old"].is_null(), "{state}");
+    let new_group = group_of(&state, "new");
+    assert_eq!(
+        t.group_state(&new_group).await["contracts_limit_fp"],
+        "77.00"
+    );
+    d.until_audit("the retirement", |v| {
+        v["event"] == "retired" && v["strategy"] == "old"
+    });
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while t.group_state(&old_group).await["triggered"] != true
+        || t.group_state(&group_of(&state, "calm")).await["contracts_limit_fp"] != "150.00"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retire trigger or limit update missing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_scope_kill_triggers_groups_the_daemon_did_not_create() {
+    let t = TestSim::start().await;
+    let strangers = [t.create_group(50, 0).await, t.create_group(50, 9).await];
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    let d = tokio::task::spawn_blocking({
+        let p = dir.path().to_owned();
+        move || Daemon::start(&p)
+    })
+    .await
+    .unwrap();
+    d.signal("-USR1");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for g in &strangers {
+        while t.group_state(g).await["triggered"] != true {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "group {g} not triggered by the kill:\n{}",
+                d.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(
+        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_finishes_in_flight_triggers() {
+    let t = TestSim::start().await;
+    let dir = setup(
+        &t,
+        &[("calm.toml", CALM)],
+        "\n[kill]\nscope = \"managed\"\n",
+    );
+    let d = tokio::task::spawn_blocking({
+        let p = dir.path().to_owned();
+        move || Daemon::start(&p)
+    })
+    .await
+    .unwrap();
+    let calm = group_of(&d.state(), "calm");
+    // Every answer now takes 1.5 s: the kill's Trigger is still in flight when SIGTERM arrives.
+    t.set_faults(json!({"latency_ms": 1500})).await;
+    d.signal("-USR1");
+    d.until_state("killed", |s| s["kill"].is_object());
+    let code = tokio::task::spawn_blocking(move || d.stop()).await.unwrap();
+    assert_eq!(code, Some(0));
+    t.set_faults(json!({})).await;
+    assert_eq!(
+        t.group_state(&calm).await["triggered"],
+        true,
+        "the Trigger completed before the exit"
     );
 }

@@ -235,6 +235,8 @@ fn with_groups(
 }
 
 struct Shell {
+    loaded: Loaded,
+    config_path: std::path::PathBuf,
     engine: RiskEngine,
     rest: RestClient,
     results: mpsc::UnboundedSender<Input>,
@@ -255,6 +257,8 @@ fn changes_state(kind: DecisionKind) -> bool {
             | D::Settled
             | D::KillEngaged
             | D::KillReleased
+            | D::Reload
+            | D::Retired
     )
 }
 
@@ -290,6 +294,178 @@ impl Shell {
         if self.writer.send(WriteJob { decisions, state }).is_err() {
             tracing::error!("the state writer has stopped; decisions are not being recorded");
         }
+    }
+
+    /// Reload: validate everything first; on any error nothing changes. Then new strategies
+    /// get groups, changed limits go through the risk core (a lowered group limit waits for
+    /// its window to drain), and removed strategies are retired per their `retire.action`.
+    /// Settings that need a restart are reported and left as they are.
+    async fn reload(&mut self, actor: &str) {
+        use crate::config::RetireAction;
+        use crate::risk::engine::decision;
+        // systemd (253+) wants MONOTONIC_USEC in the same message as RELOADING=1.
+        match sd_notify::NotifyState::monotonic_usec_now() {
+            Ok(m) => notify(&[sd_notify::NotifyState::Reloading, m]),
+            Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
+        }
+        let now = now_ms();
+        let new = match crate::config::load(&self.config_path, std::env::vars()) {
+            Ok(new) => new,
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "reload refused");
+                }
+                let d = decision(
+                    now,
+                    DecisionKind::ReloadFailed,
+                    format!(
+                        "{} error(s); nothing changed: {}",
+                        errors.0.len(),
+                        errors.0.first().map(|e| e.to_string()).unwrap_or_default()
+                    ),
+                    actor,
+                );
+                self.dispatch(vec![Output::Decision(d)]);
+                notify(&[sd_notify::NotifyState::Ready]);
+                return;
+            }
+        };
+        let old = &self.loaded.daemon;
+        let mut restart_only = Vec::new();
+        if new.daemon.exchange != old.exchange {
+            restart_only.push("[exchange]");
+        }
+        if new.daemon.http_listen != old.http_listen || new.daemon.admin_socket != old.admin_socket
+        {
+            restart_only.push("[http]");
+        }
+        if new.daemon.state_dir != old.state_dir {
+            restart_only.push("[state]");
+        }
+        if new.daemon.blind_after != old.blind_after {
+            restart_only.push("[stream]");
+        }
+        if new.daemon.log_format != old.log_format {
+            restart_only.push("[log]");
+        }
+        if new.daemon.account_limit != old.account_limit
+            || new.daemon.kill_scope != old.kill_scope
+            || new.daemon.kill_hold != old.kill_hold
+        {
+            restart_only.push("[account]/[kill]");
+        }
+        if !restart_only.is_empty() {
+            tracing::warn!(sections = ?restart_only, "these settings changed and take effect at the next restart");
+        }
+        // Groups for every enabled strategy (existing ones are found, new ones created).
+        let groups = match ensure_groups(&self.rest, &new, &self.engine.snapshot()).await {
+            Ok(g) => g,
+            Err(e) => {
+                let d = decision(
+                    now,
+                    DecisionKind::ReloadFailed,
+                    format!("could not prepare groups: {e}; nothing changed"),
+                    actor,
+                );
+                self.dispatch(vec![Output::Decision(d)]);
+                notify(&[sd_notify::NotifyState::Ready]);
+                return;
+            }
+        };
+        // Strategies going away: retire their groups as their (old) policy says.
+        let staying: BTreeSet<&str> = new.enabled().map(|p| p.risk.name.as_str()).collect();
+        let mut out = Vec::new();
+        for p in self
+            .loaded
+            .enabled()
+            .filter(|p| !staying.contains(p.risk.name.as_str()))
+        {
+            let name = p.risk.name.clone();
+            let gs: Vec<GroupAddress> = self
+                .engine
+                .managed_groups()
+                .filter(|(s, _)| *s == name)
+                .map(|(_, g)| g.clone())
+                .collect();
+            let mut d = decision(
+                now,
+                DecisionKind::Retired,
+                format!(
+                    "policy removed; groups {}",
+                    match p.retire {
+                        RetireAction::Keep => "kept as they are",
+                        RetireAction::Trigger => "triggered",
+                        RetireAction::Delete => "deleted",
+                    }
+                ),
+                actor,
+            );
+            d.strategy = Some(name.clone());
+            out.push(Output::Decision(d));
+            for g in gs {
+                self.rest.armory().disarm(&g);
+                match p.retire {
+                    RetireAction::Keep => {}
+                    RetireAction::Trigger => {
+                        out.push(Output::Command(Command::Trigger { group: g }))
+                    }
+                    RetireAction::Delete => {
+                        let rest = self.rest.clone();
+                        self.tracker.spawn(async move {
+                            if let Err(e) = rest.delete_group(&g).await {
+                                tracing::error!(group = %g.id, error = %e, "retire: delete failed");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        let summary = format!(
+            "{} strategies ({} added, {} removed){}",
+            staying.len(),
+            new.enabled()
+                .filter(|p| !self.loaded.enabled().any(|o| o.risk.name == p.risk.name))
+                .count(),
+            self.loaded
+                .enabled()
+                .filter(|p| !staying.contains(p.risk.name.as_str()))
+                .count(),
+            if restart_only.is_empty() {
+                String::new()
+            } else {
+                format!("; {} changed and need a restart", restart_only.join(", "))
+            }
+        );
+        self.engine.handle(
+            Input::Policies(new.enabled().map(|p| p.risk.clone()).collect()),
+            now,
+            &mut out,
+        );
+        for (strategy, gs) in groups {
+            for g in &gs {
+                let _ = self.rest.armory().arm(g);
+            }
+            self.engine.handle(
+                Input::GroupsAssigned {
+                    strategy,
+                    groups: gs,
+                },
+                now,
+                &mut out,
+            );
+        }
+        out.push(Output::Decision(decision(
+            now,
+            DecisionKind::Reload,
+            summary,
+            actor,
+        )));
+        self.loaded = Loaded {
+            daemon: self.loaded.daemon.clone(),
+            policies: new.policies,
+        };
+        self.dispatch(out);
+        notify(&[sd_notify::NotifyState::Ready]);
     }
 
     fn spawn(&self, c: Command) {
@@ -372,7 +548,11 @@ async fn reconcile(rest: &RestClient) -> Result<Vec<GroupAddress>, ExchangeError
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(loaded: Loaded, signer: Signer) -> Result<(), DaemonError> {
+pub async fn run(
+    config_path: &std::path::Path,
+    loaded: Loaded,
+    signer: Signer,
+) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let d = loaded.daemon.clone();
     // Signal streams first: from here on SIGHUP, SIGTERM and SIGINT are handled, not fatal.
@@ -427,6 +607,8 @@ pub async fn run(loaded: Loaded, signer: Signer) -> Result<(), DaemonError> {
     let stop = CancellationToken::new();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let mut shell = Shell {
+        loaded: loaded.clone(),
+        config_path: config_path.to_owned(),
         engine,
         rest: rest.clone(),
         results: results_tx,
@@ -458,6 +640,27 @@ pub async fn run(loaded: Loaded, signer: Signer) -> Result<(), DaemonError> {
         let _ = rest.armory().arm(g);
     }
 
+    // READY=1 once subscribed (DESIGN §7), so nothing published after READY is missed. If the
+    // stream cannot connect within `blind_after`, start anyway: REST works, and the daemon is
+    // blind, says so and acts on it.
+    let subscribed = tokio::time::timeout(d.blind_after, async {
+        while let Some(ev) = events.recv().await {
+            let connected = ev == StreamEvent::Health(Health::Connected);
+            if let Some(input) = to_input(ev) {
+                shell.handle(input);
+            }
+            if connected {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    if !subscribed {
+        tracing::error!("the user stream did not connect at start; running blind");
+        shell.handle(Input::Stream(StreamHealth::Blind));
+    }
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("watching"),
@@ -480,7 +683,8 @@ pub async fn run(loaded: Loaded, signer: Signer) -> Result<(), DaemonError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                tracing::warn!("SIGHUP: reload is not available in this build yet; nothing changed");
+                tracing::info!("SIGHUP: reloading");
+                shell.reload("signal").await;
             }
             Some(input) = results_rx.recv() => shell.handle(input),
             ev = events.recv() => match ev {

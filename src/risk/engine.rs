@@ -176,6 +176,12 @@ pub enum DecisionKind {
     ActionFailed,
     /// A command a shadow-mode strategy would have sent.
     Shadow,
+    /// The shell applied new policies (SIGHUP or the admin API).
+    Reload,
+    /// A reload was refused; nothing changed.
+    ReloadFailed,
+    /// A strategy whose policy was removed was retired.
+    Retired,
 }
 
 /// One decision, with enough to audit it (DESIGN.md §8 `audit.jsonl`).
@@ -340,7 +346,13 @@ pub struct RiskEngine {
     counters: Counters,
 }
 
-fn decision(now_ms: i64, event: DecisionKind, reason: impl Into<String>, actor: &str) -> Decision {
+/// A decision with no strategy, group or evidence (also for the shell's own records).
+pub fn decision(
+    now_ms: i64,
+    event: DecisionKind,
+    reason: impl Into<String>,
+    actor: &str,
+) -> Decision {
     Decision {
         ts_ms: now_ms,
         event,
