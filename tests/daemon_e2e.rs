@@ -530,3 +530,81 @@ async fn a_stop_finishes_in_flight_triggers() {
         "the Trigger completed before the exit"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_unclean_stop_active_strategies_are_unknown() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    let d = tokio::task::spawn_blocking({
+        let p = dir.path().to_owned();
+        move || Daemon::start(&p)
+    })
+    .await
+    .unwrap();
+    d.signal("-KILL"); // no chance to write clean_stop
+    drop(d);
+    let d = tokio::task::spawn_blocking({
+        let p = dir.path().to_owned();
+        move || Daemon::start(&p)
+    })
+    .await
+    .unwrap();
+    let state = d.state();
+    assert_eq!(state["strategies"]["calm"]["state"], "unknown", "{state}");
+    d.until_audit("the unknown state recorded", |v| {
+        v["event"] == "settled" && v["strategy"] == "calm"
+    });
+    // The exchange settles it: a reset event for its group proves it active.
+    let calm = group_of(&state, "calm");
+    t.call(
+        "PUT",
+        &format!("/trade-api/v2/portfolio/order_groups/{calm}/reset"),
+        None,
+    )
+    .await;
+    d.until_state("settled", |s| s["strategies"]["calm"]["state"] == "active");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_is_fed_while_the_loop_runs() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    let sock = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&sock).unwrap();
+    notify.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("kalshi-riskd.toml"))
+        .env("NOTIFY_SOCKET", &sock)
+        .env("WATCHDOG_USEC", "600000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 512];
+        let mut seen = Vec::new();
+        while seen
+            .iter()
+            .filter(|m: &&String| m.contains("WATCHDOG=1"))
+            .count()
+            < 2
+        {
+            let n = notify.recv(&mut buf).expect("notifications");
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(
+        seen[0].contains("READY=1"),
+        "READY before any WATCHDOG: {seen:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -630,15 +630,27 @@ pub async fn run(
     let (mut events, _counters, stream_task) =
         stream::spawn(stream_cfg, signer, stream_stop.clone());
     let armory_stop = stop.child_token();
+    // The kill set is armed before the refresher's first round: a kill costs socket writes,
+    // not signatures.
+    let mut managed = 0;
+    for (_, g) in shell.engine.managed_groups() {
+        managed += usize::from(rest.armory().arm(g).is_ok());
+    }
     let armory = {
         let rest = rest.clone();
         let s = armory_stop.clone();
-        tokio::spawn(async move { rest.run_armory(32, s).await })
+        tokio::spawn(async move { rest.run_armory(128, s).await })
     };
-    // The kill set is armed: a kill costs socket writes, not signatures.
-    for (_, g) in shell.engine.managed_groups() {
-        let _ = rest.armory().arm(g);
-    }
+    // Pooled connections are kept open so a Trigger never pays a handshake (HTTP/1.1 needs
+    // one per concurrent request).
+    let warm = {
+        let rest = rest.clone();
+        let s = armory_stop.clone();
+        tokio::spawn(async move {
+            rest.keep_warm(managed.clamp(4, 32), Duration::from_secs(30), s)
+                .await
+        })
+    };
 
     // READY=1 once subscribed (DESIGN §7), so nothing published after READY is missed. If the
     // stream cannot connect within `blind_after`, start anyway: REST works, and the daemon is
@@ -734,6 +746,7 @@ pub async fn run(
     store.save(&final_state)?;
     let _ = stream_task.await;
     let _ = armory.await;
+    let _ = warm.await;
     tracing::info!("stopped cleanly");
     Ok(())
 }

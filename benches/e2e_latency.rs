@@ -1,0 +1,235 @@
+//! End-to-end latency with the real daemon binary against the simulator on loopback.
+//!
+//! `cargo bench --bench e2e_latency`. An observer on its own WebSocket connection timestamps
+//! what the exchange publishes, so the figures include the daemon's whole path:
+//! - **breach**: from the fill message to the group's `triggered` event: the fill reaches the
+//!   daemon, the risk core trips the strategy, the Trigger goes out and the exchange applies it.
+//!   Each sample is a fresh strategy (limit 1 contract, a 2-contract fill trips it).
+//! - **kill**: from `SIGUSR1` to the last of 100 groups' `triggered` events, two seconds after
+//!   the daemon is ready (steady state: the kill set is armed).
+//!   Client, daemon and simulator share the machine's two cores.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use kalshi_riskd::kalshi::Signer;
+use kalshi_riskd::kalshi::auth::{generate_key, public_key_der_from_pem};
+use kalshi_riskd::sim::{KeyRegistry, SimConfig, Simulator, Tier};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+const BREACH_SAMPLES: usize = 100;
+const KILL_GROUPS: usize = 100;
+const KILL_RUNS: usize = 5;
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn write_config(dir: &Path, sim: &Simulator, key_pem: &str, policies: &[(String, String)]) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(dir.join("key.pem"), key_pem).unwrap();
+    std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        dir.join("k.toml"),
+        format!(
+            "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"bench\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = 5000\n[policies]\ndir = \"policies\"\n[state]\ndir = \"state\"\n[kill]\nscope = \"managed\"\n[log]\nformat = \"json\"\n",
+            sim.rest_url(),
+            sim.ws_url()
+        ),
+    )
+    .unwrap();
+    for (name, text) in policies {
+        std::fs::write(dir.join("policies").join(name), text).unwrap();
+    }
+}
+
+/// Starts the daemon and waits for READY=1.
+fn start_daemon(dir: &Path) -> Child {
+    let sock = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&sock);
+    let notify = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        .args(["run", "--config"])
+        .arg(dir.join("k.toml"))
+        .env("NOTIFY_SOCKET", &sock)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let mut buf = [0u8; 512];
+    loop {
+        match notify.recv(&mut buf) {
+            Ok(n)
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1") =>
+            {
+                return child;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no READY=1 within a minute: {e}");
+            }
+        }
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn observer(sim: &Simulator, signer: &Signer) -> Ws {
+    let mut req = sim.ws_url().into_client_request().unwrap();
+    for (k, v) in signer.sign_now("GET", "/trade-api/ws/v2").pairs() {
+        req.headers_mut().insert(k, v.parse().unwrap());
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(
+        json!({"id":1,"cmd":"subscribe","params":{"channels":["fill","order_group_updates"]}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    ws.next().await;
+    ws.next().await;
+    ws
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            _ => continue,
+        }
+    }
+}
+
+fn state_groups(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).unwrap()).unwrap()
+}
+
+fn main() {
+    kalshi_riskd::kalshi::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let key = generate_key().unwrap();
+        let mut keys = KeyRegistry::default();
+        keys.register("bench", &public_key_der_from_pem(key.public_pem.as_bytes(), "k").unwrap()).unwrap();
+        let sim = Simulator::start(
+            SimConfig { tier: Tier::Unlimited, keys, ..SimConfig::default() },
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await
+        .unwrap();
+        let signer = Signer::from_pem("bench", key.private_pem.as_bytes(), "k").unwrap();
+        let http = reqwest::Client::new();
+
+        // Breach: one strategy per sample.
+        let dir = tempfile::tempdir().unwrap();
+        let policies: Vec<(String, String)> = (0..BREACH_SAMPLES)
+            .map(|i| (format!("s{i:03}.toml"), "[group]\ncontracts_limit = 1000\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 1\n".to_owned()))
+            .collect();
+        write_config(dir.path(), &sim, &key.private_pem, &policies);
+        let mut daemon = start_daemon(dir.path());
+        let state = state_groups(dir.path());
+        let mut ws = observer(&sim, &signer).await;
+        let mut breach = Vec::new();
+        for i in 0..BREACH_SAMPLES {
+            let group = state["strategies"][format!("s{i:03}")]["groups"][0]["id"].as_str().unwrap().to_owned();
+            let path = "/trade-api/v2/portfolio/events/orders";
+            let mut req = http.post(format!("http://{}{path}", sim.addr())).json(&json!({
+                "ticker": "KXBENCH", "side": "bid", "count": "2", "price": "0.50",
+                "time_in_force": "good_till_canceled", "self_trade_prevention_type": "maker",
+                "order_group_id": group,
+            }));
+            for (k, v) in signer.sign_now("POST", path).pairs() {
+                req = req.header(k, v);
+            }
+            let sent = req.send();
+            let mut fill_at = None;
+            let watch = async {
+                loop {
+                    let v = next_json(&mut ws).await;
+                    if v["type"] == "fill" && fill_at.is_none() {
+                        fill_at = Some(Instant::now());
+                    }
+                    if v["type"] == "order_group_updates" && v["msg"]["event_type"] == "triggered" && v["msg"]["order_group_id"] == group.as_str() {
+                        return Instant::now();
+                    }
+                }
+            };
+            let (resp, triggered_at) = tokio::join!(sent, watch);
+            resp.unwrap();
+            breach.push(triggered_at - fill_at.unwrap());
+        }
+        let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+        let _ = daemon.wait();
+        println!(
+            "breach (fill published -> Trigger applied by the exchange), {} samples: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+            breach.len(),
+            pct(&mut breach, 0.5),
+            pct(&mut breach, 0.99),
+            pct(&mut breach, 1.0)
+        );
+
+        // Kill: 100 groups, one strategy per exchange index set.
+        let mut kills = Vec::new();
+        for _ in 0..KILL_RUNS {
+            let dir = tempfile::tempdir().unwrap();
+            let indexes: Vec<String> = (0..KILL_GROUPS).map(|i| i.to_string()).collect();
+            let policy = format!("exchange_indexes = [{}]\n[group]\ncontracts_limit = 1000\n", indexes.join(", "));
+            write_config(dir.path(), &sim, &key.private_pem, &[("wide.toml".into(), policy)]);
+            let mut daemon = start_daemon(dir.path());
+            let groups: std::collections::HashSet<String> = state_groups(dir.path())["strategies"]["wide"]["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["id"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(groups.len(), KILL_GROUPS);
+            let mut ws = observer(&sim, &signer).await;
+            // Steady state: the armory's first round (signing the kill set) is done.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let t0 = Instant::now();
+            Command::new("kill").args(["-USR1", &daemon.id().to_string()]).status().unwrap();
+            let mut left = groups.clone();
+            while !left.is_empty() {
+                let v = next_json(&mut ws).await;
+                if v["msg"]["event_type"] == "triggered" {
+                    left.remove(v["msg"]["order_group_id"].as_str().unwrap_or_default());
+                }
+            }
+            kills.push(t0.elapsed());
+            let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+            let _ = daemon.wait();
+        }
+        println!(
+            "kill (SIGUSR1 -> all {KILL_GROUPS} groups triggered), {} runs: p50 {:.2?}  max {:.2?}",
+            kills.len(),
+            pct(&mut kills, 0.5),
+            pct(&mut kills, 1.0)
+        );
+        sim.shutdown().await;
+    });
+}
