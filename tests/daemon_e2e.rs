@@ -220,6 +220,14 @@ async fn start_breach_kill_restart_and_stop() {
     d.until_audit("a confirmed trip", |v| {
         v["event"] == "trip_confirmed" && v["strategy"] == "runaway"
     });
+    // Every audit line carries every field of the contract (DESIGN §8).
+    for line in d.audit() {
+        for key in [
+            "ts", "event", "strategy", "group_id", "reason", "evidence", "actor",
+        ] {
+            assert!(line.get(key).is_some(), "{key} missing from {line}");
+        }
+    }
 
     // The kill switch.
     d.signal("-USR1");

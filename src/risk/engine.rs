@@ -189,12 +189,10 @@ pub enum DecisionKind {
 pub struct Decision {
     pub ts_ms: i64,
     pub event: DecisionKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Every field is always present (`null` when empty), as the audit contract lists them.
     pub strategy: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub group_id: Option<GroupId>,
     pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
     pub actor: String,
 }
