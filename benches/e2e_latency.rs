@@ -9,14 +9,15 @@
 //!   the daemon is ready (steady state: the kill set is armed).
 //!   Client, daemon and simulator share the machine's two cores.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use kalshi_riskd::kalshi::Signer;
-use kalshi_riskd::kalshi::auth::{generate_key, public_key_der_from_pem};
-use kalshi_riskd::sim::{KeyRegistry, SimConfig, Simulator, Tier};
+use kalshi_riskd::sim::Simulator;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -133,16 +134,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let key = generate_key().unwrap();
-        let mut keys = KeyRegistry::default();
-        keys.register("bench", &public_key_der_from_pem(key.public_pem.as_bytes(), "k").unwrap()).unwrap();
-        let sim = Simulator::start(
-            SimConfig { tier: Tier::Unlimited, keys, ..SimConfig::default() },
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-        .await
-        .unwrap();
-        let signer = Signer::from_pem("bench", key.private_pem.as_bytes(), "k").unwrap();
+        let (sim, signer, key) = support::simulator().await;
         let http = reqwest::Client::new();
 
         // Breach: one strategy per sample.

@@ -6,14 +6,14 @@
 //! made once per second per request path and reused (the exchange's window allows 5 s), so the
 //! client measures the server rather than its own RSA signing; the server verifies every one.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use kalshi_riskd::kalshi::Signer;
-use kalshi_riskd::kalshi::auth::{generate_key, public_key_der_from_pem};
-use kalshi_riskd::sim::{KeyRegistry, SimConfig, Simulator, Tier};
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -97,13 +97,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let key = generate_key().unwrap();
-        let mut keys = KeyRegistry::default();
-        keys.register("bench", &public_key_der_from_pem(key.public_pem.as_bytes(), "k").unwrap()).unwrap();
-        let cfg = SimConfig { tier: Tier::Unlimited, keys, ..SimConfig::default() };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sim = Simulator::start(cfg, listener).await.unwrap();
-        let signer = Signer::from_pem("bench", key.private_pem.as_bytes(), "k").unwrap();
+        let (sim, signer, _key) = support::simulator().await;
         let caller = Arc::new(Caller {
             http: reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap(),
             base: format!("http://{}", sim.addr()),

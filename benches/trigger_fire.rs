@@ -5,12 +5,13 @@
 //! a time, the CPU spent at fire time on the signature, and the wall time to Trigger 100 groups
 //! at once (a kill). Client and simulator share the machine's two cores.
 
+mod support;
+
 use std::time::Duration;
 
-use kalshi_riskd::kalshi::auth::{generate_key, now_ms, public_key_der_from_pem};
-use kalshi_riskd::kalshi::{GroupAddress, RestClient, RestConfig, Signer};
+use kalshi_riskd::kalshi::auth::now_ms;
+use kalshi_riskd::kalshi::{GroupAddress, RestClient, RestConfig};
 use kalshi_riskd::risk::Contracts;
-use kalshi_riskd::sim::{KeyRegistry, SimConfig, Simulator, Tier};
 use tokio::time::Instant;
 
 const N: usize = 2000;
@@ -60,24 +61,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let key = generate_key().unwrap();
-        let mut keys = KeyRegistry::default();
-        keys.register(
-            "bench",
-            &public_key_der_from_pem(key.public_pem.as_bytes(), "k").unwrap(),
-        )
-        .unwrap();
-        let sim = Simulator::start(
-            SimConfig {
-                tier: Tier::Unlimited,
-                keys,
-                ..SimConfig::default()
-            },
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-        .await
-        .unwrap();
-        let signer = Signer::from_pem("bench", key.private_pem.as_bytes(), "k").unwrap();
+        let (sim, signer, _key) = support::simulator().await;
         let mut cfg = RestConfig::new(sim.rest_url());
         cfg.write_per_s = None;
         cfg.read_per_s = None;

@@ -170,6 +170,29 @@ impl Drop for Daemon {
     }
 }
 
+/// Starts the daemon off the async workers (waiting for READY=1 blocks).
+async fn start(dir: &Path) -> Daemon {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || Daemon::start(&dir))
+        .await
+        .unwrap()
+}
+
+/// Stops the daemon with SIGTERM; its exit code.
+async fn stop(d: Daemon) -> Option<i32> {
+    tokio::task::spawn_blocking(move || d.stop()).await.unwrap()
+}
+
+/// Runs `kalshi-riskd run` on a config text that must be refused.
+fn run_config(dir: &Path, text: &str) -> std::process::Output {
+    std::fs::write(dir.join("k.toml"), text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        .args(["run", "--config"])
+        .arg(dir.join("k.toml"))
+        .output()
+        .unwrap()
+}
+
 fn group_of(state: &Value, strategy: &str) -> String {
     state["strategies"][strategy]["groups"][0]["id"]
         .as_str()
@@ -184,12 +207,7 @@ const CALM: &str = "[group]\ncontracts_limit = 100\n";
 async fn start_breach_kill_restart_and_stop() {
     let t = TestSim::start().await;
     let dir = setup(&t, &[("runaway.toml", RUNAWAY), ("calm.toml", CALM)], "");
-    let d = tokio::task::spawn_blocking({
-        let p = dir.path().to_owned();
-        move || Daemon::start(&p)
-    })
-    .await
-    .unwrap();
+    let d = start(dir.path()).await;
     // Start created one group per strategy, with the policy's limit, and recorded them.
     let state = d.state();
     let (runaway, calm) = (group_of(&state, "runaway"), group_of(&state, "calm"));
@@ -242,7 +260,7 @@ async fn start_breach_kill_restart_and_stop() {
     }
 
     // A clean stop, then a restart that keeps and re-applies the trip and the latch.
-    let code = tokio::task::spawn_blocking(move || d.stop()).await.unwrap();
+    let code = stop(d).await;
     assert_eq!(code, Some(0));
     let reread: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("state/state.json")).unwrap())
@@ -260,12 +278,7 @@ async fn start_breach_kill_restart_and_stop() {
         None,
     )
     .await;
-    let d = tokio::task::spawn_blocking({
-        let p = dir.path().to_owned();
-        move || Daemon::start(&p)
-    })
-    .await
-    .unwrap();
+    let d = start(dir.path()).await;
     let state = d.state();
     assert_eq!(
         group_of(&state, "runaway"),
@@ -294,22 +307,14 @@ async fn start_breach_kill_restart_and_stop() {
             .len(),
         2
     );
-    assert_eq!(
-        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
-        Some(0)
-    );
+    assert_eq!(stop(d).await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_triggers_and_unmapped_fills_are_recorded() {
     let t = TestSim::start().await;
     let dir = setup(&t, &[("calm.toml", CALM)], "");
-    let d = tokio::task::spawn_blocking({
-        let p = dir.path().to_owned();
-        move || Daemon::start(&p)
-    })
-    .await
-    .unwrap();
+    let d = start(dir.path()).await;
     let calm = group_of(&d.state(), "calm");
     // A fill on an order in no group.
     t.order(None, "3").await;
@@ -325,10 +330,7 @@ async fn exchange_triggers_and_unmapped_fills_are_recorded() {
         s["strategies"]["calm"]["state"] == "tripped"
     });
     assert_eq!(state["strategies"]["calm"]["trip"]["reason"], "exchange");
-    assert_eq!(
-        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
-        Some(0)
-    );
+    assert_eq!(stop(d).await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,12 +342,7 @@ async fn a_blind_stream_trips_a_fail_closed_strategy() {
         &[("closed.toml", closed), ("open.toml", CALM)],
         "\n[stream]\nblind_after = \"1s\"\n",
     );
-    let d = tokio::task::spawn_blocking({
-        let p = dir.path().to_owned();
-        move || Daemon::start(&p)
-    })
-    .await
-    .unwrap();
+    let d = start(dir.path()).await;
     t.set_faults(json!({"ws_silent": true})).await;
     let state = d.until_state("blind-tripped", |s| {
         s["strategies"]["closed"]["state"] == "tripped"
@@ -359,45 +356,24 @@ async fn a_blind_stream_trips_a_fail_closed_strategy() {
         "REST still works while the stream is silent"
     );
     t.set_faults(json!({})).await;
-    assert_eq!(
-        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
-        Some(0)
-    );
+    assert_eq!(stop(d).await, Some(0));
 }
 
 #[test]
 fn bad_config_or_key_exits_2_before_touching_anything() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("k.toml"),
-        "[exchange]\nenvironment = \"nope\"\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("k.toml"))
-        .output()
-        .unwrap();
+    let out = run_config(dir.path(), "[exchange]\nenvironment = \"nope\"\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exchange.environment"));
 
     std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::write(
-        dir.path().join("k.toml"),
+    let out = run_config(
+        dir.path(),
         "[exchange]\nenvironment = \"sim\"\napi_key_id = \"k\"\nprivate_key_path = \"missing.pem\"\n[policies]\ndir = \"policies\"\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("k.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("missing.pem"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.pem"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,12 +381,7 @@ async fn reload_applies_a_good_policy_set_and_refuses_a_bad_one() {
     let t = TestSim::start().await;
     let retiring = "[group]\ncontracts_limit = 100\n[retire]\naction = \"trigger\"\n";
     let dir = setup(&t, &[("calm.toml", CALM), ("old.toml", retiring)], "");
-    let mut d = tokio::task::spawn_blocking({
-        let p = dir.path().to_owned();
-        move || Daemon::start(&p)
-    })
-    .await
-    .unwrap();
+    let mut d = start(dir.path()).await;
     let old_group = group_of(&d.state(), "old");
 
     // A bad policy: nothing changes.
@@ -475,10 +446,7 @@ async fn reload_applies_a_good_policy_set_and_refuses_a_bad_one() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
-        Some(0)
-    );
+    assert_eq!(stop(d).await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,12 +454,7 @@ async fn an_account_scope_kill_triggers_groups_the_daemon_did_not_create() {
     let t = TestSim::start().await;
     let strangers = [t.create_group(50, 0).await, t.create_group(50, 9).await];
     let dir = setup(&t, &[("calm.toml", CALM)], "");
-    let d = tokio::task::spawn_blocking({
-        let p = dir.path().to_owned();
-        move || Daemon::start(&p)
-    })
-    .await
-    .unwrap();
+    let d = start(dir.path()).await;
     d.signal("-USR1");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     for g in &strangers {
@@ -504,10 +467,7 @@ async fn an_account_scope_kill_triggers_groups_the_daemon_did_not_create() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    assert_eq!(
-        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
-        Some(0)
-    );
+    assert_eq!(stop(d).await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,18 +478,13 @@ async fn a_stop_finishes_in_flight_triggers() {
         &[("calm.toml", CALM)],
         "\n[kill]\nscope = \"managed\"\n",
     );
-    let d = tokio::task::spawn_blocking({
-        let p = dir.path().to_owned();
-        move || Daemon::start(&p)
-    })
-    .await
-    .unwrap();
+    let d = start(dir.path()).await;
     let calm = group_of(&d.state(), "calm");
     // Every answer now takes 1.5 s: the kill's Trigger is still in flight when SIGTERM arrives.
     t.set_faults(json!({"latency_ms": 1500})).await;
     d.signal("-USR1");
     d.until_state("killed", |s| s["kill"].is_object());
-    let code = tokio::task::spawn_blocking(move || d.stop()).await.unwrap();
+    let code = stop(d).await;
     assert_eq!(code, Some(0));
     t.set_faults(json!({})).await;
     assert_eq!(
@@ -543,20 +498,10 @@ async fn a_stop_finishes_in_flight_triggers() {
 async fn after_an_unclean_stop_active_strategies_are_unknown() {
     let t = TestSim::start().await;
     let dir = setup(&t, &[("calm.toml", CALM)], "");
-    let d = tokio::task::spawn_blocking({
-        let p = dir.path().to_owned();
-        move || Daemon::start(&p)
-    })
-    .await
-    .unwrap();
+    let d = start(dir.path()).await;
     d.signal("-KILL"); // no chance to write clean_stop
     drop(d);
-    let d = tokio::task::spawn_blocking({
-        let p = dir.path().to_owned();
-        move || Daemon::start(&p)
-    })
-    .await
-    .unwrap();
+    let d = start(dir.path()).await;
     let state = d.state();
     assert_eq!(state["strategies"]["calm"]["state"], "unknown", "{state}");
     d.until_audit("the unknown state recorded", |v| {
@@ -571,10 +516,7 @@ async fn after_an_unclean_stop_active_strategies_are_unknown() {
     )
     .await;
     d.until_state("settled", |s| s["strategies"]["calm"]["state"] == "active");
-    assert_eq!(
-        tokio::task::spawn_blocking(move || d.stop()).await.unwrap(),
-        Some(0)
-    );
+    assert_eq!(stop(d).await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
