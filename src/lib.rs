@@ -3,6 +3,7 @@
 //! The crate is one library with a thin binary (`src/main.rs`). Its parts, by directory:
 //! - [`config`]: the daemon config and policy files, validated.
 //! - [`daemon`]: the running service around the risk core.
+//! - [`http`]: the metrics and health listener.
 //! - [`kalshi`]: the exchange edge (request signing, wire types).
 //! - [`risk`]: pure risk logic and the fixed-point units it computes with.
 //! - [`sim`]: a faithful exchange simulator for tests, the demo and benchmarks.
@@ -15,6 +16,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod kalshi;
 pub mod risk;
 pub mod sim;

@@ -28,7 +28,7 @@ fn setup(t: &TestSim, policies: &[(&str, &str)], extra: &str) -> tempfile::TempD
     std::fs::write(p.join("key.pem"), &key().private_pem).unwrap();
     std::fs::set_permissions(p.join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = format!(
-        "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"{KEY_ID}\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = 100\n\n[policies]\ndir = \"policies\"\n\n[state]\ndir = \"state\"\n\n[log]\nformat = \"json\"\n{extra}",
+        "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"{KEY_ID}\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = 100\n\n[policies]\ndir = \"policies\"\n\n[state]\ndir = \"state\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\n{extra}",
         t.sim.rest_url(),
         t.sim.ws_url()
     );
@@ -83,6 +83,16 @@ impl Daemon {
                 Err(e) => panic!("no {want:?} from the daemon: {e}\n{}", self.log()),
             }
         }
+    }
+
+    /// Where the metrics listener bound (from the daemon's log).
+    fn metrics_addr(&self) -> String {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "metrics listening (/metrics, /healthz, /readyz)")
+            .and_then(|v| v["addr"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no metrics address in the log:\n{}", self.log()))
     }
 
     fn log(&self) -> String {
@@ -557,4 +567,193 @@ async fn the_watchdog_is_fed_while_the_loop_runs() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// The value of one sample line (`name{labels} value`) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_readiness() {
+    let t = TestSim::start().await;
+    let dir = setup(
+        &t,
+        &[("runaway.toml", RUNAWAY), ("calm.toml", CALM)],
+        "\n[stream]\nblind_after = \"1s\"\n",
+    );
+    let d = start(dir.path()).await;
+    let addr = d.metrics_addr();
+    assert_eq!(get(&addr, "/healthz").await.0, 200);
+    assert_eq!(
+        get(&addr, "/readyz").await.0,
+        200,
+        "ready once subscribed and reconciled"
+    );
+
+    // Every metric of DESIGN §8 is there from the first scrape.
+    let (status, first) = get(&addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "window_contracts",
+        "window_limit_contracts",
+        "window_utilization_ratio",
+        "group_contracts_limit",
+        "strategy_tripped",
+        "kill_switch_engaged",
+        "fills_total",
+        "filled_contracts_total",
+        "unmapped_fills_total",
+        "trips_total",
+        "resets_total",
+        "stream_connected",
+        "stream_reconnects_total",
+        "stream_last_message_age_seconds",
+        "exchange_requests_total",
+        "exchange_request_duration_seconds",
+        "trigger_latency_seconds",
+        "policy_reloads_total",
+        "build_info",
+    ] {
+        assert!(
+            first.contains(&format!("# TYPE kalshi_riskd_{name} ")),
+            "{name} missing:\n{first}"
+        );
+    }
+    assert!(
+        first.contains("process_resident_memory_bytes"),
+        "process metrics"
+    );
+    for series in [
+        r#"kalshi_riskd_trips_total{reason="limit",strategy="runaway"}"#,
+        r#"kalshi_riskd_trips_total{reason="exchange",strategy="calm"}"#,
+        r#"kalshi_riskd_resets_total{reason="auto",strategy="calm"}"#,
+        r#"kalshi_riskd_policy_reloads_total{result="failure"}"#,
+        r#"kalshi_riskd_exchange_requests_total{op="trigger_order_group",status="5xx"}"#,
+        r#"kalshi_riskd_fills_total{strategy="calm"}"#,
+        "kalshi_riskd_unmapped_fills_total",
+        "kalshi_riskd_kill_switch_engaged",
+    ] {
+        assert_eq!(
+            sample(&first, series),
+            Some(0.0),
+            "{series} should start at 0:\n{first}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &first,
+            r#"kalshi_riskd_window_limit_contracts{limit="fast",strategy="runaway"}"#
+        ),
+        Some(20.0)
+    );
+    assert_eq!(
+        sample(
+            &first,
+            r#"kalshi_riskd_group_contracts_limit{exchange_index="0",strategy="runaway"}"#
+        ),
+        Some(100.0)
+    );
+    assert_eq!(sample(&first, "kalshi_riskd_stream_connected"), Some(1.0));
+
+    // A breach shows in the figures.
+    let runaway = group_of(&d.state(), "runaway");
+    t.order(Some(&runaway), "21").await;
+    d.until_state("tripped", |s| {
+        s["strategies"]["runaway"]["state"] == "tripped"
+    });
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let scrape = loop {
+        let (_, scrape) = get(&addr, "/metrics").await;
+        // Latency is observed at confirmation; counters and gauges on the loop's next tick.
+        if sample(&scrape, "kalshi_riskd_trigger_latency_seconds_count") == Some(1.0)
+            && sample(
+                &scrape,
+                r#"kalshi_riskd_strategy_tripped{strategy="runaway"}"#,
+            ) == Some(1.0)
+        {
+            break scrape;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "trigger latency never observed:\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"kalshi_riskd_trips_total{reason="limit",strategy="runaway"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"kalshi_riskd_strategy_tripped{strategy="runaway"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&scrape, r#"kalshi_riskd_fills_total{strategy="runaway"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"kalshi_riskd_filled_contracts_total{strategy="runaway"}"#
+        ),
+        Some(21.0)
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"kalshi_riskd_window_contracts{limit="fast",strategy="runaway"}"#
+        ),
+        Some(21.0)
+    );
+    assert!(
+        sample(
+            &scrape,
+            r#"kalshi_riskd_window_utilization_ratio{limit="fast",strategy="runaway"}"#
+        )
+        .unwrap()
+            > 1.0
+    );
+    assert!(
+        sample(
+            &scrape,
+            r#"kalshi_riskd_exchange_requests_total{op="trigger_order_group",status="2xx"}"#
+        )
+        .unwrap()
+            >= 1.0
+    );
+
+    // A silent stream: no longer ready.
+    t.set_faults(json!({"ws_silent": true})).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while get(&addr, "/readyz").await.0 != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still ready while blind"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.set_faults(json!({})).await;
+    while get(&addr, "/readyz").await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready again after the stream came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stop(d).await, Some(0));
 }

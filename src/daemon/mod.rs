@@ -19,6 +19,7 @@
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Loaded;
+use crate::http::{HealthState, Metrics};
 use crate::kalshi::auth::now_ms;
 use crate::kalshi::rest::{CreateOutcome, RestConfig, RetryPolicy};
 use crate::kalshi::stream::{self, Health, StreamConfig, StreamEvent};
@@ -53,6 +55,13 @@ pub enum DaemonError {
     Exchange(#[from] ExchangeError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    #[error("metrics listener on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Metrics(#[from] crate::http::metrics::MetricsError),
 }
 
 /// Set by SIGUSR1 from the moment the process starts (registered before the runtime exists),
@@ -235,6 +244,7 @@ fn with_groups(
 }
 
 struct Shell {
+    metrics: Arc<Metrics>,
     loaded: Loaded,
     config_path: std::path::PathBuf,
     engine: RiskEngine,
@@ -280,6 +290,30 @@ impl Shell {
         }
         if decisions.is_empty() {
             return;
+        }
+        for d in &decisions {
+            match d.event {
+                DecisionKind::Reload => self.metrics.reload(true),
+                DecisionKind::ReloadFailed => self.metrics.reload(false),
+                _ => {}
+            }
+        }
+        for d in decisions
+            .iter()
+            .filter(|d| d.event == DecisionKind::TripConfirmed)
+        {
+            let trip = self
+                .engine
+                .strategies()
+                .iter()
+                .find(|s| Some(&s.policy.name) == d.strategy.as_ref())
+                .and_then(|s| s.trip.as_ref());
+            if let Some(t) = trip
+                && let Some(done) = t.confirmed_ms
+            {
+                self.metrics
+                    .observe_trigger_latency(Duration::from_millis((done - t.at_ms).max(0) as u64));
+            }
         }
         for d in &decisions {
             tracing::warn!(event = ?d.event, strategy = d.strategy.as_deref().unwrap_or(""), group = d.group_id.as_ref().map(|g| g.as_str()).unwrap_or(""), actor = %d.actor, reason = %d.reason, "decision");
@@ -565,7 +599,28 @@ pub async fn run(
     rest_cfg.write_per_s = Some(d.exchange.write_budget_per_s);
     rest_cfg.trigger_reserve = d.exchange.trigger_reserve;
     rest_cfg.read_per_s = Some(d.exchange.write_budget_per_s * 2.0);
-    let rest = RestClient::new(&rest_cfg, signer.clone())?;
+    let metrics = Arc::new(Metrics::new()?);
+    let observer = {
+        let m = metrics.clone();
+        crate::kalshi::rest::Observer(Arc::new(move |op, status, took| {
+            m.observe_request(op, status, took)
+        }))
+    };
+    let rest = RestClient::new(&rest_cfg, signer.clone())?.with_observer(observer);
+    // The listener comes up first: a port problem fails the start at once.
+    let health = Arc::new(HealthState {
+        metrics: metrics.clone(),
+        ready: AtomicBool::new(false),
+    });
+    let http_stop = CancellationToken::new();
+    let (http_addr, http_task) =
+        crate::http::serve(d.http_listen, health.clone(), http_stop.clone())
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: d.http_listen,
+                source,
+            })?;
+    tracing::info!(addr = %http_addr, "metrics listening (/metrics, /healthz, /readyz)");
 
     let mut store = Store::open(&d.state_dir)?;
     let previous = store.load()?;
@@ -607,6 +662,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let mut shell = Shell {
+        metrics: metrics.clone(),
         loaded: loaded.clone(),
         config_path: config_path.to_owned(),
         engine,
@@ -627,7 +683,7 @@ pub async fn run(
     let mut stream_cfg = StreamConfig::new(d.exchange.ws_url.clone());
     stream_cfg.blind_after = d.blind_after;
     let stream_stop = stop.child_token();
-    let (mut events, _counters, stream_task) =
+    let (mut events, counters, stream_task) =
         stream::spawn(stream_cfg, signer, stream_stop.clone());
     let armory_stop = stop.child_token();
     // The kill set is armed before the refresher's first round: a kill costs socket writes,
@@ -673,6 +729,8 @@ pub async fn run(
         tracing::error!("the user stream did not connect at start; running blind");
         shell.handle(Input::Stream(StreamHealth::Blind));
     }
+    metrics.refresh(&mut shell.engine, &counters, now_ms());
+    health.ready.store(subscribed, Ordering::Relaxed);
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("watching"),
@@ -708,6 +766,9 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 shell.handle(Input::Tick);
+                let now = now_ms();
+                metrics.refresh(&mut shell.engine, &counters, now);
+                health.ready.store(counters.connected.load(Ordering::Relaxed), Ordering::Relaxed);
                 // The watchdog is fed only while this loop makes progress.
                 if let Some(every) = watchdog && last_watchdog.elapsed() >= every / 2 {
                     notify(&[sd_notify::NotifyState::Watchdog]);
@@ -717,6 +778,7 @@ pub async fn run(
         }
     }
 
+    health.ready.store(false, Ordering::Relaxed);
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping: finishing in-flight Triggers");
     stream_stop.cancel();
@@ -744,6 +806,8 @@ pub async fn run(
         .join()
         .map_err(|_| DaemonError::Signals(std::io::Error::other("state writer panicked")))?;
     store.save(&final_state)?;
+    http_stop.cancel();
+    let _ = http_task.await;
     let _ = stream_task.await;
     let _ = armory.await;
     let _ = warm.await;

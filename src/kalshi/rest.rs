@@ -122,9 +122,21 @@ pub enum CreateError {
     },
 }
 
+/// Called after every attempt with the operation, the HTTP status (none when no answer came)
+/// and how long it took: the metrics hook.
+#[derive(Clone)]
+pub struct Observer(pub Arc<dyn Fn(&'static str, Option<u16>, Duration) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
 /// The exchange's REST API, signed, budgeted and retried. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RestClient {
+    observer: Option<Observer>,
     http: reqwest::Client,
     /// `scheme://host[:port]`
     origin: String,
@@ -184,6 +196,7 @@ impl RestClient {
             None => Budget::unlimited(),
         };
         Ok(RestClient {
+            observer: None,
             http,
             origin,
             armory: Arc::new(Armory::new(signer.clone(), &base_path, cfg.armory.clone())),
@@ -193,6 +206,12 @@ impl RestClient {
             read: Arc::new(budget(cfg.read_per_s, 0.0)),
             retry: cfg.retry.clone(),
         })
+    }
+
+    /// Reports every attempt to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The armed-Trigger set; the owner arms groups and runs [`RestClient::run_armory`].
@@ -277,16 +296,27 @@ impl RestClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let err = match req.send().await {
+            let started = tokio::time::Instant::now();
+            let (status, outcome) = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     match resp.bytes().await {
-                        Ok(bytes) if (200..300).contains(&status) => return Ok(bytes),
-                        Ok(bytes) => ExchangeError::from_response(op, status, &bytes),
-                        Err(e) => ExchangeError::transport(op, &e),
+                        Ok(bytes) if (200..300).contains(&status) => (Some(status), Ok(bytes)),
+                        Ok(bytes) => (
+                            Some(status),
+                            Err(ExchangeError::from_response(op, status, &bytes)),
+                        ),
+                        Err(e) => (Some(status), Err(ExchangeError::transport(op, &e))),
                     }
                 }
-                Err(e) => ExchangeError::transport(op, &e),
+                Err(e) => (None, Err(ExchangeError::transport(op, &e))),
+            };
+            if let Some(o) = &self.observer {
+                (o.0)(op, status, started.elapsed());
+            }
+            let err = match outcome {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => e,
             };
             attempt += 1;
             let may_retry = err.is_retryable() && (idempotent || !err.outcome_unknown());

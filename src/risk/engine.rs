@@ -513,6 +513,21 @@ impl RiskEngine {
         self.by_name.get(name).map(|&i| &mut self.strategies[i])
     }
 
+    /// Every limit's window figures at `now_ms`, by strategy (for metrics and status).
+    pub fn window_figures(
+        &mut self,
+        now_ms: i64,
+    ) -> Vec<(String, super::limits::LimitSpec, Usage)> {
+        let mut out = Vec::new();
+        for s in &mut self.strategies {
+            let name = s.policy.name.clone();
+            for (spec, usage) in s.usage(now_ms) {
+                out.push((name.clone(), spec, usage));
+            }
+        }
+        out
+    }
+
     /// Every group the daemon manages.
     pub fn managed_groups(&self) -> impl Iterator<Item = (&str, &GroupAddress)> {
         self.strategies

@@ -1,0 +1,357 @@
+//! The daemon's Prometheus metrics (DESIGN.md §8): prefix `kalshi_riskd_`, base units, counters
+//! ending in `_total`, and every series present from the first scrape (label values known at
+//! start are created at zero). `exchange_requests_total`'s `status` is a bounded class
+//! (`2xx`, `4xx`, `429`, `5xx`, `error`) so it too is known at start.
+//!
+//! The daemon's loop owns the truth (the risk core); [`Metrics::refresh`] copies it into the
+//! registry on every tick, so a scrape never waits on the loop.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder as _, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::kalshi::stream::StreamCounters;
+use crate::risk::engine::RiskEngine;
+use crate::risk::guard::{GuardState, TripReason};
+
+/// The exchange calls the REST client makes, for label initialisation.
+pub const OPS: [&str; 9] = [
+    "create_order_group",
+    "list_order_groups",
+    "get_order_group",
+    "delete_order_group",
+    "reset_order_group",
+    "trigger_order_group",
+    "update_order_group_limit",
+    "get_order",
+    "list_orders",
+];
+pub const STATUS_CLASSES: [&str; 5] = ["2xx", "4xx", "429", "5xx", "error"];
+const RESET_REASONS: [&str; 2] = ["manual", "auto"];
+
+/// The class of an HTTP status (or `error` for no answer).
+pub fn status_class(status: Option<u16>) -> &'static str {
+    match status {
+        Some(429) => "429",
+        Some(s) if (200..300).contains(&s) => "2xx",
+        Some(s) if (400..500).contains(&s) => "4xx",
+        Some(s) if s >= 500 => "5xx",
+        _ => "error",
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    fills: BTreeMap<String, u64>,
+    contracts: BTreeMap<String, f64>,
+    trips: BTreeMap<(String, TripReason), u64>,
+    resets: BTreeMap<(String, String), u64>,
+    unmapped: u64,
+    reconnects: u64,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    window_contracts: GaugeVec,
+    window_limit_contracts: GaugeVec,
+    window_utilization_ratio: GaugeVec,
+    group_contracts_limit: GaugeVec,
+    strategy_tripped: IntGaugeVec,
+    kill_switch_engaged: IntGauge,
+    fills_total: IntCounterVec,
+    filled_contracts_total: prometheus::CounterVec,
+    unmapped_fills_total: IntCounter,
+    trips_total: IntCounterVec,
+    resets_total: IntCounterVec,
+    stream_connected: IntGauge,
+    stream_reconnects_total: IntCounter,
+    stream_last_message_age_seconds: Gauge,
+    exchange_requests_total: IntCounterVec,
+    exchange_request_duration_seconds: HistogramVec,
+    trigger_latency_seconds: Histogram,
+    policy_reloads_total: IntCounterVec,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("kalshi_riskd")
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m;
+                registry.register(Box::new(m.clone()))?;
+                m
+            }};
+        }
+        let sl = &["strategy", "limit"];
+        let latency_buckets = prometheus::exponential_buckets(0.000_1, 2.0, 16)?;
+        let m = Metrics {
+            window_contracts: reg!(GaugeVec::new(
+                opts(
+                    "window_contracts",
+                    "Contracts filled inside the limit's rolling window."
+                ),
+                sl
+            )?),
+            window_limit_contracts: reg!(GaugeVec::new(
+                opts(
+                    "window_limit_contracts",
+                    "The limit's maximum contracts over its window."
+                ),
+                sl
+            )?),
+            window_utilization_ratio: reg!(GaugeVec::new(
+                opts(
+                    "window_utilization_ratio",
+                    "The most used of the limit's measures, as a share of its maximum."
+                ),
+                sl
+            )?),
+            group_contracts_limit: reg!(GaugeVec::new(
+                opts(
+                    "group_contracts_limit",
+                    "The exchange-side contracts limit of each managed order group."
+                ),
+                &["strategy", "exchange_index"]
+            )?),
+            strategy_tripped: reg!(IntGaugeVec::new(
+                opts(
+                    "strategy_tripped",
+                    "1 when the strategy is tripped (its groups triggered), else 0."
+                ),
+                &["strategy"]
+            )?),
+            kill_switch_engaged: reg!(IntGauge::with_opts(opts(
+                "kill_switch_engaged",
+                "1 while the kill switch is engaged."
+            ))?),
+            fills_total: reg!(IntCounterVec::new(
+                opts("fills_total", "Fills accounted to the strategy."),
+                &["strategy"]
+            )?),
+            filled_contracts_total: reg!(prometheus::CounterVec::new(
+                opts(
+                    "filled_contracts_total",
+                    "Contracts filled by the strategy."
+                ),
+                &["strategy"]
+            )?),
+            unmapped_fills_total: reg!(IntCounter::with_opts(opts(
+                "unmapped_fills_total",
+                "Fills whose order belongs to no managed group."
+            ))?),
+            trips_total: reg!(IntCounterVec::new(
+                opts(
+                    "trips_total",
+                    "Trips, by reason (limit, exchange, blind, manual)."
+                ),
+                &["strategy", "reason"]
+            )?),
+            resets_total: reg!(IntCounterVec::new(
+                opts("resets_total", "Resets, by reason (manual, auto)."),
+                &["strategy", "reason"]
+            )?),
+            stream_connected: reg!(IntGauge::with_opts(opts(
+                "stream_connected",
+                "1 while the user stream is connected and subscribed."
+            ))?),
+            stream_reconnects_total: reg!(IntCounter::with_opts(opts(
+                "stream_reconnects_total",
+                "User stream reconnections."
+            ))?),
+            stream_last_message_age_seconds: reg!(Gauge::with_opts(opts(
+                "stream_last_message_age_seconds",
+                "Seconds since the user stream last delivered a frame."
+            ))?),
+            exchange_requests_total: reg!(IntCounterVec::new(
+                opts(
+                    "exchange_requests_total",
+                    "REST requests to the exchange, by operation and status class."
+                ),
+                &["op", "status"]
+            )?),
+            exchange_request_duration_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "exchange_request_duration_seconds",
+                    "REST request duration, by operation."
+                )
+                .namespace("kalshi_riskd")
+                .buckets(latency_buckets.clone()),
+                &["op"]
+            )?),
+            trigger_latency_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "trigger_latency_seconds",
+                    "From a trip decision to the exchange confirming every group's Trigger."
+                )
+                .namespace("kalshi_riskd")
+                .buckets(latency_buckets)
+            )?),
+            policy_reloads_total: reg!(IntCounterVec::new(
+                opts(
+                    "policy_reloads_total",
+                    "Reloads, by result (success, failure)."
+                ),
+                &["result"]
+            )?),
+            seen: Mutex::new(Seen::default()),
+            registry: registry.clone(),
+        };
+        let build = reg!(IntGaugeVec::new(
+            opts("build_info", "Always 1; the version is a label."),
+            &["version"]
+        )?);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        for op in OPS {
+            m.exchange_request_duration_seconds.with_label_values(&[op]);
+            for s in STATUS_CLASSES {
+                m.exchange_requests_total.with_label_values(&[op, s]);
+            }
+        }
+        for r in ["success", "failure"] {
+            m.policy_reloads_total.with_label_values(&[r]);
+        }
+        Ok(m)
+    }
+
+    /// One REST attempt.
+    pub fn observe_request(&self, op: &str, status: Option<u16>, took: Duration) {
+        self.exchange_requests_total
+            .with_label_values(&[op, status_class(status)])
+            .inc();
+        self.exchange_request_duration_seconds
+            .with_label_values(&[op])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn observe_trigger_latency(&self, took: Duration) {
+        self.trigger_latency_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.policy_reloads_total
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// Copies the risk core's and the stream's state into the registry.
+    pub fn refresh(&self, engine: &mut RiskEngine, stream: &StreamCounters, now_ms: i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        self.kill_switch_engaged
+            .set(i64::from(engine.kill().is_some()));
+        self.window_contracts.reset();
+        self.window_limit_contracts.reset();
+        self.window_utilization_ratio.reset();
+        self.group_contracts_limit.reset();
+        self.strategy_tripped.reset();
+        for (strategy, spec, usage) in engine.window_figures(now_ms) {
+            let l = [strategy.as_str(), spec.name.as_str()];
+            self.window_contracts
+                .with_label_values(&l)
+                .set(usage.contracts.hundredths() as f64 / 100.0);
+            if let Some(max) = spec.max_contracts {
+                self.window_limit_contracts
+                    .with_label_values(&l)
+                    .set(max.hundredths() as f64 / 100.0);
+            }
+            let ratios = [
+                spec.max_contracts
+                    .map(|m| usage.contracts.hundredths() as f64 / m.hundredths().max(1) as f64),
+                spec.max_notional
+                    .map(|m| usage.notional.micros() as f64 / m.micros().max(1) as f64),
+                spec.max_fills.map(|m| usage.fills as f64 / m.max(1) as f64),
+            ];
+            let ratio = ratios.into_iter().flatten().fold(0.0, f64::max);
+            self.window_utilization_ratio
+                .with_label_values(&l)
+                .set(ratio);
+        }
+        for s in engine.strategies() {
+            let name = s.policy.name.as_str();
+            self.strategy_tripped
+                .with_label_values(&[name])
+                .set(i64::from(s.state == GuardState::Tripped));
+            for g in &s.groups {
+                self.group_contracts_limit
+                    .with_label_values(&[name, &g.exchange_index.to_string()])
+                    .set(s.policy.group_limit.hundredths() as f64 / 100.0);
+            }
+            let fills = s.fills_total;
+            let last = seen.fills.entry(name.to_owned()).or_insert(0);
+            self.fills_total
+                .with_label_values(&[name])
+                .inc_by(fills.saturating_sub(*last));
+            *last = fills;
+            let contracts = s.contracts_total.hundredths() as f64 / 100.0;
+            let last = seen.contracts.entry(name.to_owned()).or_insert(0.0);
+            self.filled_contracts_total
+                .with_label_values(&[name])
+                .inc_by((contracts - *last).max(0.0));
+            *last = contracts;
+        }
+        let c = engine.counters();
+        for ((strategy, reason), n) in &c.trips {
+            let last = seen.trips.entry((strategy.clone(), *reason)).or_insert(0);
+            self.trips_total
+                .with_label_values(&[strategy.as_str(), reason.as_str()])
+                .inc_by(n.saturating_sub(*last));
+            *last = *n;
+        }
+        for ((strategy, reason), n) in &c.resets {
+            let last = seen
+                .resets
+                .entry((strategy.clone(), reason.clone()))
+                .or_insert(0);
+            self.resets_total
+                .with_label_values(&[strategy.as_str(), reason.as_str()])
+                .inc_by(n.saturating_sub(*last));
+            *last = *n;
+        }
+        for s in engine.strategies() {
+            for r in RESET_REASONS {
+                self.resets_total
+                    .with_label_values(&[s.policy.name.as_str(), r]);
+            }
+        }
+        self.unmapped_fills_total
+            .inc_by(c.unmapped_fills.saturating_sub(seen.unmapped));
+        seen.unmapped = c.unmapped_fills;
+        self.stream_connected
+            .set(i64::from(stream.connected.load(Relaxed)));
+        let reconnects = stream.reconnects.load(Relaxed);
+        self.stream_reconnects_total
+            .inc_by(reconnects.saturating_sub(seen.reconnects));
+        seen.reconnects = reconnects;
+        let last = stream.last_frame_ms.load(Relaxed);
+        self.stream_last_message_age_seconds.set(if last == 0 {
+            0.0
+        } else {
+            (now_ms - last).max(0) as f64 / 1000.0
+        });
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
