@@ -40,7 +40,7 @@ fn write_config(dir: &Path, sim: &Simulator, key_pem: &str, policies: &[(String,
     std::fs::write(
         dir.join("k.toml"),
         format!(
-            "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"bench\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = 5000\n[policies]\ndir = \"policies\"\n[state]\ndir = \"state\"\n[kill]\nscope = \"managed\"\n[log]\nformat = \"json\"\n",
+            "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"bench\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = 5000\n[policies]\ndir = \"policies\"\n[state]\ndir = \"state\"\n[kill]\nscope = \"managed\"\n[http]\nlisten = \"127.0.0.1:0\"\nadmin_socket = \"admin.sock\"\n[log]\nformat = \"json\"\n",
             sim.rest_url(),
             sim.ws_url()
         ),

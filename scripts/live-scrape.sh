@@ -36,6 +36,7 @@ dir = "policies"
 dir = "state"
 [http]
 listen = "127.0.0.1:0"
+admin_socket = "admin.sock"
 [log]
 format = "json"
 CFG

@@ -33,6 +33,27 @@ pub enum Command {
     Run,
     /// Load and validate the config and every policy; print one line per strategy.
     Check,
+    /// Ask the running daemon for each strategy's state, window use and groups.
+    Status {
+        /// Print the daemon's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Engage the kill switch (same as SIGUSR1).
+    Kill,
+    /// Release the kill latch (groups stay triggered until reset).
+    Release,
+    /// Reset a strategy's groups through the daemon (refused while the kill switch is engaged).
+    Reset {
+        /// The strategy to reset.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        strategy: Option<String>,
+        /// Reset every strategy.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List the account's order groups straight from the exchange.
+    Groups,
     /// Run the exchange simulator standalone (REST, WebSocket and the /_sim/ control surface).
     Sim(Box<SimArgs>),
 }
@@ -90,6 +111,16 @@ pub struct SimArgs {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run => run_daemon(&cli.config),
+        Command::Status { json } => admin_command(&cli.config, AdminCmd::Status { json }),
+        Command::Kill => admin_command(&cli.config, AdminCmd::Kill),
+        Command::Release => admin_command(&cli.config, AdminCmd::Release),
+        Command::Reset { strategy, all } => admin_command(
+            &cli.config,
+            AdminCmd::Reset {
+                strategy: if all { None } else { strategy },
+            },
+        ),
+        Command::Groups => run_groups(&cli.config),
         Command::Check => {
             init_logging(crate::config::LogFormat::Pretty);
             run_check(&cli.config)
@@ -157,6 +188,303 @@ fn run_daemon(path: &Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+enum AdminCmd {
+    Status { json: bool },
+    Kill,
+    Release,
+    Reset { strategy: Option<String> },
+}
+
+/// The admin socket's path from the config file (only `http.admin_socket` is needed, so a
+/// policy problem does not stop an operator from reaching the daemon).
+fn admin_socket(path: &Path) -> Result<PathBuf, String> {
+    match load_config(path) {
+        Ok(l) => Ok(l.daemon.admin_socket),
+        Err(e) => {
+            let src = crate::config::source::Source::read(path).map_err(|e| e.to_string())?;
+            let sock = src
+                .table
+                .get("http")
+                .and_then(|h| h.get("admin_socket"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("/run/kalshi-riskd/admin.sock");
+            let p = PathBuf::from(sock);
+            let _ = e;
+            Ok(if p.is_absolute() {
+                p
+            } else {
+                path.parent().unwrap_or(Path::new(".")).join(p)
+            })
+        }
+    }
+}
+
+fn admin_command(config: &Path, cmd: AdminCmd) -> ExitCode {
+    let socket = match admin_socket(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kalshi-riskd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kalshi-riskd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        use crate::http::admin::request;
+        let result = match &cmd {
+            AdminCmd::Status { .. } => request(&socket, "GET", "/v1/status").await,
+            AdminCmd::Kill => request(&socket, "POST", "/v1/kill").await,
+            AdminCmd::Release => request(&socket, "POST", "/v1/release").await,
+            AdminCmd::Reset {
+                strategy: Some(name),
+            } => request(&socket, "POST", &format!("/v1/strategies/{name}/reset")).await,
+            AdminCmd::Reset { strategy: None } => reset_all(&socket).await,
+        };
+        match result {
+            Err(e) => {
+                eprintln!("kalshi-riskd: {e}");
+                ExitCode::from(1)
+            }
+            Ok((status, body)) if !(200..300).contains(&status) => {
+                let why = body
+                    .get("error")
+                    .and_then(|e| e.as_str())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| body.to_string());
+                eprintln!("kalshi-riskd: refused ({status}): {why}");
+                ExitCode::from(1)
+            }
+            Ok((_, body)) => {
+                match cmd {
+                    AdminCmd::Status { json: true } => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&body).unwrap_or_default()
+                    ),
+                    AdminCmd::Status { json: false } => print!("{}", status_table(&body)),
+                    AdminCmd::Kill => {
+                        println!("kill switch engaged; every group in scope is being triggered")
+                    }
+                    AdminCmd::Release => {
+                        if body["released"] == true {
+                            println!("kill switch released; groups stay triggered until reset");
+                        } else {
+                            println!("the kill switch was not engaged");
+                        }
+                    }
+                    AdminCmd::Reset { strategy } => match strategy {
+                        Some(name) => println!("{name}: reset; its groups accept orders again"),
+                        None => println!("{}", body["summary"].as_str().unwrap_or("reset")),
+                    },
+                }
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}
+
+/// `reset --all`: every strategy, one request each; the first refusal stops it.
+async fn reset_all(socket: &Path) -> Result<(u16, serde_json::Value), String> {
+    use crate::http::admin::request;
+    let (status, body) = request(socket, "GET", "/v1/status").await?;
+    if status != 200 {
+        return Ok((status, body));
+    }
+    let names: Vec<String> = body["strategies"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &names {
+        let (status, body) =
+            request(socket, "POST", &format!("/v1/strategies/{name}/reset")).await?;
+        if status != 200 {
+            return Ok((status, body));
+        }
+    }
+    Ok((
+        200,
+        serde_json::json!({"summary": format!("{} strategies reset", names.len())}),
+    ))
+}
+
+/// The `status` table.
+pub fn status_table(body: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    match body["kill"].as_object() {
+        Some(k) => {
+            let _ = writeln!(
+                out,
+                "KILL SWITCH ENGAGED by {} ({}) at {}",
+                k["actor"].as_str().unwrap_or("?"),
+                k["reason"].as_str().unwrap_or("?"),
+                k["at_ms"]
+            );
+        }
+        None => out.push_str("kill switch: released\n"),
+    }
+    let _ = writeln!(
+        out,
+        "stream: {}",
+        if body["blind"] == true { "BLIND" } else { "ok" }
+    );
+    let _ = writeln!(
+        out,
+        "{:<20} {:<8} {:<8} {:<8} {:<46} LAST TRIP",
+        "STRATEGY", "MODE", "STATE", "GROUPS", "WINDOWS (used / limit)"
+    );
+    for s in body["strategies"].as_array().into_iter().flatten() {
+        let limits: Vec<String> = s["limits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                let mut parts = Vec::new();
+                if let Some(max) = l["max_contracts"].as_str() {
+                    parts.push(format!(
+                        "{}/{}",
+                        l["contracts"].as_str().unwrap_or("0"),
+                        max
+                    ));
+                }
+                if let Some(max) = l["max_notional_dollars"].as_str() {
+                    parts.push(format!(
+                        "${}/${}",
+                        l["notional_dollars"].as_str().unwrap_or("0"),
+                        max
+                    ));
+                }
+                if let Some(max) = l["max_fills"].as_i64() {
+                    parts.push(format!("{} fills/{max}", l["fills"]));
+                }
+                format!("{} {}", l["name"].as_str().unwrap_or("?"), parts.join(" "))
+            })
+            .collect();
+        let trip = match s["trip"].as_object() {
+            Some(t) => format!(
+                "{}: {}",
+                t["reason"].as_str().unwrap_or("?"),
+                t["detail"].as_str().unwrap_or("")
+            ),
+            None => "-".to_owned(),
+        };
+        let state = match (s["state"].as_str().unwrap_or("?"), s["warned"] == true) {
+            ("active", true) => "WARNED".to_owned(),
+            ("tripped", _) => "TRIPPED".to_owned(),
+            ("unknown", _) => "UNKNOWN".to_owned(),
+            (st, _) => st.to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:<8} {:<8} {:<8} {:<46} {}",
+            s["name"].as_str().unwrap_or("?"),
+            s["mode"].as_str().unwrap_or("?"),
+            state,
+            s["groups"].as_array().map_or(0, Vec::len),
+            if limits.is_empty() {
+                "-".to_owned()
+            } else {
+                limits.join("; ")
+            },
+            trip
+        );
+    }
+    out
+}
+
+/// `groups`: the account's order groups straight from the exchange.
+fn run_groups(path: &Path) -> ExitCode {
+    let loaded = match load_config(path) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let signer = match auth::load_signer(
+        &loaded.daemon.exchange.api_key_id,
+        &loaded.daemon.exchange.private_key_path,
+        credentials.as_deref(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kalshi-riskd groups: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kalshi-riskd groups: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let mut cfg = crate::kalshi::RestConfig::new(loaded.daemon.exchange.rest_url.clone());
+        cfg.write_per_s = Some(loaded.daemon.exchange.write_budget_per_s);
+        let api = match crate::kalshi::RestClient::new(&cfg, signer) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("kalshi-riskd groups: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let groups = match api.list_account_groups().await {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("kalshi-riskd groups: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let state: Option<crate::daemon::store::StateFile> =
+            std::fs::read(loaded.daemon.state_dir.join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        let owner = |id: &crate::kalshi::GroupId| {
+            state.as_ref().and_then(|s| {
+                s.snapshot
+                    .strategies
+                    .iter()
+                    .find(|(_, st)| st.groups.iter().any(|g| &g.id == id))
+                    .map(|(n, _)| n.clone())
+            })
+        };
+        println!(
+            "{:<38} {:>10} {:>14} {:>12}  MANAGED BY",
+            "GROUP", "SUBACCOUNT", "EXCHANGE INDEX", "LIMIT"
+        );
+        for (addr, limit) in &groups {
+            println!(
+                "{:<38} {:>10} {:>14} {:>12}  {}",
+                addr.id.as_str(),
+                addr.subaccount,
+                addr.exchange_index,
+                limit.map(|l| l.to_string()).unwrap_or_else(|| "?".into()),
+                owner(&addr.id).unwrap_or_else(|| "-".into())
+            );
+        }
+        println!(
+            "{} group(s); the exchange does not say which are triggered (the daemon's status does)",
+            groups.len()
+        );
+        ExitCode::SUCCESS
+    })
 }
 
 /// Loads the config with the process environment's overrides.

@@ -28,7 +28,7 @@ fn setup(t: &TestSim, policies: &[(&str, &str)], extra: &str) -> tempfile::TempD
     std::fs::write(p.join("key.pem"), &key().private_pem).unwrap();
     std::fs::set_permissions(p.join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = format!(
-        "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"{KEY_ID}\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = 100\n\n[policies]\ndir = \"policies\"\n\n[state]\ndir = \"state\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\n{extra}",
+        "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"{KEY_ID}\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = 100\n\n[policies]\ndir = \"policies\"\n\n[state]\ndir = \"state\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nadmin_socket = \"admin.sock\"\n\n[log]\nformat = \"json\"\n{extra}",
         t.sim.rest_url(),
         t.sim.ws_url()
     );
@@ -756,4 +756,158 @@ async fn metrics_health_and_readiness() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stop(d).await, Some(0));
+}
+
+fn cli(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("kalshi-riskd.toml"))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_and_its_cli_clients() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY), ("calm.toml", CALM)], "");
+    let p = dir.path().to_owned();
+    // Not running yet: a clear message.
+    let (code, _, err) = cli(&p, &["status"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no daemon is listening on") && err.contains("admin.sock"),
+        "{err}"
+    );
+
+    let d = start(&p).await;
+    let sock = p.join("admin.sock");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+
+    // status: a row per strategy.
+    let (code, out, _) = cli(&p, &["status"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("kill switch: released"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("runaway"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains("enforce") && row.contains("active") && row.contains("fast 0.00/20.00"),
+        "{row}"
+    );
+    let (_, json_out, _) = cli(&p, &["status", "--json"]);
+    let v: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v["strategies"].as_array().unwrap().len(), 2);
+
+    // GET /v1/groups: what strategies read to tag their orders.
+    let (status, groups) = kalshi_riskd::http::admin::request(&sock, "GET", "/v1/groups")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let runaway = groups["strategies"]["runaway"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(runaway, group_of(&d.state(), "runaway"));
+
+    // A breach, then a reset through the daemon.
+    t.order(Some(&runaway), "21").await;
+    d.until_state("tripped", |s| {
+        s["strategies"]["runaway"]["state"] == "tripped"
+    });
+    let (_, out, _) = cli(&p, &["status"]);
+    assert!(
+        out.lines().any(|l| l.starts_with("runaway")
+            && l.contains("TRIPPED")
+            && l.contains("limit: limit fast exceeded")),
+        "{out}"
+    );
+    let (code, out, err) = cli(&p, &["reset", "runaway"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("runaway: reset"), "{out}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while t.group_state(&runaway).await["triggered"] != false {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "group never reset on the exchange"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(d.state()["strategies"]["runaway"]["state"], "active");
+
+    // Kill, a refused reset, release.
+    let (code, _, _) = cli(&p, &["kill"]);
+    assert_eq!(code, Some(0));
+    d.until_state("killed", |s| {
+        s["kill"]["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("uid:"))
+    });
+    let (code, _, err) = cli(&p, &["reset", "--all"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("refused (409)") && err.contains("kill switch"),
+        "{err}"
+    );
+    let (code, out, _) = cli(&p, &["release"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("kill switch released"), "{out}");
+    assert!(d.state()["kill"].is_null());
+    let (code, out, _) = cli(&p, &["reset", "--all"]);
+    assert_eq!((code, out.trim()), (Some(0), "2 strategies reset"));
+
+    // Trigger through the API; unknown strategies are 404s.
+    let (status, _) =
+        kalshi_riskd::http::admin::request(&sock, "POST", "/v1/strategies/calm/trigger")
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    d.until_state("calm tripped by an operator", |s| {
+        s["strategies"]["calm"]["trip"]["reason"] == "manual"
+    });
+    let (status, body) =
+        kalshi_riskd::http::admin::request(&sock, "POST", "/v1/strategies/nobody/reset")
+            .await
+            .unwrap();
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (404, "no strategy named \"nobody\"")
+    );
+    let (code, _, err) = cli(&p, &["reset", "nobody"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404"), "{err}");
+
+    // Reload through the API.
+    let (status, body) = kalshi_riskd::http::admin::request(&sock, "POST", "/v1/reload")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // Every mutation is audited with the caller's uid.
+    for event in ["kill_engaged", "kill_released", "reset", "trip", "reload"] {
+        d.until_audit(event, |v| {
+            v["event"] == event && v["actor"].as_str().is_some_and(|a| a.starts_with("uid:"))
+        });
+    }
+
+    // groups: straight from the exchange, with the owning strategy.
+    let (code, out, err) = cli(&p, &["groups"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&runaway) && l.ends_with("runaway")),
+        "{out}"
+    );
+    assert_eq!(stop(d).await, Some(0));
+    assert!(!sock.exists(), "the socket is removed on a clean stop");
 }

@@ -62,6 +62,8 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Metrics(#[from] crate::http::metrics::MetricsError),
+    #[error("{0}")]
+    Admin(crate::http::admin::AdminError),
 }
 
 /// Set by SIGUSR1 from the moment the process starts (registered before the runtime exists),
@@ -273,14 +275,15 @@ fn changes_state(kind: DecisionKind) -> bool {
 }
 
 impl Shell {
-    fn handle(&mut self, input: Input) {
+    fn handle(&mut self, input: Input) -> Vec<crate::risk::engine::Decision> {
         let mut out = Vec::new();
         self.engine.handle(input, now_ms(), &mut out);
-        self.dispatch(out);
+        self.dispatch(out)
     }
 
     /// Commands first (each on its own task), then the record.
-    fn dispatch(&mut self, out: Vec<Output>) {
+    /// Carries out commands and records decisions; returns the decisions.
+    fn dispatch(&mut self, out: Vec<Output>) -> Vec<crate::risk::engine::Decision> {
         let mut decisions = Vec::new();
         for o in out {
             match o {
@@ -289,7 +292,7 @@ impl Shell {
             }
         }
         if decisions.is_empty() {
-            return;
+            return decisions;
         }
         for d in &decisions {
             match d.event {
@@ -325,16 +328,18 @@ impl Shell {
                 snapshot: self.engine.snapshot(),
                 clean_stop: false,
             });
+        let returned = decisions.clone();
         if self.writer.send(WriteJob { decisions, state }).is_err() {
             tracing::error!("the state writer has stopped; decisions are not being recorded");
         }
+        returned
     }
 
     /// Reload: validate everything first; on any error nothing changes. Then new strategies
     /// get groups, changed limits go through the risk core (a lowered group limit waits for
     /// its window to drain), and removed strategies are retired per their `retire.action`.
     /// Settings that need a restart are reported and left as they are.
-    async fn reload(&mut self, actor: &str) {
+    async fn reload(&mut self, actor: &str) -> Result<String, String> {
         use crate::config::RetireAction;
         use crate::risk::engine::decision;
         // systemd (253+) wants MONOTONIC_USEC in the same message as RELOADING=1.
@@ -359,9 +364,10 @@ impl Shell {
                     ),
                     actor,
                 );
+                let why = d.reason.clone();
                 self.dispatch(vec![Output::Decision(d)]);
                 notify(&[sd_notify::NotifyState::Ready]);
-                return;
+                return Err(why);
             }
         };
         let old = &self.loaded.daemon;
@@ -401,9 +407,10 @@ impl Shell {
                     format!("could not prepare groups: {e}; nothing changed"),
                     actor,
                 );
+                let why = d.reason.clone();
                 self.dispatch(vec![Output::Decision(d)]);
                 notify(&[sd_notify::NotifyState::Ready]);
-                return;
+                return Err(why);
             }
         };
         // Strategies going away: retire their groups as their (old) policy says.
@@ -488,6 +495,7 @@ impl Shell {
                 &mut out,
             );
         }
+        let summary_text = summary.clone();
         out.push(Output::Decision(decision(
             now,
             DecisionKind::Reload,
@@ -500,6 +508,119 @@ impl Shell {
         };
         self.dispatch(out);
         notify(&[sd_notify::NotifyState::Ready]);
+        Ok(summary_text)
+    }
+
+    /// Answers one admin API call (DESIGN.md §8).
+    async fn admin(&mut self, call: crate::http::admin::AdminCall) {
+        use crate::http::admin::AdminRequest as R;
+        use serde_json::json;
+        let known = |shell: &Shell, name: &str| {
+            shell
+                .engine
+                .strategies()
+                .iter()
+                .any(|s| s.policy.name == name)
+        };
+        let no_such = |name: &str| (404, json!({"error": format!("no strategy named {name:?}")}));
+        let actor = call.actor.clone();
+        let answer = match call.request {
+            R::Status => (200, self.status_json()),
+            R::Groups => {
+                let mut map = serde_json::Map::new();
+                for s in self.engine.strategies() {
+                    map.insert(s.policy.name.clone(), json!(s.groups));
+                }
+                (200, json!({"strategies": map}))
+            }
+            R::Kill => {
+                self.handle(Input::Operator {
+                    command: OperatorCommand::Kill,
+                    actor: actor.clone(),
+                });
+                (200, json!({"kill": self.engine.kill()}))
+            }
+            R::Release => {
+                let was = self.engine.kill().is_some();
+                self.handle(Input::Operator {
+                    command: OperatorCommand::Release,
+                    actor: actor.clone(),
+                });
+                (200, json!({"released": was, "kill": self.engine.kill()}))
+            }
+            R::Reload => match self.reload(&actor).await {
+                Ok(summary) => (200, json!({"reloaded": summary})),
+                Err(why) => (422, json!({"error": why})),
+            },
+            R::Trigger(name) if !known(self, &name) => no_such(&name),
+            R::Trigger(name) => {
+                self.handle(Input::Operator {
+                    command: OperatorCommand::Trigger(name.clone()),
+                    actor: actor.clone(),
+                });
+                (200, json!({"strategy": name, "state": "tripped"}))
+            }
+            R::Reset(name) if !known(self, &name) => no_such(&name),
+            R::Reset(name) => {
+                let decisions = self.handle(Input::Operator {
+                    command: OperatorCommand::Reset(Some(name.clone())),
+                    actor: actor.clone(),
+                });
+                match decisions
+                    .iter()
+                    .find(|d| d.event == DecisionKind::ResetRefused)
+                {
+                    Some(d) => (409, json!({"error": d.reason})),
+                    None => (200, json!({"strategy": name, "state": "active"})),
+                }
+            }
+        };
+        let _ = call.reply.send(answer);
+    }
+
+    /// `GET /v1/status`: what the daemon knows, per strategy.
+    fn status_json(&mut self) -> serde_json::Value {
+        use serde_json::json;
+        let now = now_ms();
+        let figures = self.engine.window_figures(now);
+        let strategies: Vec<serde_json::Value> = self
+            .engine
+            .strategies()
+            .iter()
+            .map(|s| {
+                let limits: Vec<serde_json::Value> = figures
+                    .iter()
+                    .filter(|(name, _, _)| *name == s.policy.name)
+                    .map(|(_, spec, u)| {
+                        json!({
+                            "name": spec.name,
+                            "window_ms": spec.window_ms,
+                            "contracts": u.contracts,
+                            "max_contracts": spec.max_contracts,
+                            "notional_dollars": u.notional,
+                            "max_notional_dollars": spec.max_notional,
+                            "fills": u.fills,
+                            "max_fills": spec.max_fills,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": s.policy.name,
+                    "mode": s.policy.mode,
+                    "state": s.state,
+                    "warned": s.is_warned(),
+                    "trip": s.trip,
+                    "groups": s.groups,
+                    "group_contracts_limit": s.policy.group_limit,
+                    "limits": limits,
+                })
+            })
+            .collect();
+        json!({
+            "kill": self.engine.kill(),
+            "blind": self.engine.is_blind(),
+            "strategies": strategies,
+        })
     }
 
     fn spawn(&self, c: Command) {
@@ -544,8 +665,8 @@ impl Shell {
                     };
                     Input::OrderLookup { order_id, group }
                 }
-                Command::Reconcile => match reconcile(&rest).await {
-                    Ok(groups) => Input::GroupsListed(groups),
+                Command::Reconcile => match rest.list_account_groups().await {
+                    Ok(groups) => Input::GroupsListed(groups.into_iter().map(|(g, _)| g).collect()),
                     Err(e) => {
                         tracing::warn!(error = %e, "reconcile failed; the next one will try again");
                         return;
@@ -555,30 +676,6 @@ impl Shell {
             let _ = tx.send(input);
         });
     }
-}
-
-/// Every group on the account with its subaccount: the exchange's listing has no subaccount
-/// field, so each subaccount is listed (0..=63), stopping early once every group in the
-/// account-wide listing has been placed.
-async fn reconcile(rest: &RestClient) -> Result<Vec<GroupAddress>, ExchangeError> {
-    let all = rest.list_groups(None).await?;
-    let mut left: HashSet<GroupId> = all.iter().map(|g| g.id.clone()).collect();
-    let mut out = Vec::new();
-    for s in 0..=63u8 {
-        if left.is_empty() {
-            break;
-        }
-        for g in rest.list_groups(Some(s)).await? {
-            if left.remove(&g.id) {
-                out.push(GroupAddress {
-                    id: g.id,
-                    subaccount: s,
-                    exchange_index: g.exchange_index,
-                });
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -661,6 +758,12 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
+    let (admin_tx, mut admin_rx) = mpsc::channel(64);
+    let admin_stop = CancellationToken::new();
+    let admin_task = crate::http::admin::serve(&d.admin_socket, admin_tx, admin_stop.clone())
+        .await
+        .map_err(DaemonError::Admin)?;
+    tracing::info!(path = %d.admin_socket.display(), "admin API listening");
     let mut shell = Shell {
         metrics: metrics.clone(),
         loaded: loaded.clone(),
@@ -754,11 +857,18 @@ pub async fn run(
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                shell.reload("signal").await;
+                let _ = shell.reload("signal").await;
             }
-            Some(input) = results_rx.recv() => shell.handle(input),
+            Some(call) = admin_rx.recv() => shell.admin(call).await,
+            Some(input) = results_rx.recv() => {
+                shell.handle(input);
+            }
             ev = events.recv() => match ev {
-                Some(ev) => if let Some(input) = to_input(ev) { shell.handle(input) },
+                Some(ev) => {
+                    if let Some(input) = to_input(ev) {
+                        shell.handle(input);
+                    }
+                }
                 None => {
                     tracing::error!("the user stream task ended");
                     break;
@@ -808,6 +918,8 @@ pub async fn run(
     store.save(&final_state)?;
     http_stop.cancel();
     let _ = http_task.await;
+    admin_stop.cancel();
+    let _ = admin_task.await;
     let _ = stream_task.await;
     let _ = armory.await;
     let _ = warm.await;

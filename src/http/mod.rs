@@ -2,6 +2,7 @@
 //! `/healthz` (the process is alive) and `/readyz` (the stream is connected and groups are
 //! reconciled: 200, else 503).
 
+pub mod admin;
 pub mod metrics;
 
 use std::net::SocketAddr;

@@ -460,6 +460,35 @@ impl RestClient {
             .collect())
     }
 
+    /// Every group on the account with its subaccount and limit. The listing has no subaccount
+    /// field, so each subaccount (0..=63) is listed until every group of the account-wide
+    /// listing has been placed.
+    pub async fn list_account_groups(
+        &self,
+    ) -> Result<Vec<(GroupAddress, Option<Contracts>)>, ExchangeError> {
+        let all = self.list_groups(None).await?;
+        let mut left: HashSet<GroupId> = all.iter().map(|g| g.id.clone()).collect();
+        let mut out = Vec::new();
+        for s in 0..=63u8 {
+            if left.is_empty() {
+                break;
+            }
+            for g in self.list_groups(Some(s)).await? {
+                if left.remove(&g.id) {
+                    out.push((
+                        GroupAddress {
+                            id: g.id,
+                            subaccount: s,
+                            exchange_index: g.exchange_index,
+                        },
+                        g.contracts_limit,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn get_group(
         &self,
         id: &GroupId,

@@ -1,0 +1,238 @@
+//! The admin API: HTTP/1.1 + JSON on a unix socket (DESIGN.md §8). The socket's file mode
+//! (0660) is the access control; every mutation is audited with the caller's uid, read from the
+//! socket's peer credentials.
+//!
+//! | method and path                        | does                                            |
+//! |----------------------------------------|-------------------------------------------------|
+//! | `GET /v1/status`                       | per-strategy state, window use, groups, trips   |
+//! | `GET /v1/groups`                       | strategy → its groups (for strategies to read)  |
+//! | `POST /v1/kill`                        | engage the kill switch                          |
+//! | `POST /v1/release`                     | release the kill latch (groups stay triggered)  |
+//! | `POST /v1/reload`                      | reload the config and policies                  |
+//! | `POST /v1/strategies/{name}/trigger`   | trip a strategy (trigger its groups)            |
+//! | `POST /v1/strategies/{name}/reset`     | reset a strategy's groups (refused while the kill switch is engaged or the stream is blind) |
+//!
+//! Errors are JSON `{"error": "..."}` with 404 (unknown strategy or path), 409 (refused) or
+//! 422 (a reload that found errors). Requests are answered by the daemon's loop, so they see
+//! exactly what the risk core decided.
+
+use std::path::Path;
+
+use axum::Router;
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use serde_json::{Value, json};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// What a caller asks of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRequest {
+    Status,
+    Groups,
+    Kill,
+    Release,
+    Reload,
+    Trigger(String),
+    Reset(String),
+}
+
+/// One request on its way to the daemon's loop.
+#[derive(Debug)]
+pub struct AdminCall {
+    pub request: AdminRequest,
+    /// `uid:N` of the caller.
+    pub actor: String,
+    pub reply: oneshot::Sender<(u16, Value)>,
+}
+
+/// The caller's uid, from the socket's peer credentials.
+#[derive(Debug, Clone, Copy)]
+struct Caller(Option<u32>);
+
+impl Connected<IncomingStream<'_, UnixListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Caller(stream.io().peer_cred().ok().map(|c| c.uid()))
+    }
+}
+
+async fn ask(tx: &mpsc::Sender<AdminCall>, caller: Caller, request: AdminRequest) -> Response {
+    let (reply, answer) = oneshot::channel();
+    let actor = match caller.0 {
+        Some(uid) => format!("uid:{uid}"),
+        None => "uid:unknown".to_owned(),
+    };
+    if tx
+        .send(AdminCall {
+            request,
+            actor,
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the daemon is stopping"})),
+        )
+            .into_response();
+    }
+    match answer.await {
+        Ok((status, body)) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            axum::Json(body),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the daemon is stopping"})),
+        )
+            .into_response(),
+    }
+}
+
+type Tx = mpsc::Sender<AdminCall>;
+
+async fn status(State(tx): State<Tx>, ConnectInfo(c): ConnectInfo<Caller>) -> Response {
+    ask(&tx, c, AdminRequest::Status).await
+}
+async fn groups(State(tx): State<Tx>, ConnectInfo(c): ConnectInfo<Caller>) -> Response {
+    ask(&tx, c, AdminRequest::Groups).await
+}
+async fn kill(State(tx): State<Tx>, ConnectInfo(c): ConnectInfo<Caller>) -> Response {
+    ask(&tx, c, AdminRequest::Kill).await
+}
+async fn release(State(tx): State<Tx>, ConnectInfo(c): ConnectInfo<Caller>) -> Response {
+    ask(&tx, c, AdminRequest::Release).await
+}
+async fn reload(State(tx): State<Tx>, ConnectInfo(c): ConnectInfo<Caller>) -> Response {
+    ask(&tx, c, AdminRequest::Reload).await
+}
+async fn trigger(
+    State(tx): State<Tx>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    ask(&tx, c, AdminRequest::Trigger(name)).await
+}
+async fn reset(
+    State(tx): State<Tx>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    ask(&tx, c, AdminRequest::Reset(name)).await
+}
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": "no such admin endpoint; see GET /v1/status"})),
+    )
+        .into_response()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin socket {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("admin socket {path} is in use by another running daemon")]
+    InUse { path: String },
+}
+
+/// Binds the admin socket (mode 0660) and serves until `stop` fires; the socket file is
+/// removed on the way out. A stale socket left by a crash is replaced; a live one is refused.
+pub async fn serve(
+    path: &Path,
+    tx: Tx,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, AdminError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = path.display().to_string();
+    let io = |source| AdminError::Io {
+        path: shown.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(AdminError::InUse { path: shown });
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/groups", get(groups))
+        .route("/v1/kill", post(kill))
+        .route("/v1/release", post(release))
+        .route("/v1/reload", post(reload))
+        .route("/v1/strategies/{name}/trigger", post(trigger))
+        .route("/v1/strategies/{name}/reset", post(reset))
+        .fallback(not_found)
+        .with_state(tx);
+    let owned = path.to_owned();
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<Caller>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin socket failed");
+        }
+        let _ = std::fs::remove_file(&owned);
+    }))
+}
+
+/// One request to a running daemon's admin socket: `(status, JSON body)`, or a message that
+/// says plainly why the daemon could not be reached.
+pub async fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, Value), String> {
+    use http_body_util::BodyExt as _;
+    use std::io::ErrorKind;
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| match e.kind() {
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+            format!("no daemon is listening on {} (is kalshi-riskd running? check http.admin_socket)", socket.display())
+        }
+        ErrorKind::PermissionDenied => format!(
+            "cannot open {}: permission denied (the admin socket is for its owner and group, mode 0660)",
+            socket.display()
+        ),
+        _ => format!("cannot open {}: {e}", socket.display()),
+    })?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "kalshi-riskd")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("admin socket {}: {e}", socket.display()))?
+        .to_bytes();
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    Ok((status, value))
+}
