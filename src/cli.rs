@@ -33,6 +33,13 @@ pub enum Command {
     Run,
     /// Load and validate the config and every policy; print one line per strategy.
     Check,
+    /// The embedded default: a simulated exchange, the daemon, a calm and a runaway strategy, a
+    /// breach trip and the kill switch, then a summary.
+    Demo {
+        /// How long the demo runs (the kill switch is pulled at 60 % of it).
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
     /// Ask the running daemon for each strategy's state, window use and groups.
     Status {
         /// Print the daemon's JSON instead of the table.
@@ -121,6 +128,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         ),
         Command::Groups => run_groups(&cli.config),
+        Command::Demo { duration } => crate::demo::run(duration),
         Command::Check => {
             init_logging(crate::config::LogFormat::Pretty);
             run_check(&cli.config)
@@ -180,7 +188,12 @@ fn run_daemon(path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(crate::daemon::run(path, loaded, signer)) {
+    match rt.block_on(crate::daemon::run(
+        path,
+        loaded,
+        signer,
+        tokio_util::sync::CancellationToken::new(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "fatal");
@@ -331,7 +344,9 @@ pub fn status_table(body: &serde_json::Value) -> String {
                 "KILL SWITCH ENGAGED by {} ({}) at {}",
                 k["actor"].as_str().unwrap_or("?"),
                 k["reason"].as_str().unwrap_or("?"),
-                k["at_ms"]
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(k["at_ms"].as_u64().unwrap_or(0))
+                )
             );
         }
         None => out.push_str("kill switch: released\n"),
@@ -361,10 +376,15 @@ pub fn status_table(body: &serde_json::Value) -> String {
                     ));
                 }
                 if let Some(max) = l["max_notional_dollars"].as_str() {
+                    let cents = |v: &str| {
+                        crate::risk::Dollars::parse(v)
+                            .map(|d| d.to_string_with(2))
+                            .unwrap_or_else(|_| v.to_owned())
+                    };
                     parts.push(format!(
                         "${}/${}",
-                        l["notional_dollars"].as_str().unwrap_or("0"),
-                        max
+                        cents(l["notional_dollars"].as_str().unwrap_or("0")),
+                        cents(max)
                     ));
                 }
                 if let Some(max) = l["max_fills"].as_i64() {

@@ -678,11 +678,12 @@ impl Shell {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM, SIGINT or `shutdown` (the demo and tests stop it so).
 pub async fn run(
     config_path: &std::path::Path,
     loaded: Loaded,
     signer: Signer,
+    shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let d = loaded.daemon.clone();
@@ -854,6 +855,7 @@ pub async fn run(
                 shell.handle(Input::Operator { command: OperatorCommand::Kill, actor: "signal".into() });
             }
             _ = term.recv() => break,
+            _ = shutdown.cancelled() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
