@@ -85,6 +85,8 @@ fn notify(states: &[sd_notify::NotifyState]) {
 struct WriteJob {
     decisions: Vec<crate::risk::engine::Decision>,
     state: Option<StateFile>,
+    /// Told once this job, and so every job before it, is durable.
+    done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The price paid per contract: the YES price for YES, one dollar less it for NO, the larger
@@ -329,7 +331,15 @@ impl Shell {
                 clean_stop: false,
             });
         let returned = decisions.clone();
-        if self.writer.send(WriteJob { decisions, state }).is_err() {
+        if self
+            .writer
+            .send(WriteJob {
+                decisions,
+                state,
+                done: None,
+            })
+            .is_err()
+        {
             tracing::error!("the state writer has stopped; decisions are not being recorded");
         }
         returned
@@ -511,7 +521,21 @@ impl Shell {
         Ok(summary_text)
     }
 
-    /// Answers one admin API call (DESIGN.md §8).
+    /// Waits until everything recorded so far is durable (the writer works in order).
+    async fn flush(&self) {
+        let (done, durable) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            decisions: Vec::new(),
+            state: None,
+            done: Some(done),
+        };
+        if self.writer.send(job).is_ok() {
+            let _ = durable.await;
+        }
+    }
+
+    /// Answers one admin API call (DESIGN.md §8). A mutation is answered once its record is
+    /// durable (its exchange commands are already on their way).
     async fn admin(&mut self, call: crate::http::admin::AdminCall) {
         use crate::http::admin::AdminRequest as R;
         use serde_json::json;
@@ -524,6 +548,7 @@ impl Shell {
         };
         let no_such = |name: &str| (404, json!({"error": format!("no strategy named {name:?}")}));
         let actor = call.actor.clone();
+        let mutation = !matches!(call.request, R::Status | R::Groups);
         let answer = match call.request {
             R::Status => (200, self.status_json()),
             R::Groups => {
@@ -575,6 +600,9 @@ impl Shell {
                 }
             }
         };
+        if answer.0 == 200 && mutation {
+            self.flush().await;
+        }
         let _ = call.reply.send(answer);
     }
 
@@ -751,6 +779,9 @@ pub async fn run(
                     && let Err(e) = store.save(&state)
                 {
                     tracing::error!(error = %e, "cannot write state.json");
+                }
+                if let Some(done) = job.done {
+                    let _ = done.send(());
                 }
             }
             store
