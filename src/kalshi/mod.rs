@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod budget;
 pub mod error;
+pub mod fix;
 pub mod group;
 pub mod rest;
 pub mod stream;
