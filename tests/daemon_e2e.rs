@@ -911,3 +911,42 @@ async fn the_admin_api_and_its_cli_clients() {
     assert_eq!(stop(d).await, Some(0));
     assert!(!sock.exists(), "the socket is removed on a clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_lowered_below_the_groups_volume_is_not_sent_at_once() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    let d = start(dir.path()).await;
+    let calm = group_of(&d.state(), "calm");
+    t.order(Some(&calm), "60").await;
+    // Wait until the daemon has counted the fill (otherwise sending 50 would be right).
+    let addr = d.metrics_addr();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while sample(
+        &get(&addr, "/metrics").await.1,
+        r#"kalshi_riskd_fills_total{strategy="calm"}"#,
+    ) != Some(1.0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fill was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(
+        dir.path().join("policies/calm.toml"),
+        "[group]\ncontracts_limit = 50\n",
+    )
+    .unwrap();
+    d.signal("-HUP");
+    d.until_audit("the deferral", |v| {
+        v["event"] == "limit_deferred" && v["strategy"] == "calm"
+    });
+    let g = t.group_state(&calm).await;
+    assert_eq!(
+        g["contracts_limit_fp"], "100.00",
+        "50 was not sent while 60 sit in the window: {g}"
+    );
+    assert_eq!(g["triggered"], false, "{g}");
+    assert_eq!(stop(d).await, Some(0));
+}

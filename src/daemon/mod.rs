@@ -141,11 +141,14 @@ fn to_input(ev: StreamEvent) -> Option<Input> {
 }
 
 /// Lists, adopts and creates the groups every enabled strategy needs. Returns each strategy's
-/// groups.
+/// groups. At start (`update_limits`) an adopted group whose limit differs from its policy is
+/// updated at once (DESIGN §7); on reload the risk core decides, because a limit lowered below
+/// the group's current volume must wait for the window to drain (DESIGN §6).
 async fn ensure_groups(
     rest: &RestClient,
     loaded: &Loaded,
     snapshot: &Snapshot,
+    update_limits: bool,
 ) -> Result<BTreeMap<String, Vec<GroupAddress>>, ExchangeError> {
     let subaccounts: BTreeSet<u8> = loaded.enabled().map(|p| p.subaccount).collect();
     let mut listed = BTreeMap::new();
@@ -174,7 +177,7 @@ async fn ensure_groups(
                         subaccount: p.subaccount,
                         exchange_index: ex,
                     };
-                    if l.contracts_limit != Some(p.risk.group_limit) {
+                    if update_limits && l.contracts_limit != Some(p.risk.group_limit) {
                         tracing::info!(strategy = %name, group = %addr.id, limit = %p.risk.group_limit, "updating an adopted group's limit");
                         rest.update_limit(&addr, p.risk.group_limit).await?;
                     }
@@ -408,7 +411,7 @@ impl Shell {
             tracing::warn!(sections = ?restart_only, "these settings changed and take effect at the next restart");
         }
         // Groups for every enabled strategy (existing ones are found, new ones created).
-        let groups = match ensure_groups(&self.rest, &new, &self.engine.snapshot()).await {
+        let groups = match ensure_groups(&self.rest, &new, &self.engine.snapshot(), false).await {
             Ok(g) => g,
             Err(e) => {
                 let d = decision(
@@ -757,7 +760,7 @@ pub async fn run(
         );
     }
     let persisted = previous.map(|s| s.snapshot).unwrap_or_default();
-    let groups = ensure_groups(&rest, &loaded, &persisted).await?;
+    let groups = ensure_groups(&rest, &loaded, &persisted, true).await?;
     let snapshot = with_groups(persisted, &loaded, &groups);
 
     let mut out = Vec::new();
