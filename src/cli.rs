@@ -158,36 +158,11 @@ pub fn init_logging(format: crate::config::LogFormat) {
 }
 
 fn run_daemon(path: &Path) -> ExitCode {
-    let loaded = match load_config(path) {
-        Ok(l) => l,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            eprintln!("kalshi-riskd run: invalid configuration; not starting");
-            return ExitCode::from(2);
-        }
+    let (loaded, signer, rt) = match prepare(path, "run") {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     init_logging(loaded.daemon.log_format);
-    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    let signer = match auth::load_signer(
-        &loaded.daemon.exchange.api_key_id,
-        &loaded.daemon.exchange.private_key_path,
-        credentials.as_deref(),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("kalshi-riskd run: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kalshi-riskd run: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
     match rt.block_on(crate::daemon::run(
         path,
         loaded,
@@ -427,33 +402,9 @@ pub fn status_table(body: &serde_json::Value) -> String {
 
 /// `groups`: the account's order groups straight from the exchange.
 fn run_groups(path: &Path) -> ExitCode {
-    let loaded = match load_config(path) {
-        Ok(l) => l,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            return ExitCode::from(2);
-        }
-    };
-    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    let signer = match auth::load_signer(
-        &loaded.daemon.exchange.api_key_id,
-        &loaded.daemon.exchange.private_key_path,
-        credentials.as_deref(),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("kalshi-riskd groups: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kalshi-riskd groups: {e}");
-            return ExitCode::from(1);
-        }
+    let (loaded, signer, rt) = match prepare(path, "groups") {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let mut cfg = crate::kalshi::RestConfig::new(loaded.daemon.exchange.rest_url.clone());
@@ -505,6 +456,44 @@ fn run_groups(path: &Path) -> ExitCode {
         );
         ExitCode::SUCCESS
     })
+}
+
+/// What a command that talks to the exchange needs: the validated config, the signing key
+/// (`$CREDENTIALS_DIRECTORY/kalshi-key` under systemd) and a runtime. On failure it says why,
+/// naming `cmd`, and returns the exit code: 2 for a bad config or key, 1 otherwise.
+fn prepare(
+    path: &Path,
+    cmd: &str,
+) -> Result<
+    (
+        crate::config::Loaded,
+        crate::kalshi::Signer,
+        tokio::runtime::Runtime,
+    ),
+    ExitCode,
+> {
+    let loaded = load_config(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        eprintln!("kalshi-riskd {cmd}: invalid configuration");
+        ExitCode::from(2)
+    })?;
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let signer = auth::load_signer(
+        &loaded.daemon.exchange.api_key_id,
+        &loaded.daemon.exchange.private_key_path,
+        credentials.as_deref(),
+    )
+    .map_err(|e| {
+        eprintln!("kalshi-riskd {cmd}: {e}");
+        ExitCode::from(2)
+    })?;
+    let rt = runtime().map_err(|e| {
+        eprintln!("kalshi-riskd {cmd}: cannot start the runtime: {e}");
+        ExitCode::from(1)
+    })?;
+    Ok((loaded, signer, rt))
 }
 
 /// Loads the config with the process environment's overrides.
