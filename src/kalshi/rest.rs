@@ -328,6 +328,27 @@ impl RestClient {
         }
     }
 
+    /// An idempotent GET whose JSON answer is decoded as `T`.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        path: &str,
+        bill: Bill,
+    ) -> Result<T, ExchangeError> {
+        let bytes = self
+            .call(Call {
+                op,
+                method: Method::GET,
+                path,
+                body: None,
+                bill,
+                idempotent: true,
+                presigned: None,
+            })
+            .await?;
+        Self::decode(op, &bytes)
+    }
+
     fn decode<T: DeserializeOwned>(op: &'static str, bytes: &[u8]) -> Result<T, ExchangeError> {
         serde_json::from_slice(bytes).map_err(|e| ExchangeError::Decode {
             op,
@@ -438,18 +459,9 @@ impl RestClient {
             Some(s) => format!("/portfolio/order_groups?subaccount={s}"),
             None => "/portfolio/order_groups".to_owned(),
         };
-        let bytes = self
-            .call(Call {
-                op: "list_order_groups",
-                method: Method::GET,
-                path: &path,
-                body: None,
-                bill: Bill::Write(Priority::Normal),
-                idempotent: true,
-                presigned: None,
-            })
+        let r: wire::GetOrderGroupsResponse = self
+            .get_json("list_order_groups", &path, Bill::Write(Priority::Normal))
             .await?;
-        let r: wire::GetOrderGroupsResponse = Self::decode("list_order_groups", &bytes)?;
         Ok(r.order_groups
             .into_iter()
             .map(|g| ListedGroup {
@@ -498,18 +510,9 @@ impl RestClient {
             Some(s) => format!("/portfolio/order_groups/{id}?subaccount={s}"),
             None => format!("/portfolio/order_groups/{id}"),
         };
-        let bytes = self
-            .call(Call {
-                op: "get_order_group",
-                method: Method::GET,
-                path: &path,
-                body: None,
-                bill: Bill::Write(Priority::Normal),
-                idempotent: true,
-                presigned: None,
-            })
+        let r: wire::GetOrderGroupResponse = self
+            .get_json("get_order_group", &path, Bill::Write(Priority::Normal))
             .await?;
-        let r: wire::GetOrderGroupResponse = Self::decode("get_order_group", &bytes)?;
         Ok(GroupDetail {
             orders: r.orders,
             contracts_limit: parse_limit(r.contracts_limit_fp.as_deref(), None),
@@ -600,18 +603,7 @@ impl RestClient {
     /// An order's group and status (read budget).
     pub async fn get_order(&self, order_id: &str) -> Result<OrderInfo, ExchangeError> {
         let path = format!("/portfolio/orders/{order_id}");
-        let bytes = self
-            .call(Call {
-                op: "get_order",
-                method: Method::GET,
-                path: &path,
-                body: None,
-                bill: Bill::Read,
-                idempotent: true,
-                presigned: None,
-            })
-            .await?;
-        let r: wire::GetOrderResponse = Self::decode("get_order", &bytes)?;
+        let r: wire::GetOrderResponse = self.get_json("get_order", &path, Bill::Read).await?;
         Ok(order_info(r.order))
     }
 
@@ -621,18 +613,7 @@ impl RestClient {
             Some(s) => format!("/portfolio/orders?status={s}"),
             None => "/portfolio/orders".to_owned(),
         };
-        let bytes = self
-            .call(Call {
-                op: "list_orders",
-                method: Method::GET,
-                path: &path,
-                body: None,
-                bill: Bill::Read,
-                idempotent: true,
-                presigned: None,
-            })
-            .await?;
-        let r: wire::GetOrdersResponse = Self::decode("list_orders", &bytes)?;
+        let r: wire::GetOrdersResponse = self.get_json("list_orders", &path, Bill::Read).await?;
         Ok(r.orders.into_iter().map(order_info).collect())
     }
 }
