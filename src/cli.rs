@@ -112,7 +112,24 @@ pub struct SimArgs {
     /// Start with every WebSocket silent (no data, no pings, socket open).
     #[arg(long)]
     pub ws_silent: bool,
+    /// Address of the FIX acceptor (order groups over 35=UOG), or "off". When left at the
+    /// default and the port is taken, the simulator runs without FIX and says so.
+    #[arg(long, value_name = "ADDR|off")]
+    pub fix_listen: Option<String>,
+    /// Serve FIX over TLS with this PEM certificate chain (needs --fix-tls-key).
+    #[arg(long, value_name = "FILE", requires = "fix_tls_key")]
+    pub fix_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --fix-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "fix_tls_cert")]
+    pub fix_tls_key: Option<PathBuf>,
+    /// Start with every FIX session silent (no heartbeats, no answers, socket open).
+    #[arg(long)]
+    pub fix_silent: bool,
 }
+
+/// Where the simulator's FIX acceptor listens unless told otherwise (the exchange's KalshiNR
+/// port).
+pub const SIM_FIX_DEFAULT: &str = "127.0.0.1:8228";
 
 /// Runs the parsed command line to completion.
 pub fn run(cli: Cli) -> ExitCode {
@@ -640,15 +657,59 @@ fn run_sim(args: SimArgs) -> ExitCode {
             }
         };
         let addr = sim.addr();
+        let fix = match start_sim_fix(&sim, &args).await {
+            Ok(fix) => fix,
+            Err(e) => {
+                eprintln!("kalshi-riskd sim: {e}");
+                return ExitCode::from(1);
+            }
+        };
         println!("kalshi-riskd sim listening on {addr}");
         println!("  REST     {}", sim.rest_url());
         println!("  WS       {}", sim.ws_url());
+        if let Some(fix) = fix {
+            println!("  FIX      {fix} (TargetCompID KalshiNR or KalshiRT)");
+        }
         println!("  control  http://{addr}/_sim/");
         tracing::info!(%addr, "simulator started");
         sim.wait(stop_signal()).await;
         tracing::info!("simulator stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Starts the simulator's FIX acceptor as the flags say; returns its address as a `fix_addr`.
+async fn start_sim_fix(sim: &Simulator, args: &SimArgs) -> Result<Option<String>, String> {
+    let explicit = args.fix_listen.is_some();
+    let text = args.fix_listen.as_deref().unwrap_or(SIM_FIX_DEFAULT);
+    if text == "off" {
+        return Ok(None);
+    }
+    let at: SocketAddr = text.parse().map_err(|_| {
+        format!("--fix-listen {text:?} is not an address like {SIM_FIX_DEFAULT} (or \"off\")")
+    })?;
+    let tls = match (&args.fix_tls_cert, &args.fix_tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            Some(sim::fix::tls_acceptor(&read(cert)?, &read(key)?)?)
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "tls" } else { "tcp" };
+    let listener = match tokio::net::TcpListener::bind(at).await {
+        Ok(l) => l,
+        Err(e) if !explicit => {
+            eprintln!(
+                "kalshi-riskd sim: no FIX acceptor: cannot listen on {at}: {e} (pass --fix-listen)"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("cannot listen for FIX on {at}: {e}")),
+    };
+    let bound = sim.start_fix(listener, tls).map_err(|e| e.to_string())?;
+    Ok(Some(format!("{scheme}://{bound}")))
 }
 
 fn sim_config(args: &SimArgs) -> Result<SimConfig, String> {
@@ -681,6 +742,7 @@ fn sim_config(args: &SimArgs) -> Result<SimConfig, String> {
         error_burst: 0,
         latency_ms: args.latency.map_or(0, |d| d.as_millis() as u64),
         ws_silent: args.ws_silent,
+        fix_silent: args.fix_silent,
     };
     faults.validate()?;
     Ok(SimConfig {

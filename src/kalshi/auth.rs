@@ -152,20 +152,26 @@ impl Signer {
         message.extend_from_slice(ts.as_bytes());
         message.extend_from_slice(method.to_ascii_uppercase().as_bytes());
         message.extend_from_slice(path.as_bytes());
+        SignedHeaders {
+            key_id: self.key_id.to_string(),
+            timestamp_ms: ts,
+            signature: self.sign_base64(&message),
+        }
+    }
+
+    /// RSA-PSS (SHA-256, salt = digest length) over `message`, base64: the signature the REST
+    /// headers and the FIX Logon's 96 RawData carry.
+    pub fn sign_base64(&self, message: &[u8]) -> String {
         let mut sig = vec![0u8; self.key.public_modulus_len()];
         let rng = aws_lc_rs::rand::SystemRandom::new();
         // Signing only fails for a signature buffer of the wrong size, which is sized above
         // from the key itself.
         self.key
-            .sign(&RSA_PSS_SHA256, &rng, &message, &mut sig)
+            .sign(&RSA_PSS_SHA256, &rng, message, &mut sig)
             .expect("RSA-PSS signing into a modulus-sized buffer");
         self.signatures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        SignedHeaders {
-            key_id: self.key_id.to_string(),
-            timestamp_ms: ts,
-            signature: BASE64.encode(sig),
-        }
+        BASE64.encode(sig)
     }
 
     /// Signs with the current wall-clock time.

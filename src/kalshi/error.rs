@@ -38,7 +38,92 @@ pub enum ExchangeError {
     /// A success status with a body we cannot read.
     #[error("{op}: unexpected answer: {reason}")]
     Decode { op: &'static str, reason: String },
+    /// FIX: the exchange refused the message at the session level (35=3 Reject), e.g. a
+    /// malformed field.
+    #[error("{op}: FIX session reject (35=3){}", fmt_fix(*reason, session_reject_reason, *ref_tag, text))]
+    SessionReject {
+        op: &'static str,
+        /// 373 SessionRejectReason.
+        reason: Option<u32>,
+        /// 371 RefTagID: the field at fault.
+        ref_tag: Option<u32>,
+        /// 58 Text.
+        text: Option<String>,
+    },
+    /// FIX: the exchange refused the request's business logic (35=j BusinessMessageReject),
+    /// e.g. `ORDER_GROUP_NOT_FOUND`.
+    #[error("{op}: FIX business reject (35=j){}", fmt_fix(*reason, business_reject_reason, None, text))]
+    BusinessReject {
+        op: &'static str,
+        /// 380 BusinessRejectReason.
+        reason: Option<u32>,
+        /// 58 Text.
+        text: Option<String>,
+    },
 }
+
+/// 373 SessionRejectReason names (FIX 5.0 SP2).
+pub fn session_reject_reason(r: u32) -> &'static str {
+    match r {
+        0 => "invalid tag number",
+        1 => "required tag missing",
+        2 => "tag not defined for this message type",
+        3 => "undefined tag",
+        4 => "tag specified without a value",
+        5 => "value is incorrect for this tag",
+        6 => "incorrect data format for value",
+        7 => "decryption problem",
+        8 => "signature problem",
+        9 => "CompID problem",
+        10 => "SendingTime accuracy problem",
+        11 => "invalid MsgType",
+        13 => "tag appears more than once",
+        14 => "tag specified out of required order",
+        15 => "repeating group fields out of order",
+        16 => "incorrect NumInGroup count",
+        99 => "other",
+        _ => "unknown reason",
+    }
+}
+
+/// 380 BusinessRejectReason names (`kalshi-api.md` §5.5).
+pub fn business_reject_reason(r: u32) -> &'static str {
+    match r {
+        0 => "other",
+        1 => "unknown ID",
+        2 => "unknown security",
+        3 => "unsupported message type",
+        4 => "application not available",
+        5 => "conditionally required field missing",
+        6 => "not authorized",
+        8 => "rate limit exceeded",
+        _ => "unknown reason",
+    }
+}
+
+fn fmt_fix(
+    reason: Option<u32>,
+    names: fn(u32) -> &'static str,
+    ref_tag: Option<u32>,
+    text: &Option<String>,
+) -> String {
+    let mut out = String::new();
+    if let Some(r) = reason {
+        out.push_str(&format!(" reason {r} ({})", names(r)));
+    }
+    if let Some(t) = ref_tag {
+        out.push_str(&format!(" on tag {t}"));
+    }
+    if let Some(t) = text {
+        out.push_str(&format!(": {t}"));
+    }
+    out
+}
+
+/// The 58 Text the exchange gives when a group does not exist (or is not the subaccount's).
+pub const FIX_GROUP_NOT_FOUND: &str = "ORDER_GROUP_NOT_FOUND";
+/// The 58 Text for "outcome unknown" (`kalshi-api.md` §5.5).
+pub const FIX_EXCHANGE_UNAVAILABLE: &str = "EXCHANGE_UNAVAILABLE";
 
 fn fmt_reason(code: &Option<String>, message: &Option<String>, details: &Option<String>) -> String {
     let mut out = String::new();
@@ -96,16 +181,18 @@ impl ExchangeError {
         }
     }
 
-    /// The exchange's error `code`, when it gave one.
+    /// The exchange's error `code` (over FIX, the reject's 58 Text), when it gave one.
     pub fn code(&self) -> Option<&str> {
         match self {
             ExchangeError::Status { code, .. } => code.as_deref(),
+            ExchangeError::BusinessReject { text, .. }
+            | ExchangeError::SessionReject { text, .. } => text.as_deref(),
             _ => None,
         }
     }
 
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
+        self.status() == Some(404) || self.code() == Some(FIX_GROUP_NOT_FOUND)
     }
 
     /// Whether trying again may succeed.
@@ -113,7 +200,10 @@ impl ExchangeError {
         match self {
             ExchangeError::RateLimited { .. } | ExchangeError::Transport { .. } => true,
             ExchangeError::Status { status, .. } => *status >= 500,
-            ExchangeError::Decode { .. } => false,
+            ExchangeError::Decode { .. } | ExchangeError::SessionReject { .. } => false,
+            ExchangeError::BusinessReject { reason, text, .. } => {
+                matches!(reason, Some(4 | 8)) || text.as_deref() == Some(FIX_EXCHANGE_UNAVAILABLE)
+            }
         }
     }
 
@@ -123,7 +213,27 @@ impl ExchangeError {
             ExchangeError::Transport { maybe_sent, .. } => *maybe_sent,
             ExchangeError::Status { status, .. } => *status >= 500,
             ExchangeError::Decode { .. } => true,
-            ExchangeError::RateLimited { .. } => false,
+            ExchangeError::RateLimited { .. } | ExchangeError::SessionReject { .. } => false,
+            ExchangeError::BusinessReject { text, .. } => {
+                text.as_deref() == Some(FIX_EXCHANGE_UNAVAILABLE)
+            }
+        }
+    }
+
+    /// The HTTP status class a FIX outcome is counted under in `exchange_requests_total`, so
+    /// alerts read the same on either channel: 429 for 380=8, 5xx for an exchange that could not
+    /// process it, 4xx for any other reject, none when no answer came.
+    pub fn pseudo_status(&self) -> Option<u16> {
+        match self {
+            ExchangeError::BusinessReject {
+                reason: Some(8), ..
+            } => Some(429),
+            ExchangeError::BusinessReject {
+                reason: Some(4), ..
+            } => Some(503),
+            e @ ExchangeError::BusinessReject { .. } if e.outcome_unknown() => Some(503),
+            ExchangeError::BusinessReject { .. } | ExchangeError::SessionReject { .. } => Some(400),
+            e => e.status(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod budget;
+pub mod control;
 pub mod error;
 pub mod fix;
 pub mod group;
@@ -17,6 +18,7 @@ pub mod wire;
 pub mod ws;
 
 pub use auth::{KeyError, SignedHeaders, Signer};
+pub use control::GroupControl;
 pub use error::ExchangeError;
 pub use group::{GroupAddress, GroupId};
 pub use rest::{RestClient, RestConfig};

@@ -214,6 +214,12 @@ impl RestClient {
         self
     }
 
+    /// The write budget, which a FIX session shares (the exchange bills both from the same
+    /// buckets).
+    pub fn write_budget(&self) -> Arc<Budget> {
+        self.write.clone()
+    }
+
     /// The armed-Trigger set; the owner arms groups and runs [`RestClient::run_armory`].
     pub fn armory(&self) -> &Arc<Armory> {
         &self.armory
@@ -400,6 +406,29 @@ impl RestClient {
         limit: Contracts,
         known: &HashSet<GroupId>,
     ) -> Result<CreateOutcome, CreateError> {
+        self.settle_create(
+            || self.create_group(subaccount, exchange_index, limit),
+            subaccount,
+            exchange_index,
+            limit,
+            known,
+        )
+        .await
+    }
+
+    /// [`RestClient::create_group_reconciled`] with the create made by `create` (over REST or
+    /// FIX); the settling is always by REST listing.
+    pub async fn settle_create<F>(
+        &self,
+        create: impl Fn() -> F,
+        subaccount: u8,
+        exchange_index: u32,
+        limit: Contracts,
+        known: &HashSet<GroupId>,
+    ) -> Result<CreateOutcome, CreateError>
+    where
+        F: std::future::Future<Output = Result<GroupAddress, ExchangeError>>,
+    {
         const SETTLE_ROUNDS: u32 = 3;
         let unsettled = |last| CreateError::Unsettled {
             subaccount,
@@ -409,7 +438,7 @@ impl RestClient {
         };
         let mut last = None;
         for _ in 0..self.retry.attempts.max(1) {
-            match self.create_group(subaccount, exchange_index, limit).await {
+            match create().await {
                 Ok(g) => return Ok(CreateOutcome::Created(g)),
                 Err(e) if !e.outcome_unknown() => return Err(CreateError::Refused(e)),
                 Err(e) => {

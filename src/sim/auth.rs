@@ -69,6 +69,21 @@ impl KeyRegistry {
         self.keys.is_empty()
     }
 
+    /// Checks a base64 RSA-PSS signature over `message` by `key_id` (the FIX Logon's 96).
+    pub fn verify_message(
+        &self,
+        key_id: &str,
+        message: &[u8],
+        signature_b64: &str,
+    ) -> Result<(), AuthFailure> {
+        let key = self.keys.get(key_id).ok_or(AuthFailure::UnknownKey)?;
+        let sig = BASE64
+            .decode(signature_b64)
+            .map_err(|_| AuthFailure::BadSignature)?;
+        key.verify_sig(message, &sig)
+            .map_err(|_| AuthFailure::BadSignature)
+    }
+
     /// Checks one request's headers; `path` is the URL path (any query is ignored).
     pub fn verify(
         &self,

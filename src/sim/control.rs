@@ -11,7 +11,8 @@
 //! | `GET`/`POST /_sim/faults`        | the fault set ([`super::Faults`]); POST replaces it    |
 //! | `POST /_sim/ws/drop`             | drop every WebSocket connection now                    |
 //! | `POST /_sim/ws/inject`           | `{"text":"…"}` or `{"binary_base64":"…"}`: send a raw frame to every WebSocket |
-//! | `GET /_sim/stats`                | request, rejection and WebSocket counters              |
+//! | `POST /_sim/fix/drop`            | drop every FIX connection now (no Logout)              |
+//! | `GET /_sim/stats`                | request, rejection, WebSocket and FIX counters         |
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -135,6 +136,11 @@ async fn drop_ws(State(st): State<Arc<SimState>>) -> Response {
     axum::Json(json!({"dropped": open})).into_response()
 }
 
+async fn drop_fix(State(st): State<Arc<SimState>>) -> Response {
+    let open = st.drop_fix_sessions();
+    axum::Json(json!({"dropped": open})).into_response()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InjectBody {
@@ -170,6 +176,10 @@ async fn stats(State(st): State<Arc<SimState>>) -> Response {
         "ws_messages": s.ws_messages.load(Ordering::Relaxed),
         "ws_pongs": s.ws_pongs.load(Ordering::Relaxed),
         "status_requests": s.status_requests.load(Ordering::Relaxed),
+        "fix_logons": s.fix_logons.load(Ordering::Relaxed),
+        "fix_logons_refused": s.fix_logons_refused.load(Ordering::Relaxed),
+        "fix_requests": s.fix_requests.load(Ordering::Relaxed),
+        "fix_sessions": st.fix_sessions(),
     }))
     .into_response()
 }
@@ -184,6 +194,7 @@ pub(super) fn router(st: Arc<SimState>) -> Router {
         .route("/_sim/faults", get(get_faults).post(set_faults))
         .route("/_sim/ws/drop", post(drop_ws))
         .route("/_sim/ws/inject", post(inject))
+        .route("/_sim/fix/drop", post(drop_fix))
         .route("/_sim/stats", get(stats))
         .with_state(st)
 }

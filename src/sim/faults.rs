@@ -23,6 +23,9 @@ pub struct Faults {
     /// Data published meanwhile is lost (`order_group_updates` `seq` still advances, so a
     /// reader sees the gap once the stream speaks again).
     pub ws_silent: bool,
+    /// Every FIX session goes silent: no heartbeats, no answers, messages read and ignored
+    /// (sequence numbers still checked), connections left open.
+    pub fix_silent: bool,
 }
 
 impl Faults {

@@ -8,12 +8,16 @@
 //! run time. It follows `kalshi-api.md`, including where the exchange is awkward; the choices
 //! made where the exchange is silent are documented in [`engine`], [`auth`] and [`ratelimit`].
 //!
+//! A FIX acceptor ([`fix`]) can be added on its own port ([`Simulator::start_fix`]), plain or
+//! TLS, answering order-group requests on the same engine.
+//!
 //! The simulator models one account (user) with any number of API keys.
 
 pub mod auth;
 mod control;
 pub mod engine;
 pub mod faults;
+pub mod fix;
 pub mod ratelimit;
 mod rest;
 mod ws;
@@ -150,6 +154,9 @@ struct Stats {
     ws_messages: AtomicU64,
     ws_pongs: AtomicU64,
     status_requests: AtomicU64,
+    fix_logons: AtomicU64,
+    fix_logons_refused: AtomicU64,
+    fix_requests: AtomicU64,
 }
 
 /// The running exchange's state, shared by the REST, WebSocket and control handlers.
@@ -161,6 +168,8 @@ pub struct SimState {
     faults: Mutex<Faults>,
     silent: watch::Sender<bool>,
     drop_ws: Mutex<CancellationToken>,
+    drop_fix: Mutex<CancellationToken>,
+    fix_sessions: fix::Sessions,
     inject: broadcast::Sender<Message>,
     clock_offset_ms: AtomicI64,
     ping_interval: Duration,
@@ -190,6 +199,8 @@ impl SimState {
             faults: Mutex::new(cfg.faults.clone()),
             silent,
             drop_ws: Mutex::new(shutdown.child_token()),
+            drop_fix: Mutex::new(shutdown.child_token()),
+            fix_sessions: Default::default(),
             inject,
             clock_offset_ms: AtomicI64::new(0),
             ping_interval: cfg.ping_interval,
@@ -249,6 +260,23 @@ impl SimState {
 
     fn ws_drop_token(&self) -> CancellationToken {
         lock(&self.drop_ws).clone()
+    }
+
+    /// Drops every FIX connection at once, without a Logout.
+    pub fn drop_fix_sessions(&self) -> usize {
+        let mut token = lock(&self.drop_fix);
+        token.cancel();
+        *token = self.shutdown.child_token();
+        lock(&self.fix_sessions).len()
+    }
+
+    fn fix_drop_token(&self) -> CancellationToken {
+        lock(&self.drop_fix).clone()
+    }
+
+    /// FIX sessions logged on now.
+    pub fn fix_sessions(&self) -> usize {
+        lock(&self.fix_sessions).len()
     }
 }
 
@@ -312,6 +340,18 @@ impl Simulator {
 
     pub fn state(&self) -> &Arc<SimState> {
         &self.state
+    }
+
+    /// Adds a FIX acceptor on `listener` (plain TCP, or TLS with `tls`) on the same exchange;
+    /// it stops with the simulator.
+    pub fn start_fix(
+        &self,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<SocketAddr, SimError> {
+        let addr = listener.local_addr()?;
+        tokio::spawn(fix::serve(self.state.clone(), listener, tls));
+        Ok(addr)
     }
 
     /// Stops accepting, closes every WebSocket and waits for the server to finish.

@@ -128,6 +128,21 @@ impl TestSim {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Adds the FIX acceptor on another port; returns its `fix_addr` (`tcp://` or `tls://`,
+    /// the latter with the test certificate in `tests/fixtures/tls`).
+    pub async fn start_fix(&self, tls: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let acceptor = tls.then(|| {
+            kalshi_riskd::sim::fix::tls_acceptor(
+                include_bytes!("../fixtures/tls/server.pem"),
+                include_bytes!("../fixtures/tls/server.key"),
+            )
+            .unwrap()
+        });
+        let addr = self.sim.start_fix(listener, acceptor).unwrap();
+        format!("{}://{addr}", if tls { "tls" } else { "tcp" })
+    }
+
     /// The unauthenticated `/_sim/` control surface.
     pub async fn control(
         &self,

@@ -1,0 +1,340 @@
+//! Order groups over FIX (`seeds/fix-order-groups.md`, `kalshi-api.md` §5.3–5.5):
+//! OrderGroupRequest (35=UOG) with `20131 OrderGroupAction` 1 Create, 2 Reset, 3 Delete,
+//! 4 Trigger, 5 Update; `20130 OrderGroupID` (never on Create); `20132 OrderGroupContractsLimit`
+//! (whole contracts, on Create and Update); `79 AllocAccount` (subaccount) and
+//! `100 ExDestination` (exchange index), both omitted when 0 as the examples do. The answer is
+//! OrderGroupResponse (35=UOH: 20130, 20132 on Create/Update, 79) or a reject (35=j / 35=3).
+//!
+//! The calls mirror the REST client's: the same signatures, errors and retry rules (idempotent
+//! actions are retried while retrying can help; a Create only while certainly not applied; a
+//! Delete that finds the group gone after an unclear attempt counts as done).
+
+use super::codec::Message;
+use super::session::FixSession;
+use crate::kalshi::budget::Priority;
+use crate::kalshi::rest::RetryPolicy;
+use crate::kalshi::{ExchangeError, GroupAddress, GroupId};
+use crate::risk::Contracts;
+
+pub const MSG_REQUEST: &str = "UOG";
+pub const MSG_RESPONSE: &str = "UOH";
+
+pub const TAG_GROUP_ID: u32 = 20130;
+pub const TAG_ACTION: u32 = 20131;
+pub const TAG_LIMIT: u32 = 20132;
+pub const TAG_ALLOC_ACCOUNT: u32 = 79;
+pub const TAG_EX_DESTINATION: u32 = 100;
+
+/// 20131 OrderGroupAction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create = 1,
+    Reset = 2,
+    Delete = 3,
+    Trigger = 4,
+    Update = 5,
+}
+
+impl Action {
+    pub fn from_code(code: i64) -> Option<Action> {
+        Some(match code {
+            1 => Action::Create,
+            2 => Action::Reset,
+            3 => Action::Delete,
+            4 => Action::Trigger,
+            5 => Action::Update,
+            _ => return None,
+        })
+    }
+
+    /// The operation name used in errors and metrics (the REST client's names).
+    pub fn op(self) -> &'static str {
+        match self {
+            Action::Create => "create_order_group",
+            Action::Reset => "reset_order_group",
+            Action::Delete => "delete_order_group",
+            Action::Trigger => "trigger_order_group",
+            Action::Update => "update_order_group_limit",
+        }
+    }
+}
+
+/// A UOG body (after 35): the action, then the group, limit, subaccount and exchange index.
+pub fn request_body(
+    action: Action,
+    group: Option<&GroupId>,
+    limit: Option<Contracts>,
+    subaccount: u8,
+    exchange_index: u32,
+) -> Result<Vec<(u32, Vec<u8>)>, ExchangeError> {
+    let mut m = Message::default();
+    m.push(TAG_ACTION, (action as u8).to_string());
+    if let Some(g) = group {
+        m.push(TAG_GROUP_ID, g.as_str());
+    }
+    if let Some(l) = limit {
+        let whole = l.whole().ok_or_else(|| ExchangeError::Decode {
+            op: action.op(),
+            reason: format!("limit {l}: FIX carries whole contracts only (20132 is an integer)"),
+        })?;
+        m.push(TAG_LIMIT, whole.to_string());
+    }
+    if subaccount != 0 {
+        m.push(TAG_ALLOC_ACCOUNT, subaccount.to_string());
+    }
+    if exchange_index != 0 {
+        m.push(TAG_EX_DESTINATION, exchange_index.to_string());
+    }
+    Ok(m.fields)
+}
+
+/// What a UOH says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub group: GroupId,
+    pub limit: Option<Contracts>,
+    pub subaccount: Option<u8>,
+}
+
+pub fn parse_response(op: &'static str, msg: &Message) -> Result<Response, ExchangeError> {
+    let bad = |reason: String| ExchangeError::Decode { op, reason };
+    if msg.msg_type() != Some(MSG_RESPONSE) {
+        return Err(bad(format!(
+            "expected 35={MSG_RESPONSE}, got 35={}",
+            msg.msg_type().unwrap_or("?")
+        )));
+    }
+    let group = msg
+        .get_str(TAG_GROUP_ID)
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| bad("35=UOH without 20130 OrderGroupID".into()))?;
+    let limit = match msg.get_str(TAG_LIMIT) {
+        None => None,
+        Some(t) => Some(
+            t.parse::<i64>()
+                .ok()
+                .filter(|l| *l > 0)
+                .map(Contracts::from_whole)
+                .ok_or_else(|| bad(format!("20132 OrderGroupContractsLimit {t:?}")))?,
+        ),
+    };
+    let subaccount = match msg.get_str(TAG_ALLOC_ACCOUNT) {
+        None => None,
+        Some(t) => Some(
+            t.parse::<u8>()
+                .map_err(|_| bad(format!("79 AllocAccount {t:?}")))?,
+        ),
+    };
+    Ok(Response {
+        group: GroupId::new(group.to_owned()),
+        limit,
+        subaccount,
+    })
+}
+
+impl FixSession {
+    async fn uog(
+        &self,
+        action: Action,
+        priority: Priority,
+        body: Vec<(u32, Vec<u8>)>,
+    ) -> Result<Response, ExchangeError> {
+        let op = action.op();
+        let msg = self.request(op, priority, MSG_REQUEST, body).await?;
+        parse_response(op, &msg)
+    }
+
+    /// Retries an idempotent action while retrying can help.
+    async fn idempotent(
+        &self,
+        action: Action,
+        priority: Priority,
+        body: Vec<(u32, Vec<u8>)>,
+    ) -> Result<Response, ExchangeError> {
+        let retry = RetryPolicy::default();
+        let mut attempt = 0;
+        loop {
+            match self.uog(action, priority, body.clone()).await {
+                Err(e) if e.is_retryable() && attempt + 1 < retry.attempts => {
+                    attempt += 1;
+                    tokio::time::sleep(retry.delay(attempt)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One create, retried only while certainly not applied. The UOH's 79 must be ours.
+    pub async fn create_group(
+        &self,
+        subaccount: u8,
+        exchange_index: u32,
+        limit: Contracts,
+    ) -> Result<GroupAddress, ExchangeError> {
+        let body = request_body(
+            Action::Create,
+            None,
+            Some(limit),
+            subaccount,
+            exchange_index,
+        )?;
+        let retry = RetryPolicy::default();
+        let mut attempt = 0;
+        let r = loop {
+            match self
+                .uog(Action::Create, Priority::Normal, body.clone())
+                .await
+            {
+                Err(e)
+                    if e.is_retryable() && !e.outcome_unknown() && attempt + 1 < retry.attempts =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(retry.delay(attempt)).await;
+                }
+                r => break r?,
+            }
+        };
+        if let Some(s) = r.subaccount
+            && s != subaccount
+        {
+            tracing::warn!(group = %r.group, asked = subaccount, answered = s, "UOH names another subaccount than the create asked for");
+        }
+        Ok(GroupAddress {
+            id: r.group,
+            subaccount,
+            exchange_index,
+        })
+    }
+
+    pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        let body = request_body(
+            Action::Reset,
+            Some(&g.id),
+            None,
+            g.subaccount,
+            g.exchange_index,
+        )?;
+        self.idempotent(Action::Reset, Priority::Normal, body)
+            .await
+            .map(drop)
+    }
+
+    /// Triggers a group, first in line for the budget and the session.
+    pub async fn trigger_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        let body = request_body(
+            Action::Trigger,
+            Some(&g.id),
+            None,
+            g.subaccount,
+            g.exchange_index,
+        )?;
+        self.idempotent(Action::Trigger, Priority::Trigger, body)
+            .await
+            .map(drop)
+    }
+
+    pub async fn update_limit(
+        &self,
+        g: &GroupAddress,
+        limit: Contracts,
+    ) -> Result<(), ExchangeError> {
+        let body = request_body(
+            Action::Update,
+            Some(&g.id),
+            Some(limit),
+            g.subaccount,
+            g.exchange_index,
+        )?;
+        self.idempotent(Action::Update, Priority::Normal, body)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes a group; a group already gone after an unclear attempt counts as deleted.
+    pub async fn delete_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        let body = request_body(
+            Action::Delete,
+            Some(&g.id),
+            None,
+            g.subaccount,
+            g.exchange_index,
+        )?;
+        let retry = RetryPolicy::default();
+        let mut attempt = 0;
+        loop {
+            match self
+                .uog(Action::Delete, Priority::Normal, body.clone())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_not_found() && attempt > 0 => return Ok(()),
+                Err(e) if e.is_retryable() && attempt + 1 < retry.attempts => {
+                    attempt += 1;
+                    tokio::time::sleep(retry.delay(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(fields: &[(u32, Vec<u8>)]) -> String {
+        fields
+            .iter()
+            .map(|(t, v)| format!("{t}={}|", String::from_utf8_lossy(v)))
+            .collect()
+    }
+
+    #[test]
+    fn bodies_follow_the_seed_document() {
+        let g = GroupId::new("770e8400-e29b-41d4-a716-446655440002");
+        let create = request_body(
+            Action::Create,
+            None,
+            Some(Contracts::from_whole(5000)),
+            0,
+            0,
+        )
+        .unwrap();
+        assert_eq!(text(&create), "20131=1|20132=5000|");
+        let reset = request_body(Action::Reset, Some(&g), None, 0, 0).unwrap();
+        assert_eq!(
+            text(&reset),
+            "20131=2|20130=770e8400-e29b-41d4-a716-446655440002|"
+        );
+        let update = request_body(
+            Action::Update,
+            Some(&g),
+            Some(Contracts::from_whole(2500)),
+            3,
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            text(&update),
+            "20131=5|20130=770e8400-e29b-41d4-a716-446655440002|20132=2500|79=3|100=2|"
+        );
+        let half = Contracts::parse("1.5").unwrap();
+        let e = request_body(Action::Create, None, Some(half), 0, 0).unwrap_err();
+        assert!(e.to_string().contains("whole contracts"), "{e}");
+    }
+
+    #[test]
+    fn responses() {
+        let mut m = Message::new("UOH");
+        m.push(20130, "g-1").push(20132, "5000").push(79, "2");
+        let r = parse_response("create_order_group", &m).unwrap();
+        assert_eq!(r.group.as_str(), "g-1");
+        assert_eq!(r.limit, Some(Contracts::from_whole(5000)));
+        assert_eq!(r.subaccount, Some(2));
+        let e = parse_response("reset_order_group", &Message::new("UOH")).unwrap_err();
+        assert!(e.to_string().contains("without 20130"), "{e}");
+        let mut m = Message::new("UOH");
+        m.push(20130, "g").push(79, "x");
+        assert!(parse_response("x", &m).is_err());
+    }
+}
