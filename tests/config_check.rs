@@ -178,9 +178,19 @@ fn each_rule_names_its_key() {
             "exchange.rest_url: \"ftp://x\" must start with http:// or https://",
         ),
         (
-            "[exchange]\nenvironment = \"sim\"\napi_key_id = \"k\"\ncontrol = \"fix\"\n[policies]\ndir = \"policies\"\n",
+            "[exchange]\nenvironment = \"sim\"\napi_key_id = \"k\"\ncontrol = \"fax\"\n[policies]\ndir = \"policies\"\n",
             POLICY,
-            "exchange.control: \"fix\" is not available",
+            "exchange.control: \"fax\" is not one of rest, fix",
+        ),
+        (
+            "[exchange]\nenvironment = \"sim\"\napi_key_id = \"k\"\ncontrol = \"fix\"\nfix_addr = \"https://fix.example:8228\"\n[policies]\ndir = \"policies\"\n",
+            POLICY,
+            ":5: exchange.fix_addr: \"https://fix.example:8228\": scheme \"https\" is not tls:// or tcp://",
+        ),
+        (
+            "[exchange]\nenvironment = \"sim\"\napi_key_id = \"k\"\nfix_addr = \"fix.example\"\n[policies]\ndir = \"policies\"\n",
+            POLICY,
+            "exchange.fix_addr: \"fix.example\" is not host:port",
         ),
         (
             &format!("{MINIMAL}[account]\nwindow = \"15s\"\n"),

@@ -950,3 +950,111 @@ async fn a_limit_lowered_below_the_groups_volume_is_not_sent_at_once() {
     assert_eq!(g["triggered"], false, "{g}");
     assert_eq!(stop(d).await, Some(0));
 }
+
+/// Switches a config made by [`setup`] to group actions over FIX at `fix_addr`.
+fn use_fix(dir: &Path, fix_addr: &str) {
+    let path = dir.join("kalshi-riskd.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let anchor = "write_budget_per_s = 100\n";
+    assert!(text.contains(anchor));
+    let text = text.replace(
+        anchor,
+        &format!("{anchor}control = \"fix\"\nfix_addr = \"{fix_addr}\"\n"),
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+async fn sim_stat(t: &TestSim, key: &str) -> u64 {
+    t.control("GET", "/stats", None).await.1[key]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_fix_groups_breach_trip_kill_reset_and_reconnect() {
+    let t = TestSim::start().await;
+    let fix_addr = t.start_fix(false).await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY), ("calm.toml", CALM)], "");
+    use_fix(dir.path(), &fix_addr);
+    let p = dir.path().to_owned();
+    let d = start(&p).await;
+    // Both groups were created over FIX (two UOG creates), with the policies' limits.
+    assert_eq!(sim_stat(&t, "fix_logons").await, 1);
+    assert_eq!(sim_stat(&t, "fix_requests").await, 2);
+    let state = d.state();
+    let (runaway, calm) = (group_of(&state, "runaway"), group_of(&state, "calm"));
+    assert_eq!(
+        t.group_state(&runaway).await["contracts_limit_fp"],
+        "100.00"
+    );
+    let (_, out, _) = cli(&p, &["status", "--json"]);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["control"]["channel"], "fix", "{status}");
+    assert_eq!(status["control"]["logged_on"], true, "{status}");
+
+    // A breach: the daemon triggers over FIX before the exchange's own limit.
+    t.order(Some(&runaway), "10").await;
+    t.order(Some(&runaway), "11").await;
+    d.until_audit("a confirmed trip", |v| {
+        v["event"] == "trip_confirmed" && v["strategy"] == "runaway"
+    });
+    assert_eq!(t.group_state(&runaway).await["triggered"], true);
+    assert_eq!(sim_stat(&t, "fix_requests").await, 3);
+
+    // The exchange drops the session: the daemon logs on again.
+    t.control("POST", "/fix/drop", None).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while sim_stat(&t, "fix_logons").await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no second logon:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The kill switch, over the new session.
+    d.signal("-USR1");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while t.group_state(&calm).await["triggered"] != true {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "calm never triggered:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Release and reset go over FIX too.
+    let before = sim_stat(&t, "fix_requests").await;
+    assert_eq!(cli(&p, &["release"]).0, Some(0));
+    let (code, out, err) = cli(&p, &["reset", "calm"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(t.group_state(&calm).await["triggered"], false);
+    assert!(sim_stat(&t, "fix_requests").await > before);
+
+    // A clean stop logs the session out.
+    assert_eq!(stop(d).await, Some(0));
+    assert_eq!(t.sim.state().fix_sessions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_channel_that_cannot_log_on_fails_the_start_with_the_reason() {
+    let t = TestSim::start().await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fix_addr = format!("tcp://{}", free.local_addr().unwrap());
+    drop(free);
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    use_fix(dir.path(), &fix_addr);
+    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("kalshi-riskd.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("FIX control channel: no logon to") && err.contains("connect failed"),
+        "{err}"
+    );
+}

@@ -50,6 +50,16 @@ impl Environment {
         }
     }
 
+    /// The FIX order-entry acceptor (`kalshi-api.md` §0 and §5.1: KalshiNR on port 8228, TLS;
+    /// the simulator's acceptor is plain TCP).
+    pub fn fix_addr(self) -> &'static str {
+        match self {
+            Environment::Prod => "tls://mm.fix.elections.kalshi.com:8228",
+            Environment::Demo => "tls://fix.demo.kalshi.co:8228",
+            Environment::Sim => "tcp://127.0.0.1:8228",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Environment::Prod => "prod",
@@ -65,11 +75,22 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// The channel for order-group actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Rest,
+    /// A FIX session (DESIGN.md §10); reads stay on REST.
+    Fix,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExchangeConfig {
     pub environment: Environment,
     pub rest_url: String,
     pub ws_url: String,
+    /// Where the FIX acceptor is (used when `control` is FIX).
+    pub fix_addr: crate::kalshi::fix::FixAddr,
+    pub control: Control,
     pub api_key_id: String,
     pub private_key_path: PathBuf,
     pub write_budget_per_s: f64,
@@ -171,26 +192,33 @@ fn read_daemon(src: &Source, errors: &mut Vec<ConfigError>) -> Option<DaemonConf
             );
         }
     }
-    if r.has("exchange.fix_addr") {
-        r.string("exchange.fix_addr");
-        r.fail(
-            "exchange.fix_addr",
-            "the FIX control channel is not available in this build",
-        );
-    }
+    let fix_default = environment.unwrap_or(Environment::Demo).fix_addr();
+    let fix_text = r
+        .string("exchange.fix_addr")
+        .unwrap_or_else(|| fix_default.to_owned());
+    let fix_addr = match crate::kalshi::fix::FixAddr::parse(&fix_text) {
+        Ok(a) => a,
+        Err(e) => {
+            r.fail(
+                "exchange.fix_addr",
+                format!("{e}; expected tls://host:port (or tcp://host:port for a local stunnel or the simulator)"),
+            );
+            crate::kalshi::fix::FixAddr::parse(fix_default).expect("built-in FIX address")
+        }
+    };
     let api_key_id = r.required_string("exchange.api_key_id").unwrap_or_default();
     let private_key_path = resolve(
         &path,
         &r.string("exchange.private_key_path")
             .unwrap_or_else(|| "/etc/kalshi-riskd/key.pem".into()),
     );
-    let control = r.choice("exchange.control", &["rest", "fix"], "rest");
-    if control == "fix" {
-        r.fail(
-            "exchange.control",
-            "\"fix\" is not available in this build; use \"rest\"",
-        );
-    }
+    let control = match r
+        .choice("exchange.control", &["rest", "fix"], "rest")
+        .as_str()
+    {
+        "fix" => Control::Fix,
+        _ => Control::Rest,
+    };
     let write_budget_per_s = r
         .number("exchange.write_budget_per_s", 0.1..=100_000.0)
         .unwrap_or(10.0);
@@ -285,6 +313,8 @@ fn read_daemon(src: &Source, errors: &mut Vec<ConfigError>) -> Option<DaemonConf
             environment: environment.unwrap_or(Environment::Demo),
             rest_url,
             ws_url,
+            fix_addr,
+            control,
             api_key_id,
             private_key_path,
             write_budget_per_s,

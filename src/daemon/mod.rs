@@ -30,9 +30,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::Loaded;
 use crate::http::{HealthState, Metrics};
 use crate::kalshi::auth::now_ms;
+use crate::kalshi::fix::{FixConfig, FixSession};
 use crate::kalshi::rest::{CreateOutcome, RestConfig, RetryPolicy};
 use crate::kalshi::stream::{self, Health, StreamConfig, StreamEvent};
-use crate::kalshi::{ExchangeError, GroupAddress, GroupId, RestClient, Signer};
+use crate::kalshi::{ExchangeError, GroupAddress, GroupControl, GroupId, RestClient, Signer};
 use crate::risk::Dollars;
 use crate::risk::engine::{
     Action, Command, DecisionKind, Fill, GroupChange, GroupSnapshot, Input, OperatorCommand,
@@ -44,6 +45,8 @@ use store::{StateFile, Store, StoreError};
 /// How long a stop waits for in-flight Triggers.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(250);
+/// How long a start waits for the FIX session's logon before giving up.
+const FIX_LOGON_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -64,6 +67,8 @@ pub enum DaemonError {
     Metrics(#[from] crate::http::metrics::MetricsError),
     #[error("{0}")]
     Admin(crate::http::admin::AdminError),
+    #[error("FIX control channel: {0}")]
+    Fix(String),
 }
 
 /// Set by SIGUSR1 from the moment the process starts (registered before the runtime exists),
@@ -145,7 +150,7 @@ fn to_input(ev: StreamEvent) -> Option<Input> {
 /// updated at once (DESIGN §7); on reload the risk core decides, because a limit lowered below
 /// the group's current volume must wait for the window to drain (DESIGN §6).
 async fn ensure_groups(
-    rest: &RestClient,
+    control: &GroupControl,
     loaded: &Loaded,
     snapshot: &Snapshot,
     update_limits: bool,
@@ -154,7 +159,7 @@ async fn ensure_groups(
     let mut listed = BTreeMap::new();
     let mut known: HashSet<GroupId> = HashSet::new();
     for &s in &subaccounts {
-        let groups = rest.list_groups(Some(s)).await?;
+        let groups = control.rest_client().list_groups(Some(s)).await?;
         known.extend(groups.iter().map(|g| g.id.clone()));
         listed.insert(s, groups);
     }
@@ -179,7 +184,7 @@ async fn ensure_groups(
                     };
                     if update_limits && l.contracts_limit != Some(p.risk.group_limit) {
                         tracing::info!(strategy = %name, group = %addr.id, limit = %p.risk.group_limit, "updating an adopted group's limit");
-                        rest.update_limit(&addr, p.risk.group_limit).await?;
+                        control.update_limit(&addr, p.risk.group_limit).await?;
                     }
                     tracing::info!(strategy = %name, group = %addr.id, exchange_index = ex, "adopted group");
                     groups.push(addr);
@@ -188,7 +193,7 @@ async fn ensure_groups(
                     if let Some(g) = prior {
                         tracing::warn!(strategy = %name, group = %g.id, "the group state.json names is gone from the exchange; creating another");
                     }
-                    match rest
+                    match control
                         .create_group_reconciled(p.subaccount, ex, p.risk.group_limit, &known)
                         .await
                     {
@@ -255,7 +260,7 @@ struct Shell {
     loaded: Loaded,
     config_path: std::path::PathBuf,
     engine: RiskEngine,
-    rest: RestClient,
+    control: GroupControl,
     results: mpsc::UnboundedSender<Input>,
     writer: std::sync::mpsc::Sender<WriteJob>,
     tracker: TaskTracker,
@@ -411,7 +416,8 @@ impl Shell {
             tracing::warn!(sections = ?restart_only, "these settings changed and take effect at the next restart");
         }
         // Groups for every enabled strategy (existing ones are found, new ones created).
-        let groups = match ensure_groups(&self.rest, &new, &self.engine.snapshot(), false).await {
+        let groups = match ensure_groups(&self.control, &new, &self.engine.snapshot(), false).await
+        {
             Ok(g) => g,
             Err(e) => {
                 let d = decision(
@@ -457,16 +463,16 @@ impl Shell {
             d.strategy = Some(name.clone());
             out.push(Output::Decision(d));
             for g in gs {
-                self.rest.armory().disarm(&g);
+                self.control.rest_client().armory().disarm(&g);
                 match p.retire {
                     RetireAction::Keep => {}
                     RetireAction::Trigger => {
                         out.push(Output::Command(Command::Trigger { group: g }))
                     }
                     RetireAction::Delete => {
-                        let rest = self.rest.clone();
+                        let control = self.control.clone();
                         self.tracker.spawn(async move {
-                            if let Err(e) = rest.delete_group(&g).await {
+                            if let Err(e) = control.delete_group(&g).await {
                                 tracing::error!(group = %g.id, error = %e, "retire: delete failed");
                             }
                         });
@@ -497,7 +503,9 @@ impl Shell {
         );
         for (strategy, gs) in groups {
             for g in &gs {
-                let _ = self.rest.armory().arm(g);
+                if self.control.fix_session().is_none() {
+                    let _ = self.control.rest_client().armory().arm(g);
+                }
             }
             self.engine.handle(
                 Input::GroupsAssigned {
@@ -647,15 +655,30 @@ impl Shell {
                 })
             })
             .collect();
+        let control = match self.control.fix_session() {
+            None => json!({"channel": "rest"}),
+            Some(f) => json!({
+                "channel": "fix",
+                "fix_addr": f.addr().to_string(),
+                "logged_on": f.is_logged_on(),
+                "logons": f.logons(),
+            }),
+        };
         json!({
             "kill": self.engine.kill(),
             "blind": self.engine.is_blind(),
+            "control": control,
             "strategies": strategies,
         })
     }
 
     fn spawn(&self, c: Command) {
-        let (rest, tx, stop) = (self.rest.clone(), self.results.clone(), self.stop.clone());
+        let (control, tx, stop) = (
+            self.control.clone(),
+            self.results.clone(),
+            self.stop.clone(),
+        );
+        let rest = control.rest_client().clone();
         self.tracker.spawn(async move {
             let input = match c {
                 Command::Trigger { group } => {
@@ -664,7 +687,7 @@ impl Shell {
                     let backoff = RetryPolicy { attempts: u32::MAX, initial: Duration::from_millis(100), max: Duration::from_secs(2) };
                     let mut attempt = 0;
                     loop {
-                        match rest.trigger_group(&group).await {
+                        match control.trigger_group(&group).await {
                             Ok(()) => break Input::ActionDone { group, action: Action::Trigger, result: Ok(()) },
                             Err(e) if e.is_not_found() => {
                                 break Input::ActionDone { group, action: Action::Trigger, result: Err(e.to_string()) };
@@ -681,11 +704,11 @@ impl Shell {
                     }
                 }
                 Command::Reset { group } => {
-                    let result = rest.reset_group(&group).await.map_err(|e| e.to_string());
+                    let result = control.reset_group(&group).await.map_err(|e| e.to_string());
                     Input::ActionDone { group, action: Action::Reset, result }
                 }
                 Command::UpdateLimit { group, limit } => {
-                    let result = rest.update_limit(&group, limit).await.map_err(|e| e.to_string());
+                    let result = control.update_limit(&group, limit).await.map_err(|e| e.to_string());
                     Input::ActionDone { group, action: Action::UpdateLimit, result }
                 }
                 Command::LookupOrder { order_id } => {
@@ -735,7 +758,7 @@ pub async fn run(
             m.observe_request(op, status, took)
         }))
     };
-    let rest = RestClient::new(&rest_cfg, signer.clone())?.with_observer(observer);
+    let rest = RestClient::new(&rest_cfg, signer.clone())?.with_observer(observer.clone());
     // The listener comes up first: a port problem fails the start at once.
     let health = Arc::new(HealthState {
         metrics: metrics.clone(),
@@ -760,7 +783,32 @@ pub async fn run(
         );
     }
     let persisted = previous.map(|s| s.snapshot).unwrap_or_default();
-    let groups = ensure_groups(&rest, &loaded, &persisted, true).await?;
+    // Group actions over FIX when configured: the session must be logged on before the
+    // groups can be prepared. It outlives the stream and the admin API so in-flight Triggers
+    // finish over it at stop.
+    let fix_stop = CancellationToken::new();
+    let (control, fix_task) = match d.exchange.control {
+        crate::config::Control::Rest => (GroupControl::rest(rest.clone()), None),
+        crate::config::Control::Fix => {
+            let cfg = FixConfig::new(d.exchange.fix_addr.clone());
+            let (session, task) =
+                FixSession::spawn(cfg, signer.clone(), rest.write_budget(), fix_stop.clone());
+            let session = session.with_observer(observer);
+            tracing::info!(addr = %d.exchange.fix_addr, "group actions go over FIX; logging on");
+            if let Err(why) = session.wait_logged_on(FIX_LOGON_WAIT).await {
+                fix_stop.cancel();
+                let _ = task.await;
+                return Err(DaemonError::Fix(format!(
+                    "no logon to {} within {FIX_LOGON_WAIT:?}: {why}",
+                    d.exchange.fix_addr
+                )));
+            }
+            (GroupControl::fix(rest.clone(), session), Some(task))
+        }
+    };
+    // An early return stops the session too.
+    let _fix_guard = fix_stop.clone().drop_guard();
+    let groups = ensure_groups(&control, &loaded, &persisted, true).await?;
     let snapshot = with_groups(persisted, &loaded, &groups);
 
     let mut out = Vec::new();
@@ -804,7 +852,7 @@ pub async fn run(
         loaded: loaded.clone(),
         config_path: config_path.to_owned(),
         engine,
-        rest: rest.clone(),
+        control: control.clone(),
         results: results_tx,
         writer: writer_tx,
         tracker: TaskTracker::new(),
@@ -826,9 +874,13 @@ pub async fn run(
     let armory_stop = stop.child_token();
     // The kill set is armed before the refresher's first round: a kill costs socket writes,
     // not signatures.
+    // Over FIX a Trigger needs no signature (the session is authenticated), so nothing is armed.
     let mut managed = 0;
     for (_, g) in shell.engine.managed_groups() {
-        managed += usize::from(rest.armory().arm(g).is_ok());
+        managed += 1;
+        if control.fix_session().is_none() {
+            let _ = rest.armory().arm(g);
+        }
     }
     let armory = {
         let rest = rest.clone();
@@ -868,7 +920,10 @@ pub async fn run(
         shell.handle(Input::Stream(StreamHealth::Blind));
     }
     metrics.refresh(&mut shell.engine, &counters, now_ms());
-    health.ready.store(subscribed, Ordering::Relaxed);
+    let fix_up = || control.fix_session().is_none_or(FixSession::is_logged_on);
+    health
+        .ready
+        .store(subscribed && fix_up(), Ordering::Relaxed);
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("watching"),
@@ -914,7 +969,7 @@ pub async fn run(
                 shell.handle(Input::Tick);
                 let now = now_ms();
                 metrics.refresh(&mut shell.engine, &counters, now);
-                health.ready.store(counters.connected.load(Ordering::Relaxed), Ordering::Relaxed);
+                health.ready.store(counters.connected.load(Ordering::Relaxed) && fix_up(), Ordering::Relaxed);
                 // The watchdog is fed only while this loop makes progress.
                 if let Some(every) = watchdog && last_watchdog.elapsed() >= every / 2 {
                     notify(&[sd_notify::NotifyState::Watchdog]);
@@ -959,6 +1014,11 @@ pub async fn run(
     let _ = stream_task.await;
     let _ = armory.await;
     let _ = warm.await;
+    // Last: the FIX session logs out once nothing can use it any more.
+    fix_stop.cancel();
+    if let Some(t) = fix_task {
+        let _ = t.await;
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }
