@@ -377,3 +377,138 @@ fn strategy_names_default_to_the_file_stem_and_must_be_unique() {
     // Files that are not *.toml are ignored.
     assert!(errors(MINIMAL, &[("a.toml", POLICY), ("README", "not toml")]).is_empty());
 }
+
+#[test]
+fn durations_no_one_means_are_refused_with_their_location() {
+    let policy = |window: &str| {
+        format!(
+            "[group]\ncontracts_limit = 100\n[[limit]]\nname = \"f\"\nwindow = \"{window}\"\nmax_contracts = 10\n"
+        )
+    };
+    for (window, said) in [
+        (
+            "999us",
+            "\"999us\" is out of range: a window runs from 1s to 7days",
+        ),
+        ("99999999h", "\"99999999h\" is out of range"),
+        ("8days", "\"8days\" is out of range"),
+        ("2s 500us", "finer than a millisecond"),
+    ] {
+        let errs = errors(MINIMAL, &[("p.toml", &policy(window))]);
+        assert_eq!(errs.len(), 1, "{window}: {errs:?}");
+        assert!(
+            errs[0].contains("p.toml:5: limit[0].window: ") && errs[0].contains(said),
+            "{window}: {errs:?}"
+        );
+    }
+    for window in ["1s", "7days", "1h 30m", "1500ms"] {
+        assert!(
+            errors(MINIMAL, &[("p.toml", &policy(window))]).is_empty(),
+            "{window} is a window someone means"
+        );
+    }
+    let errs = errors(
+        &format!(
+            "{MINIMAL}[stream]\nblind_after = \"1ns\"\n[account]\nmax_contracts = 5\nwindow = \"10ms\"\n"
+        ),
+        &[("p.toml", POLICY)],
+    );
+    let text = errs.join("\n");
+    assert!(
+        text.contains("kalshi-riskd.toml:8: stream.blind_after: \"1ns\" is out of range: stream.blind_after runs from 1s to 1h"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kalshi-riskd.toml:11: account.window: \"10ms\" is out of range"),
+        "{text}"
+    );
+    let cooldown =
+        "[group]\ncontracts_limit = 100\n[reset]\nmode = \"cooldown\"\ncooldown = \"100ms\"\n";
+    let errs = errors(MINIMAL, &[("p.toml", cooldown)]);
+    assert!(
+        errs.len() == 1 && errs[0].contains("p.toml:5: reset.cooldown: \"100ms\" is out of range"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn unreadable_files_are_named_with_the_line_where_there_is_one() {
+    let (dir, path) = setup(MINIMAL, &[("ok.toml", POLICY)]);
+    let p = dir.path().join("policies");
+    std::fs::write(
+        p.join("bad-utf8.toml"),
+        b"[group]\ncontracts_limit = 1\n# caf\xe9\n",
+    )
+    .unwrap();
+    let deep = format!("x = {}{}\n", "[".repeat(300), "]".repeat(300));
+    std::fs::write(p.join("deep.toml"), deep).unwrap();
+    std::fs::write(p.join("no-group.toml"), "strategy = \"n\"\n").unwrap();
+    let errs: Vec<String> = match config::load(&path, Vec::new()) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    };
+    let find = |file: &str| {
+        errs.iter()
+            .find(|e| e.contains(file))
+            .unwrap_or_else(|| panic!("no error for {file}: {errs:?}"))
+            .clone()
+    };
+    assert!(
+        find("bad-utf8.toml").contains("bad-utf8.toml:3: not UTF-8 text: byte 0xe9 at column 6"),
+        "{errs:?}"
+    );
+    assert!(
+        find("deep.toml").contains("deep.toml:1: not valid TOML"),
+        "{errs:?}"
+    );
+    assert!(
+        find("no-group.toml").contains("no-group.toml: group.contracts_limit: is required"),
+        "{errs:?}"
+    );
+    // A policy directory that cannot be read names the config file and the key.
+    let (_dir, path) = setup(
+        "[exchange]\nenvironment = \"sim\"\napi_key_id = \"k1\"\n\n[policies]\ndir = \"missing\"\n",
+        &[],
+    );
+    let errs = config::load(&path, Vec::new()).unwrap_err().to_string();
+    assert!(
+        errs.contains("kalshi-riskd.toml:6: policies.dir: cannot read ")
+            && errs.contains("missing"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn every_error_of_a_mutated_policy_names_its_file() {
+    let original = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies/btc-daily-mm.toml"),
+    )
+    .unwrap();
+    let (dir, path) = setup(MINIMAL, &[]);
+    let target = dir.path().join("policies/p.toml");
+    let mut rng = fastrand::Rng::with_seed(12);
+    let alphabet = b"[]=\"'.#\n 0123456789abcdefghms-_{}\xff\xc3";
+    for _ in 0..1_000 {
+        let mut bytes = original.clone();
+        for _ in 0..rng.usize(1..4) {
+            let at = rng.usize(..bytes.len());
+            match rng.u8(..3) {
+                0 => bytes[at] = alphabet[rng.usize(..alphabet.len())],
+                1 => bytes.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                _ => {
+                    bytes.remove(at);
+                }
+            }
+        }
+        std::fs::write(&target, &bytes).unwrap();
+        if let Err(errs) = config::load(&path, Vec::new()) {
+            for e in errs.0 {
+                assert!(
+                    e.origin.ends_with("p.toml") && (e.line.is_some() || !e.key.is_empty()),
+                    "{e} has no line and no key, for\n{}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
+    }
+}

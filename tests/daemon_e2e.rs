@@ -6,209 +6,13 @@
 mod support;
 
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{KEY_ID, PATIENCE, TestSim, key};
-
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    notify: UnixDatagram,
-}
-
-/// A config dir for the simulator `t`, with the given policy files.
-fn setup(t: &TestSim, policies: &[(&str, &str)], extra: &str) -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::create_dir(p.join("policies")).unwrap();
-    std::fs::write(p.join("key.pem"), &key().private_pem).unwrap();
-    std::fs::set_permissions(p.join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let cfg = format!(
-        "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"{KEY_ID}\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = 100\n\n[policies]\ndir = \"policies\"\n\n[state]\ndir = \"state\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nadmin_socket = \"admin.sock\"\n\n[log]\nformat = \"json\"\n{extra}",
-        t.sim.rest_url(),
-        t.sim.ws_url()
-    );
-    std::fs::write(p.join("kalshi-riskd.toml"), cfg).unwrap();
-    for (name, text) in policies {
-        std::fs::write(p.join("policies").join(name), text).unwrap();
-    }
-    dir
-}
-
-impl Daemon {
-    /// Starts the daemon and waits for READY=1.
-    fn start(dir: &Path) -> Daemon {
-        let sock = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&sock);
-        let notify = UnixDatagram::bind(&sock).unwrap();
-        notify.set_read_timeout(Some(PATIENCE)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
-            .args(["run", "--config"])
-            .arg(dir.join("kalshi-riskd.toml"))
-            .env("NOTIFY_SOCKET", &sock)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            child,
-            dir: dir.to_owned(),
-            notify,
-        };
-        d.wait_notify(&["READY=1"]);
-        d
-    }
-
-    /// Waits for one notification message holding every line in `want` (a line ending in `=`
-    /// matches any value).
-    fn wait_notify(&mut self, want: &[&str]) {
-        let mut buf = [0u8; 512];
-        loop {
-            match self.notify.recv(&mut buf) {
-                Ok(n) => {
-                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let has = |w: &str| {
-                        msg.lines()
-                            .any(|l| l == w || (w.ends_with('=') && l.starts_with(w)))
-                    };
-                    if want.iter().all(|w| has(w)) {
-                        return;
-                    }
-                }
-                Err(e) => panic!("no {want:?} from the daemon: {e}\n{}", self.log()),
-            }
-        }
-    }
-
-    /// Where the metrics listener bound (from the daemon's log).
-    fn metrics_addr(&self) -> String {
-        self.log()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["message"] == "metrics listening (/metrics, /healthz, /readyz)")
-            .and_then(|v| v["addr"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| panic!("no metrics address in the log:\n{}", self.log()))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn state(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.dir.join("state/state.json")).unwrap()).unwrap()
-    }
-
-    fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join("state/audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// Waits (bounded) until `f` holds for the state file.
-    fn until_state(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(bytes) = std::fs::read(self.dir.join("state/state.json"))
-                && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
-                && f(&v)
-            {
-                return v;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "state never {what}:\n{}\n{}",
-                self.state(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn until_audit(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(v) = self.audit().into_iter().find(|v| f(v)) {
-                return v;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "audit never showed {what}:\n{:#?}\n{}",
-                self.audit(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then the exit code.
-    fn stop(mut self) -> Option<i32> {
-        self.signal("-TERM");
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "did not stop:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the daemon off the async workers (waiting for READY=1 blocks).
-async fn start(dir: &Path) -> Daemon {
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || Daemon::start(&dir))
-        .await
-        .unwrap()
-}
-
-/// Stops the daemon with SIGTERM; its exit code.
-async fn stop(d: Daemon) -> Option<i32> {
-    tokio::task::spawn_blocking(move || d.stop()).await.unwrap()
-}
-
-/// Runs `kalshi-riskd run` on a config text that must be refused.
-fn run_config(dir: &Path, text: &str) -> std::process::Output {
-    std::fs::write(dir.join("k.toml"), text).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
-        .args(["run", "--config"])
-        .arg(dir.join("k.toml"))
-        .output()
-        .unwrap()
-}
-
-fn group_of(state: &Value, strategy: &str) -> String {
-    state["strategies"][strategy]["groups"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
+use support::daemon::{group_of, run_config, setup, start, stop};
+use support::{PATIENCE, TestSim};
 
 const RUNAWAY: &str = "[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 20\n";
 const CALM: &str = "[group]\ncontracts_limit = 100\n";
@@ -437,7 +241,10 @@ async fn reload_applies_a_good_policy_set_and_refuses_a_bad_one() {
     .await
     .unwrap();
     let state = d.until_state("reloaded", |s| s["strategies"]["new"].is_object());
-    assert!(state["strategies"]["old"].is_null(), "{state}");
+    assert_eq!(
+        state["strategies"]["old"]["retired"], true,
+        "a retired strategy is remembered: {state}"
+    );
     let new_group = group_of(&state, "new");
     assert_eq!(
         t.group_state(&new_group).await["contracts_limit_fp"],

@@ -619,6 +619,61 @@ fn after_an_unclean_stop_active_strategies_are_unknown_until_settled() {
     let _ = e.snapshot();
 }
 
+/// An engine restored after an unclean stop: every strategy Unknown.
+fn unknown_after_crash(cfg: impl Fn() -> kalshi_riskd::risk::policy::RiskConfig) -> Harness {
+    let h = Harness::new(cfg(), 1);
+    let snap = h.engine.snapshot();
+    let mut out = Vec::new();
+    let engine = RiskEngine::restore(cfg(), &snap, false, h.now, &mut out);
+    Harness {
+        engine,
+        ..Harness::new(cfg(), 0)
+    }
+}
+
+#[test]
+fn a_breach_while_unknown_trips_exactly_as_it_would_while_active() {
+    let cfg = || config(vec![policy("mm", vec![limit("fast", 15_000, 20)])]);
+    let mut h = unknown_after_crash(cfg);
+    assert_eq!(state(&h, "mm"), GuardState::Unknown);
+    assert!(triggered(&h.fill("mm", c(20))).is_empty(), "at the limit");
+    let out = h.fill("mm", c(22));
+    assert_eq!(triggered(&out), ["g-mm-0"], "42 of 20 while unknown trips");
+    let trip = &decisions(&out, DecisionKind::Trip)[0];
+    assert_eq!(trip.strategy.as_deref(), Some("mm"));
+    assert_eq!(
+        trip.evidence.as_ref().unwrap().contracts,
+        c(42),
+        "the evidence is the window's figure"
+    );
+    assert_eq!(state(&h, "mm"), GuardState::Tripped);
+    let snap = h.engine.snapshot();
+    assert_eq!(snap.strategies["mm"].state, GuardState::Tripped);
+    assert_eq!(
+        snap.strategies["mm"].trip.as_ref().unwrap().reason,
+        TripReason::Limit
+    );
+}
+
+#[test]
+fn an_unknown_strategy_warns_and_fails_closed_when_blind() {
+    let cfg = || {
+        let mut p = policy("mm", vec![limit("fast", 15_000, 100)]);
+        p.blind = BlindAction::Trigger;
+        config(vec![p])
+    };
+    let mut h = unknown_after_crash(cfg);
+    let out = h.fill("mm", c(90));
+    assert_eq!(
+        decisions(&out, DecisionKind::Warn).len(),
+        1,
+        "warns at 90 %"
+    );
+    let out = h.send(Input::Stream(StreamHealth::Blind));
+    assert_eq!(triggered(&out), ["g-mm-0"]);
+    assert_eq!(state(&h, "mm"), GuardState::Tripped);
+}
+
 #[test]
 fn reload_keeps_windows_of_unchanged_limits_and_drops_removed_strategies() {
     let mut h = Harness::new(

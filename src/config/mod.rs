@@ -19,6 +19,11 @@ use crate::risk::policy::{KillScope, RiskConfig};
 use crate::risk::{Contracts, LimitSpec, Ratio};
 use source::{Reader, Source};
 
+/// `stream.blind_after` bounds: under a second, ordinary network jitter would read as blind;
+/// over an hour, a dead stream would go unnoticed for too long to be called guarded.
+pub const MIN_BLIND_AFTER: Duration = Duration::from_secs(1);
+pub const MAX_BLIND_AFTER: Duration = Duration::from_secs(3_600);
+
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "KALSHI_RISKD";
 /// Where the config lives unless `--config` or `$KALSHI_RISKD_CONFIG` says otherwise.
@@ -242,7 +247,12 @@ fn read_daemon(src: &Source, errors: &mut Vec<ConfigError>) -> Option<DaemonConf
             );
         }
         let window = r
-            .duration("account.window")
+            .bounded_duration(
+                "account.window",
+                "a window",
+                policy::MIN_WINDOW,
+                policy::MAX_WINDOW,
+            )
             .unwrap_or(Duration::from_secs(15));
         max.map(|m| LimitSpec {
             name: "account".into(),
@@ -268,7 +278,12 @@ fn read_daemon(src: &Source, errors: &mut Vec<ConfigError>) -> Option<DaemonConf
 
     r.table("stream");
     let blind_after = r
-        .duration("stream.blind_after")
+        .bounded_duration(
+            "stream.blind_after",
+            "stream.blind_after",
+            MIN_BLIND_AFTER,
+            MAX_BLIND_AFTER,
+        )
         .unwrap_or(Duration::from_secs(10));
 
     r.table("http");

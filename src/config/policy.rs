@@ -32,6 +32,13 @@ fn ms(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 
+/// The shortest window a limit or the account may have: below a second a window holds too
+/// little to mean anything (and `"999us"` would count nothing at all).
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+/// The longest window: seven days. The daemon keeps every fill of its longest window in
+/// memory, and rebuilds windows from the exchange's fills at start.
+pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3_600);
+
 /// Reads one policy file; `errors` collects everything wrong with it.
 pub fn read_policy(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Policy> {
     let src = match Source::read(path) {
@@ -103,7 +110,7 @@ pub fn read_policy(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Policy>
         if limits.iter().any(|l: &LimitSpec| l.name == lname) && !lname.is_empty() {
             r.fail(&at("name"), format!("{lname:?} is used by another limit"));
         }
-        let window = r.duration(&at("window"));
+        let window = r.bounded_duration(&at("window"), "a window", MIN_WINDOW, MAX_WINDOW);
         if window.is_none() && !r.has(&at("window")) {
             r.fail(&at("window"), "is required (for example \"15s\" or \"1h\")");
         }
@@ -171,7 +178,9 @@ pub fn read_policy(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Policy>
         .as_str()
     {
         "cooldown" => ResetPolicy::Cooldown {
-            cooldown_ms: r.duration("reset.cooldown").map_or(300_000, ms),
+            cooldown_ms: r
+                .bounded_duration("reset.cooldown", "a cooldown", MIN_WINDOW, MAX_WINDOW)
+                .map_or(300_000, ms),
             resume_ratio: r
                 .number("reset.resume_ratio", 0.0..=1.0)
                 .and_then(Ratio::from_decimal)

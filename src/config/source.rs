@@ -124,11 +124,25 @@ impl Source {
     }
 
     pub fn read(path: &Path) -> Result<Source, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let fail = |line, message| ConfigError {
             origin: path.display().to_string(),
-            line: None,
+            line,
             key: String::new(),
-            message: format!("cannot read: {e}"),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(None, format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let good = String::from_utf8_lossy(&bytes[..at]);
+            let column = good.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            fail(
+                Some(line_of(&good, good.len())),
+                format!(
+                    "not UTF-8 text: byte 0x{:02x} at column {column} cannot be read",
+                    bytes[at]
+                ),
+            )
         })?;
         Self::parse(path, &text)
     }
@@ -404,6 +418,42 @@ impl<'a> Reader<'a> {
                 None
             }
         }
+    }
+
+    /// A duration such as `"15s"`, `"5m"` or `"1h"`, from `min` to `max` (both included) and
+    /// in whole milliseconds; `what` names it in the error ("a window").
+    pub fn bounded_duration(
+        &mut self,
+        key: &str,
+        what: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        let d = self.duration(key)?;
+        let written = lookup(&self.src.table, key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let shown = |d: Duration| humantime::format_duration(d).to_string();
+        if d < min || d > max {
+            self.fail(
+                key,
+                format!(
+                    "{written:?} is out of range: {what} runs from {} to {}",
+                    shown(min),
+                    shown(max)
+                ),
+            );
+            return None;
+        }
+        if d.subsec_nanos() % 1_000_000 != 0 {
+            self.fail(
+                key,
+                format!("{written:?} is finer than a millisecond, the unit windows count in"),
+            );
+            return None;
+        }
+        Some(d)
     }
 
     /// A duration such as `"15s"`, `"5m"` or `"1h"`.

@@ -16,9 +16,11 @@
 //! the state with `clean_stop`, exit 0. Groups stay as they are: the exchange's limits keep
 //! holding.
 
+mod groups;
+pub mod intents;
 pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -31,15 +33,16 @@ use crate::config::Loaded;
 use crate::http::{HealthState, Metrics};
 use crate::kalshi::auth::now_ms;
 use crate::kalshi::fix::{FixConfig, FixSession};
-use crate::kalshi::rest::{CreateOutcome, RestConfig, RetryPolicy};
+use crate::kalshi::rest::{RestConfig, RetryPolicy};
 use crate::kalshi::stream::{self, Health, StreamConfig, StreamEvent};
-use crate::kalshi::{ExchangeError, GroupAddress, GroupControl, GroupId, RestClient, Signer};
+use crate::kalshi::{ExchangeError, GroupAddress, GroupControl, RestClient, Signer};
 use crate::risk::Dollars;
 use crate::risk::engine::{
-    Action, Command, DecisionKind, Fill, GroupChange, GroupSnapshot, Input, OperatorCommand,
-    Output, RiskEngine, Snapshot, StrategySnapshot, StreamHealth,
+    Action, Command, DecisionKind, Fill, GroupChange, Input, OperatorCommand, Output, RiskEngine,
+    StreamHealth,
 };
-use crate::risk::guard::GuardState;
+use groups::Prepared;
+use intents::IntentLog;
 use store::{StateFile, Store, StoreError};
 
 /// How long a stop waits for in-flight Triggers.
@@ -56,6 +59,8 @@ pub enum DaemonError {
     Client(#[from] crate::kalshi::rest::ClientError),
     #[error("at start: {0}")]
     Exchange(#[from] ExchangeError),
+    #[error("at start: {0}")]
+    Prepare(#[from] groups::PrepareError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
     #[error("metrics listener on {addr}: {source}")]
@@ -90,6 +95,8 @@ fn notify(states: &[sd_notify::NotifyState]) {
 struct WriteJob {
     decisions: Vec<crate::risk::engine::Decision>,
     state: Option<StateFile>,
+    /// Create intents to close once `state` is durable (it names their groups).
+    close_intents: Vec<u64>,
     /// Told once this job, and so every job before it, is durable.
     done: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -145,114 +152,17 @@ fn to_input(ev: StreamEvent) -> Option<Input> {
     })
 }
 
-/// Lists, adopts and creates the groups every enabled strategy needs. Returns each strategy's
-/// groups. At start (`update_limits`) an adopted group whose limit differs from its policy is
-/// updated at once (DESIGN §7); on reload the risk core decides, because a limit lowered below
-/// the group's current volume must wait for the window to drain (DESIGN §6).
-async fn ensure_groups(
-    control: &GroupControl,
-    loaded: &Loaded,
-    snapshot: &Snapshot,
-    update_limits: bool,
-) -> Result<BTreeMap<String, Vec<GroupAddress>>, ExchangeError> {
-    let subaccounts: BTreeSet<u8> = loaded.enabled().map(|p| p.subaccount).collect();
-    let mut listed = BTreeMap::new();
-    let mut known: HashSet<GroupId> = HashSet::new();
-    for &s in &subaccounts {
-        let groups = control.rest_client().list_groups(Some(s)).await?;
-        known.extend(groups.iter().map(|g| g.id.clone()));
-        listed.insert(s, groups);
-    }
-    let mut out = BTreeMap::new();
-    for p in loaded.enabled() {
-        let name = &p.risk.name;
-        let mut groups = Vec::new();
-        for &ex in &p.exchange_indexes {
-            let prior = snapshot.strategies.get(name).and_then(|s| {
-                s.groups
-                    .iter()
-                    .find(|g| g.exchange_index == ex && g.subaccount == p.subaccount)
-            });
-            let on_exchange =
-                prior.and_then(|g| listed.get(&p.subaccount)?.iter().find(|l| l.id == g.id));
-            match (prior, on_exchange) {
-                (Some(g), Some(l)) => {
-                    let addr = GroupAddress {
-                        id: g.id.clone(),
-                        subaccount: p.subaccount,
-                        exchange_index: ex,
-                    };
-                    if update_limits && l.contracts_limit != Some(p.risk.group_limit) {
-                        tracing::info!(strategy = %name, group = %addr.id, limit = %p.risk.group_limit, "updating an adopted group's limit");
-                        control.update_limit(&addr, p.risk.group_limit).await?;
-                    }
-                    tracing::info!(strategy = %name, group = %addr.id, exchange_index = ex, "adopted group");
-                    groups.push(addr);
-                }
-                (prior, _) => {
-                    if let Some(g) = prior {
-                        tracing::warn!(strategy = %name, group = %g.id, "the group state.json names is gone from the exchange; creating another");
-                    }
-                    match control
-                        .create_group_reconciled(p.subaccount, ex, p.risk.group_limit, &known)
-                        .await
-                    {
-                        Ok(CreateOutcome::Created(a)) | Ok(CreateOutcome::Adopted(a)) => {
-                            tracing::info!(strategy = %name, group = %a.id, exchange_index = ex, "created group");
-                            known.insert(a.id.clone());
-                            groups.push(a);
-                        }
-                        Ok(CreateOutcome::Ambiguous(candidates)) => {
-                            let ids: Vec<String> =
-                                candidates.iter().map(|c| c.id.to_string()).collect();
-                            tracing::error!(strategy = %name, exchange_index = ex, candidates = ?ids, "a group create could not be settled: several new groups match; none adopted");
-                        }
-                        Err(crate::kalshi::rest::CreateError::Refused(e)) => return Err(e),
-                        Err(e @ crate::kalshi::rest::CreateError::Unsettled { .. }) => {
-                            tracing::error!(strategy = %name, error = %e, "group create unsettled");
-                            if let crate::kalshi::rest::CreateError::Unsettled { last, .. } = e {
-                                return Err(last);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        out.insert(name.clone(), groups);
-    }
-    Ok(out)
-}
+/// An admin caller waiting for an answer.
+type AdminReply = tokio::sync::oneshot::Sender<(u16, serde_json::Value)>;
 
-/// The snapshot to restore from: the persisted one, with each strategy's groups replaced by
-/// the ones just verified on the exchange.
-fn with_groups(
-    mut snap: Snapshot,
-    loaded: &Loaded,
-    groups: &BTreeMap<String, Vec<GroupAddress>>,
-) -> Snapshot {
-    for p in loaded.enabled() {
-        let verified: Vec<GroupSnapshot> = groups
-            .get(&p.risk.name)
-            .into_iter()
-            .flatten()
-            .map(|g| GroupSnapshot {
-                id: g.id.clone(),
-                subaccount: g.subaccount,
-                exchange_index: g.exchange_index,
-                contracts_limit: p.risk.group_limit,
-            })
-            .collect();
-        snap.strategies
-            .entry(p.risk.name.clone())
-            .and_modify(|s| s.groups = verified.clone())
-            .or_insert(StrategySnapshot {
-                groups: verified,
-                state: GuardState::Active,
-                trip: None,
-                auto_resets: Vec::new(),
-            });
-    }
-    snap
+/// A reload whose exchange work is running outside the loop.
+struct ReloadInFlight {
+    actor: String,
+    new: Loaded,
+    replies: Vec<AdminReply>,
+    task: tokio::task::JoinHandle<()>,
+    /// Another reload asked for meanwhile: its actor and callers.
+    again: Option<(String, Vec<AdminReply>)>,
 }
 
 struct Shell {
@@ -265,6 +175,11 @@ struct Shell {
     writer: std::sync::mpsc::Sender<WriteJob>,
     tracker: TaskTracker,
     stop: CancellationToken,
+    intents: Arc<IntentLog>,
+    reload: Option<ReloadInFlight>,
+    reload_done: mpsc::UnboundedSender<Result<Prepared, String>>,
+    /// Create intents to close with the next state write.
+    close_after_save: Vec<u64>,
 }
 
 /// Decisions that change what `state.json` holds.
@@ -343,6 +258,11 @@ impl Shell {
             .writer
             .send(WriteJob {
                 decisions,
+                close_intents: if state.is_some() {
+                    std::mem::take(&mut self.close_after_save)
+                } else {
+                    Vec::new()
+                },
                 state,
                 done: None,
             })
@@ -353,183 +273,256 @@ impl Shell {
         returned
     }
 
-    /// Reload: validate everything first; on any error nothing changes. Then new strategies
-    /// get groups, changed limits go through the risk core (a lowered group limit waits for
-    /// its window to drain), and removed strategies are retired per their `retire.action`.
-    /// Settings that need a restart are reported and left as they are.
-    async fn reload(&mut self, actor: &str) -> Result<String, String> {
-        use crate::config::RetireAction;
+    /// Starts a reload (SIGHUP or the admin API). Everything is validated first, in the loop
+    /// (reading files is quick); on any error nothing changes. The exchange work (listing,
+    /// settling intents, creating groups) then runs in a task of its own, and its result comes
+    /// back to the loop as [`Shell::finish_reload`], so fills, trips, kills, admin calls and the
+    /// watchdog go on meanwhile. A reload asked for while one is running follows it, once.
+    fn begin_reload(&mut self, actor: &str, replies: Vec<AdminReply>) {
         use crate::risk::engine::decision;
+        if let Some(r) = &mut self.reload {
+            tracing::info!("a reload is already running; another follows it");
+            let queued = r
+                .again
+                .get_or_insert_with(|| (actor.to_owned(), Vec::new()));
+            queued.1.extend(replies);
+            return;
+        }
         // systemd (253+) wants MONOTONIC_USEC in the same message as RELOADING=1.
         match sd_notify::NotifyState::monotonic_usec_now() {
             Ok(m) => notify(&[sd_notify::NotifyState::Reloading, m]),
             Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
         }
-        let now = now_ms();
+        let refuse = |shell: &mut Shell, why: String, replies: Vec<AdminReply>| {
+            tracing::error!(reason = %why, "reload refused");
+            let d = decision(now_ms(), DecisionKind::ReloadFailed, why.clone(), actor);
+            shell.dispatch(vec![Output::Decision(d)]);
+            notify(&[sd_notify::NotifyState::Ready]);
+            for r in replies {
+                let _ = r.send((422, serde_json::json!({ "error": why })));
+            }
+        };
         let new = match crate::config::load(&self.config_path, std::env::vars()) {
             Ok(new) => new,
             Err(errors) => {
                 for e in &errors.0 {
                     tracing::error!(error = %e, "reload refused");
                 }
-                let d = decision(
-                    now,
-                    DecisionKind::ReloadFailed,
-                    format!(
-                        "{} error(s); nothing changed: {}",
-                        errors.0.len(),
-                        errors.0.first().map(|e| e.to_string()).unwrap_or_default()
-                    ),
-                    actor,
+                let why = format!(
+                    "{} error(s); nothing changed: {}",
+                    errors.0.len(),
+                    errors.0.first().map(|e| e.to_string()).unwrap_or_default()
                 );
-                let why = d.reason.clone();
-                self.dispatch(vec![Output::Decision(d)]);
-                notify(&[sd_notify::NotifyState::Ready]);
-                return Err(why);
+                return refuse(self, why, replies);
             }
         };
-        let old = &self.loaded.daemon;
-        let mut restart_only = Vec::new();
-        if new.daemon.exchange != old.exchange {
-            restart_only.push("[exchange]");
-        }
-        if new.daemon.http_listen != old.http_listen || new.daemon.admin_socket != old.admin_socket
-        {
-            restart_only.push("[http]");
-        }
-        if new.daemon.state_dir != old.state_dir {
-            restart_only.push("[state]");
-        }
-        if new.daemon.blind_after != old.blind_after {
-            restart_only.push("[stream]");
-        }
-        if new.daemon.log_format != old.log_format {
-            restart_only.push("[log]");
-        }
-        if new.daemon.account_limit != old.account_limit
-            || new.daemon.kill_scope != old.kill_scope
-            || new.daemon.kill_hold != old.kill_hold
-        {
-            restart_only.push("[account]/[kill]");
-        }
-        if !restart_only.is_empty() {
-            tracing::warn!(sections = ?restart_only, "these settings changed and take effect at the next restart");
-        }
-        // Groups for every enabled strategy (existing ones are found, new ones created).
-        let groups = match ensure_groups(&self.control, &new, &self.engine.snapshot(), false).await
-        {
-            Ok(g) => g,
-            Err(e) => {
-                let d = decision(
-                    now,
-                    DecisionKind::ReloadFailed,
-                    format!("could not prepare groups: {e}; nothing changed"),
-                    actor,
-                );
-                let why = d.reason.clone();
-                self.dispatch(vec![Output::Decision(d)]);
-                notify(&[sd_notify::NotifyState::Ready]);
-                return Err(why);
-            }
-        };
-        // Strategies going away: retire their groups as their (old) policy says.
-        let staying: BTreeSet<&str> = new.enabled().map(|p| p.risk.name.as_str()).collect();
-        let mut out = Vec::new();
-        for p in self
-            .loaded
-            .enabled()
-            .filter(|p| !staying.contains(p.risk.name.as_str()))
-        {
-            let name = p.risk.name.clone();
-            let gs: Vec<GroupAddress> = self
-                .engine
-                .managed_groups()
-                .filter(|(s, _)| *s == name)
-                .map(|(_, g)| g.clone())
-                .collect();
-            let mut d = decision(
-                now,
-                DecisionKind::Retired,
-                format!(
-                    "policy removed; groups {}",
-                    match p.retire {
-                        RetireAction::Keep => "kept as they are",
-                        RetireAction::Trigger => "triggered",
-                        RetireAction::Delete => "deleted",
-                    }
-                ),
-                actor,
+        if new.enabled().next().is_none() {
+            let why = format!(
+                "{}: holds no enabled policy; a reload that would leave no strategy is refused; nothing changed",
+                new.daemon.policies_dir.display()
             );
-            d.strategy = Some(name.clone());
-            out.push(Output::Decision(d));
-            for g in gs {
-                self.control.rest_client().armory().disarm(&g);
-                match p.retire {
-                    RetireAction::Keep => {}
-                    RetireAction::Trigger => {
-                        out.push(Output::Command(Command::Trigger { group: g }))
-                    }
-                    RetireAction::Delete => {
-                        let control = self.control.clone();
-                        self.tracker.spawn(async move {
-                            if let Err(e) = control.delete_group(&g).await {
-                                tracing::error!(group = %g.id, error = %e, "retire: delete failed");
+            return refuse(self, why, replies);
+        }
+        let snapshot = self.engine.snapshot();
+        let (control, intents, done) = (
+            self.control.clone(),
+            self.intents.clone(),
+            self.reload_done.clone(),
+        );
+        let loaded = new.clone();
+        let task = tokio::spawn(async move {
+            let result = groups::prepare(&control, &intents, &loaded, &snapshot, false)
+                .await
+                .map_err(|e| format!("could not prepare groups: {e}; nothing changed"));
+            let _ = done.send(result);
+        });
+        self.reload = Some(ReloadInFlight {
+            actor: actor.to_owned(),
+            new,
+            replies,
+            task,
+            again: None,
+        });
+    }
+
+    /// Applies a reload whose exchange work is done: removed strategies are retired per their
+    /// `retire.action`, new and changed policies go through the risk core (a lowered group limit
+    /// waits for its window to drain), and the groups prepared are assigned. Settings that
+    /// need a restart are reported and left as they are.
+    fn finish_reload(&mut self, result: Result<Prepared, String>) {
+        use crate::config::RetireAction;
+        use crate::risk::engine::decision;
+        let Some(r) = self.reload.take() else {
+            return;
+        };
+        let now = now_ms();
+        let (actor, new) = (r.actor, r.new);
+        let answer = match result {
+            Err(why) => {
+                tracing::error!(reason = %why, "reload refused");
+                let d = decision(now, DecisionKind::ReloadFailed, why.clone(), &actor);
+                self.dispatch(vec![Output::Decision(d)]);
+                (422, serde_json::json!({ "error": why }))
+            }
+            Ok(prepared) => {
+                let old = &self.loaded.daemon;
+                let mut restart_only = Vec::new();
+                if new.daemon.exchange != old.exchange {
+                    restart_only.push("[exchange]");
+                }
+                if new.daemon.http_listen != old.http_listen
+                    || new.daemon.admin_socket != old.admin_socket
+                {
+                    restart_only.push("[http]");
+                }
+                if new.daemon.state_dir != old.state_dir {
+                    restart_only.push("[state]");
+                }
+                if new.daemon.blind_after != old.blind_after {
+                    restart_only.push("[stream]");
+                }
+                if new.daemon.log_format != old.log_format {
+                    restart_only.push("[log]");
+                }
+                if new.daemon.account_limit != old.account_limit
+                    || new.daemon.kill_scope != old.kill_scope
+                    || new.daemon.kill_hold != old.kill_hold
+                {
+                    restart_only.push("[account]/[kill]");
+                }
+                if !restart_only.is_empty() {
+                    tracing::warn!(sections = ?restart_only, "these settings changed and take effect at the next restart");
+                }
+                let staying: BTreeSet<&str> = new.enabled().map(|p| p.risk.name.as_str()).collect();
+                let mut out: Vec<Output> = prepared
+                    .decisions
+                    .into_iter()
+                    .map(Output::Decision)
+                    .collect();
+                // Strategies going away: retire their groups as their (old) policy says.
+                for p in self
+                    .loaded
+                    .enabled()
+                    .filter(|p| !staying.contains(p.risk.name.as_str()))
+                {
+                    let name = p.risk.name.clone();
+                    let gs: Vec<GroupAddress> = self
+                        .engine
+                        .managed_groups()
+                        .filter(|(s, _)| *s == name)
+                        .map(|(_, g)| g.clone())
+                        .collect();
+                    let mut d = decision(
+                        now,
+                        DecisionKind::Retired,
+                        format!(
+                            "policy removed; groups {}; its state is remembered",
+                            match p.retire {
+                                RetireAction::Keep => "kept as they are",
+                                RetireAction::Trigger => "triggered",
+                                RetireAction::Delete => "deleted",
                             }
-                        });
+                        ),
+                        &actor,
+                    );
+                    d.strategy = Some(name.clone());
+                    out.push(Output::Decision(d));
+                    for g in gs {
+                        self.control.rest_client().armory().disarm(&g);
+                        match p.retire {
+                            RetireAction::Keep => {}
+                            RetireAction::Trigger => {
+                                out.push(Output::Command(Command::Trigger { group: g }))
+                            }
+                            RetireAction::Delete => {
+                                let control = self.control.clone();
+                                self.tracker.spawn(async move {
+                                    if let Err(e) = control.delete_group(&g).await {
+                                        tracing::error!(group = %g.id, error = %e, "retire: delete failed");
+                                    }
+                                });
+                            }
+                        }
                     }
                 }
-            }
-        }
-        let summary = format!(
-            "{} strategies ({} added, {} removed){}",
-            staying.len(),
-            new.enabled()
-                .filter(|p| !self.loaded.enabled().any(|o| o.risk.name == p.risk.name))
-                .count(),
-            self.loaded
-                .enabled()
-                .filter(|p| !staying.contains(p.risk.name.as_str()))
-                .count(),
-            if restart_only.is_empty() {
-                String::new()
-            } else {
-                format!("; {} changed and need a restart", restart_only.join(", "))
-            }
-        );
-        self.engine.handle(
-            Input::Policies(new.enabled().map(|p| p.risk.clone()).collect()),
-            now,
-            &mut out,
-        );
-        for (strategy, gs) in groups {
-            for g in &gs {
-                if self.control.fix_session().is_none() {
-                    let _ = self.control.rest_client().armory().arm(g);
+                let summary = format!(
+                    "{} strategies ({} added, {} removed){}",
+                    staying.len(),
+                    new.enabled()
+                        .filter(|p| !self.loaded.enabled().any(|o| o.risk.name == p.risk.name))
+                        .count(),
+                    self.loaded
+                        .enabled()
+                        .filter(|p| !staying.contains(p.risk.name.as_str()))
+                        .count(),
+                    if restart_only.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} changed and need a restart", restart_only.join(", "))
+                    }
+                );
+                self.engine.handle(
+                    Input::Policies(new.enabled().map(|p| p.risk.clone()).collect()),
+                    now,
+                    &mut out,
+                );
+                for (strategy, gs) in prepared.groups {
+                    for g in &gs {
+                        if self.control.fix_session().is_none() {
+                            let _ = self.control.rest_client().armory().arm(g);
+                        }
+                    }
+                    self.engine.handle(
+                        Input::GroupsAssigned {
+                            strategy,
+                            groups: gs,
+                        },
+                        now,
+                        &mut out,
+                    );
                 }
+                out.push(Output::Decision(decision(
+                    now,
+                    DecisionKind::Reload,
+                    summary.clone(),
+                    &actor,
+                )));
+                self.loaded = Loaded {
+                    daemon: self.loaded.daemon.clone(),
+                    policies: new.policies,
+                };
+                // The intents close once state.json names their groups.
+                self.close_after_save.extend(prepared.settled_intents);
+                self.dispatch(out);
+                (200, serde_json::json!({ "reloaded": summary }))
             }
-            self.engine.handle(
-                Input::GroupsAssigned {
-                    strategy,
-                    groups: gs,
-                },
-                now,
-                &mut out,
-            );
-        }
-        let summary_text = summary.clone();
-        out.push(Output::Decision(decision(
-            now,
-            DecisionKind::Reload,
-            summary,
-            actor,
-        )));
-        self.loaded = Loaded {
-            daemon: self.loaded.daemon.clone(),
-            policies: new.policies,
         };
-        self.dispatch(out);
         notify(&[sd_notify::NotifyState::Ready]);
-        Ok(summary_text)
+        self.answer_when_durable(r.replies, answer);
+        if let Some((actor, replies)) = r.again {
+            self.begin_reload(&actor, replies);
+        }
+    }
+
+    /// Answers admin callers once everything recorded so far is durable, without holding up
+    /// the loop.
+    fn answer_when_durable(&self, replies: Vec<AdminReply>, answer: (u16, serde_json::Value)) {
+        if replies.is_empty() {
+            return;
+        }
+        let (done, durable) = tokio::sync::oneshot::channel();
+        let _ = self.writer.send(WriteJob {
+            decisions: Vec::new(),
+            state: None,
+            close_intents: Vec::new(),
+            done: Some(done),
+        });
+        tokio::spawn(async move {
+            let _ = durable.await;
+            for r in replies {
+                let _ = r.send(answer.clone());
+            }
+        });
     }
 
     /// Waits until everything recorded so far is durable (the writer works in order).
@@ -538,6 +531,7 @@ impl Shell {
         let job = WriteJob {
             decisions: Vec::new(),
             state: None,
+            close_intents: Vec::new(),
             done: Some(done),
         };
         if self.writer.send(job).is_ok() {
@@ -584,10 +578,11 @@ impl Shell {
                 });
                 (200, json!({"released": was, "kill": self.engine.kill()}))
             }
-            R::Reload => match self.reload(&actor).await {
-                Ok(summary) => (200, json!({"reloaded": summary})),
-                Err(why) => (422, json!({"error": why})),
-            },
+            R::Reload => {
+                // Answered when the reload is applied (its exchange work runs off the loop).
+                self.begin_reload(&actor, vec![call.reply]);
+                return;
+            }
             R::Trigger(name) if !known(self, &name) => no_such(&name),
             R::Trigger(name) => {
                 self.handle(Input::Operator {
@@ -808,17 +803,31 @@ pub async fn run(
     };
     // An early return stops the session too.
     let _fix_guard = fix_stop.clone().drop_guard();
-    let groups = ensure_groups(&control, &loaded, &persisted, true).await?;
-    let snapshot = with_groups(persisted, &loaded, &groups);
+    let intents = Arc::new(IntentLog::open(&d.state_dir)?);
+    if !intents.pending().is_empty() {
+        tracing::warn!(
+            open = intents.pending().len(),
+            "group creates were in flight when the daemon last stopped; settling them by listing"
+        );
+    }
+    let prepared = groups::prepare(&control, &intents, &loaded, &persisted, true).await?;
+    let snapshot = groups::with_groups(persisted, &loaded, &prepared.groups);
 
-    let mut out = Vec::new();
+    let mut out: Vec<Output> = prepared
+        .decisions
+        .into_iter()
+        .map(Output::Decision)
+        .collect();
     let engine = RiskEngine::restore(loaded.risk_config(), &snapshot, clean, now_ms(), &mut out);
     store.save(&StateFile {
         snapshot: engine.snapshot(),
         clean_stop: false,
     })?;
+    // state.json now names every group created: their intents are done.
+    intents.close(&prepared.settled_intents)?;
 
     let (writer_tx, writer_rx) = std::sync::mpsc::channel::<WriteJob>();
+    let writer_intents = intents.clone();
     let writer = std::thread::Builder::new()
         .name("state-writer".into())
         .spawn(move || {
@@ -826,10 +835,17 @@ pub async fn run(
                 if let Err(e) = store.audit(&job.decisions) {
                     tracing::error!(error = %e, "cannot append to the audit log");
                 }
-                if let Some(state) = job.state
-                    && let Err(e) = store.save(&state)
-                {
-                    tracing::error!(error = %e, "cannot write state.json");
+                if let Some(state) = job.state {
+                    match store.save(&state) {
+                        Err(e) => tracing::error!(error = %e, "cannot write state.json"),
+                        // Only once state.json names their groups; a failed close leaves
+                        // them open, and settling them again finds the groups recorded.
+                        Ok(()) => {
+                            if let Err(e) = writer_intents.close(&job.close_intents) {
+                                tracing::error!(error = %e, "cannot close create intents");
+                            }
+                        }
+                    }
                 }
                 if let Some(done) = job.done {
                     let _ = done.send(());
@@ -847,6 +863,7 @@ pub async fn run(
         .await
         .map_err(DaemonError::Admin)?;
     tracing::info!(path = %d.admin_socket.display(), "admin API listening");
+    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel();
     let mut shell = Shell {
         metrics: metrics.clone(),
         loaded: loaded.clone(),
@@ -857,6 +874,10 @@ pub async fn run(
         writer: writer_tx,
         tracker: TaskTracker::new(),
         stop: stop.clone(),
+        intents,
+        reload: None,
+        reload_done: reload_tx,
+        close_after_save: Vec::new(),
     };
     shell.dispatch(out);
     if KILL_SIGNALLED.swap(false, Ordering::SeqCst) {
@@ -948,9 +969,10 @@ pub async fn run(
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                let _ = shell.reload("signal").await;
+                shell.begin_reload("signal", Vec::new());
             }
             Some(call) = admin_rx.recv() => shell.admin(call).await,
+            Some(prepared) = reload_rx.recv() => shell.finish_reload(prepared),
             Some(input) = results_rx.recv() => {
                 shell.handle(input);
             }
@@ -981,6 +1003,11 @@ pub async fn run(
 
     health.ready.store(false, Ordering::Relaxed);
     notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(r) = shell.reload.take() {
+        // Its open create intents are settled at the next start.
+        tracing::warn!("stopping during a reload: the reload is abandoned");
+        r.task.abort();
+    }
     tracing::info!("stopping: finishing in-flight Triggers");
     stream_stop.cancel();
     armory_stop.cancel();

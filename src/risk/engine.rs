@@ -182,6 +182,12 @@ pub enum DecisionKind {
     ReloadFailed,
     /// A strategy whose policy was removed was retired.
     Retired,
+    /// A group the daemon created but had not recorded (a lost answer, or a stop between the
+    /// create and the record) was found by listing and adopted.
+    OrphanAdopted,
+    /// A duplicate group from the daemon's own creates was deleted (or the delete failed, as
+    /// the reason says).
+    OrphanDeleted,
 }
 
 /// One decision, with enough to audit it (DESIGN.md §8 `audit.jsonl`).
@@ -217,6 +223,10 @@ pub struct StrategySnapshot {
     pub trip: Option<Trip>,
     #[serde(default)]
     pub auto_resets: Vec<i64>,
+    /// The strategy's policy was removed. Its record (state, trip, groups) is kept so that a
+    /// strategy that comes back comes back as it left: only a reset clears a trip.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,6 +347,8 @@ pub struct RiskEngine {
     seen: Seen,
     account: Option<LimitState>,
     kill: KillLatch,
+    /// Records of strategies whose policy was removed, by name (see [`StrategySnapshot::retired`]).
+    retired: BTreeMap<String, StrategySnapshot>,
     /// Foreign groups already triggered under the current kill.
     kill_foreign_sent: BTreeSet<GroupId>,
     blind: bool,
@@ -378,6 +390,7 @@ impl RiskEngine {
             seen: Seen::default(),
             account: cfg.account_limit.clone().map(LimitState::new),
             kill: KillLatch::default(),
+            retired: BTreeMap::new(),
             kill_foreign_sent: BTreeSet::new(),
             blind: false,
             disconnected_since: None,
@@ -402,49 +415,17 @@ impl RiskEngine {
     ) -> Self {
         let mut e = RiskEngine::new(cfg);
         for (name, s) in &snap.strategies {
-            let Some(&i) = e.by_name.get(name) else {
-                continue;
-            };
-            let groups = s
-                .groups
-                .iter()
-                .map(|g| GroupAddress {
-                    id: g.id.clone(),
-                    subaccount: g.subaccount,
-                    exchange_index: g.exchange_index,
-                })
-                .collect();
-            e.assign_groups(i, groups);
-            let guard = &mut e.strategies[i];
-            guard.auto_resets = s.auto_resets.iter().copied().collect();
-            match (s.state, clean) {
-                (GuardState::Tripped, _) => {
-                    guard.state = GuardState::Tripped;
-                    guard.trip = s.trip.clone();
-                    let mut d = decision(
-                        now_ms,
-                        DecisionKind::Retrigger,
-                        "re-applying a persisted trip",
-                        DAEMON,
-                    );
-                    d.strategy = Some(name.clone());
-                    out.push(Output::Decision(d));
-                    e.trigger_strategy(i, now_ms, DAEMON, "re-applying a persisted trip", out);
+            match e.by_name.get(name) {
+                Some(&i) => e.revive(i, s, clean, now_ms, out),
+                None => {
+                    // Not configured now: remembered as retired, as it was.
+                    let mut record = s.clone();
+                    record.retired = true;
+                    if !clean && record.state == GuardState::Active {
+                        record.state = GuardState::Unknown;
+                    }
+                    e.retired.insert(name.clone(), record);
                 }
-                (GuardState::Unknown, _) | (GuardState::Active, false) => {
-                    let guard = &mut e.strategies[i];
-                    guard.state = GuardState::Unknown;
-                    guard.unproven = guard.groups.iter().map(|g| g.id.clone()).collect();
-                    let mut d = decision(
-                        now_ms,
-                        DecisionKind::Settled,
-                        "state unknown after an unclean stop; never auto-reset until the exchange or an operator settles it",
-                        DAEMON,
-                    );
-                    d.strategy = Some(name.clone());
-                    out.push(Output::Decision(d));
-                }
-                (GuardState::Active, true) => {}
             }
         }
         if let Some(k) = &snap.kill {
@@ -463,32 +444,93 @@ impl RiskEngine {
         e
     }
 
+    /// Gives strategy `i` the state a record says it had: a trip is re-applied (its groups
+    /// triggered again) and, after an unclean stop (`clean == false`), a strategy last seen
+    /// active becomes Unknown.
+    fn revive(
+        &mut self,
+        i: usize,
+        record: &StrategySnapshot,
+        clean: bool,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let name = self.strategies[i].policy.name.clone();
+        let groups = record
+            .groups
+            .iter()
+            .map(|g| GroupAddress {
+                id: g.id.clone(),
+                subaccount: g.subaccount,
+                exchange_index: g.exchange_index,
+            })
+            .collect();
+        self.assign_groups(i, groups);
+        let guard = &mut self.strategies[i];
+        guard.auto_resets = record.auto_resets.iter().copied().collect();
+        match (record.state, clean) {
+            (GuardState::Tripped, _) => {
+                guard.state = GuardState::Tripped;
+                guard.trip = record.trip.clone();
+                let mut d = decision(
+                    now_ms,
+                    DecisionKind::Retrigger,
+                    "re-applying a persisted trip",
+                    DAEMON,
+                );
+                d.strategy = Some(name);
+                out.push(Output::Decision(d));
+                self.trigger_strategy(i, now_ms, DAEMON, "re-applying a persisted trip", out);
+            }
+            (GuardState::Unknown, _) | (GuardState::Active, false) => {
+                guard.state = GuardState::Unknown;
+                guard.unproven = guard.groups.iter().map(|g| g.id.clone()).collect();
+                let mut d = decision(
+                    now_ms,
+                    DecisionKind::Settled,
+                    "state unknown after an unclean stop; never auto-reset until the exchange or an operator settles it",
+                    DAEMON,
+                );
+                d.strategy = Some(name);
+                out.push(Output::Decision(d));
+            }
+            (GuardState::Active, true) => {}
+        }
+    }
+
+    /// What a strategy is, as a record (for `state.json` and for retirement).
+    fn record_of(s: &StrategyGuard) -> StrategySnapshot {
+        StrategySnapshot {
+            groups: s
+                .groups
+                .iter()
+                .map(|g| GroupSnapshot {
+                    id: g.id.clone(),
+                    subaccount: g.subaccount,
+                    exchange_index: g.exchange_index,
+                    contracts_limit: s.policy.group_limit,
+                })
+                .collect(),
+            state: s.state,
+            trip: s.trip.clone(),
+            auto_resets: s.auto_resets.iter().copied().collect(),
+            retired: false,
+        }
+    }
+
+    /// Records of retired strategies, by name.
+    pub fn retired(&self) -> &BTreeMap<String, StrategySnapshot> {
+        &self.retired
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             kill: self.kill.record().cloned(),
             strategies: self
                 .strategies
                 .iter()
-                .map(|s| {
-                    (
-                        s.policy.name.clone(),
-                        StrategySnapshot {
-                            groups: s
-                                .groups
-                                .iter()
-                                .map(|g| GroupSnapshot {
-                                    id: g.id.clone(),
-                                    subaccount: g.subaccount,
-                                    exchange_index: g.exchange_index,
-                                    contracts_limit: s.policy.group_limit,
-                                })
-                                .collect(),
-                            state: s.state,
-                            trip: s.trip.clone(),
-                            auto_resets: s.auto_resets.iter().copied().collect(),
-                        },
-                    )
-                })
+                .map(|s| (s.policy.name.clone(), Self::record_of(s)))
+                .chain(self.retired.iter().map(|(n, r)| (n.clone(), r.clone())))
                 .collect(),
         }
     }
@@ -586,6 +628,11 @@ impl RiskEngine {
             Input::GroupsAssigned { strategy, groups } => {
                 if let Some(&i) = self.by_name.get(&strategy) {
                     self.assign_groups(i, groups);
+                    // Groups an Unknown strategy no longer has need no proof; new ones were
+                    // just created or adopted by the shell.
+                    let s = &mut self.strategies[i];
+                    let ids: BTreeSet<GroupId> = s.groups.iter().map(|g| g.id.clone()).collect();
+                    s.unproven.retain(|g| ids.contains(g));
                     // A strategy that is tripped, or a kill in force, covers new groups at once.
                     if self.strategies[i].state == GuardState::Tripped {
                         self.trigger_strategy(
@@ -1179,7 +1226,8 @@ impl RiskEngine {
         )));
         for i in 0..self.strategies.len() {
             let s = &self.strategies[i];
-            if s.policy.blind == BlindAction::Trigger && s.state == GuardState::Active {
+            // Unknown is guarded like Active: the blind action applies to both.
+            if s.policy.blind == BlindAction::Trigger && s.state != GuardState::Tripped {
                 self.trip(
                     i,
                     TripReason::Blind,
@@ -1414,11 +1462,17 @@ impl RiskEngine {
 
     fn on_policies(&mut self, policies: Vec<StrategyPolicy>, now_ms: i64, out: &mut Vec<Output>) {
         let wanted: BTreeSet<String> = policies.iter().map(|p| p.name.clone()).collect();
-        // Drop strategies no longer configured (the shell retires their groups).
-        let keep: Vec<StrategyGuard> = std::mem::take(&mut self.strategies)
-            .into_iter()
-            .filter(|s| wanted.contains(&s.policy.name))
-            .collect();
+        // Strategies no longer configured are retired (the shell retires their groups); their
+        // record is kept, so one that comes back comes back as it left.
+        let (keep, gone): (Vec<StrategyGuard>, Vec<StrategyGuard>) =
+            std::mem::take(&mut self.strategies)
+                .into_iter()
+                .partition(|s| wanted.contains(&s.policy.name));
+        for s in gone {
+            let mut record = Self::record_of(&s);
+            record.retired = true;
+            self.retired.insert(s.policy.name.clone(), record);
+        }
         self.strategies = keep;
         self.by_name = self
             .strategies
@@ -1440,7 +1494,15 @@ impl RiskEngine {
         self.routes.clear(); // strategy indexes moved: learn routes again
         for p in policies {
             match self.by_name.get(&p.name).copied() {
-                None => self.add_strategy(p),
+                None => {
+                    let name = p.name.clone();
+                    self.add_strategy(p);
+                    if let Some(mut record) = self.retired.remove(&name) {
+                        record.retired = false;
+                        let i = self.strategies.len() - 1;
+                        self.revive(i, &record, true, now_ms, out);
+                    }
+                }
                 Some(i) => {
                     let old_limit = self.strategies[i].policy.group_limit;
                     self.strategies[i].set_policy(p);

@@ -6,7 +6,9 @@
 //!   and the window's figures as evidence.
 //! - **Unknown**: after an unclean stop the daemon cannot prove the groups' state. It is shown
 //!   as such, never auto-reset, and settled by the exchange (a `triggered` event trips it; a
-//!   `reset` or `created` event for every group proves it active) or by an operator.
+//!   `reset` or `created` event for every group proves it active) or by an operator. Unknown
+//!   never means unguarded: its limits are watched and a breach trips it exactly as it would
+//!   trip an Active strategy.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -187,11 +189,13 @@ impl StrategyGuard {
         if let Some(w) = self.group_volume.get_mut(group) {
             w.add(ts_ms, usage.contracts);
         }
-        let active = self.state == GuardState::Active;
+        // Limits hold in every state but Tripped: an Unknown strategy is guarded exactly like
+        // an Active one (only its automatic resets wait for it to be settled).
+        let guarded = self.state != GuardState::Tripped;
         let mut outcome = FillOutcome::Quiet;
         for (i, l) in self.limits.iter_mut().enumerate() {
             l.add(ts_ms, usage);
-            if !active {
+            if !guarded {
                 continue;
             }
             match l.level(now_ms) {
@@ -214,7 +218,7 @@ impl StrategyGuard {
     pub fn warn_changes(&mut self, now_ms: i64) -> Vec<WarnChange> {
         let mut out = Vec::new();
         for (i, l) in self.limits.iter_mut().enumerate() {
-            let warned = self.state == GuardState::Active && l.level(now_ms) != Level::Normal;
+            let warned = self.state != GuardState::Tripped && l.level(now_ms) != Level::Normal;
             if warned != self.warned[i] {
                 self.warned[i] = warned;
                 out.push(if warned {

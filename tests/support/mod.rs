@@ -2,6 +2,8 @@
 //! signed WebSocket client. Everything goes over real sockets with real RSA-PSS signatures.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod daemon;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 

@@ -1,0 +1,313 @@
+//! Preparing the groups every enabled strategy needs: list, settle open create intents, adopt,
+//! create.
+//!
+//! One group per (strategy, subaccount, exchange index), whatever happens to the process:
+//! - Each create is preceded by a durable [`CreateIntent`]; the intent stays open until
+//!   `state.json` names the result, so a crash anywhere in between leaves a trace.
+//! - Before anything is created, every open intent is settled by listing its subaccount: a
+//!   group that appeared there with the intent's exchange index and limit, and that no record
+//!   names, is the daemon's own. One is adopted for the strategy (if it still wants that slot);
+//!   any others are duplicates and are deleted. Intents are settled newest first, and each
+//!   intent remembers every group known when it was written, so two strategies creating in
+//!   the same subaccount with the same limit each get their own group back.
+//! - A create whose answer was lost is settled by listing right away (the client does that);
+//!   several matches are the same duplicates, handled the same way.
+//!
+//! The exchange does not say who created a group. A group that appears in the subaccount with
+//! the same exchange index and limit while the daemon's create is in doubt is taken to be the
+//! daemon's: the reading that never leaves a strategy with two groups, or with none.
+//!
+//! This runs outside the risk loop (at start before the loop exists, on reload in a task of
+//! its own); its result goes back to the loop as data.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use super::intents::{CreateIntent, IntentLog};
+use super::store::StoreError;
+use crate::config::Loaded;
+use crate::kalshi::auth::now_ms;
+use crate::kalshi::group::ListedGroup;
+use crate::kalshi::rest::{CreateError, CreateOutcome};
+use crate::kalshi::{ExchangeError, GroupAddress, GroupControl, GroupId};
+use crate::risk::engine::{Decision, DecisionKind, GroupSnapshot, Snapshot, decision};
+
+const DAEMON: &str = "daemon";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{0}")]
+    Exchange(#[from] ExchangeError),
+    #[error("{0}")]
+    Create(#[from] CreateError),
+    #[error("recording a create intent: {0}")]
+    Intent(#[from] StoreError),
+}
+
+/// What [`prepare`] found and did.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Every enabled strategy's groups, in the order of its exchange indexes.
+    pub groups: BTreeMap<String, Vec<GroupAddress>>,
+    /// Orphans adopted and duplicates deleted, for the audit log.
+    pub decisions: Vec<Decision>,
+    /// Intents to close once `state.json` names these groups.
+    pub settled_intents: Vec<u64>,
+}
+
+/// A strategy's slot: one group per (strategy, subaccount, exchange index).
+type Slot = (String, u8, u32);
+
+struct Work<'a> {
+    control: &'a GroupControl,
+    out: Prepared,
+}
+
+impl Work<'_> {
+    fn record(&mut self, event: DecisionKind, strategy: &str, group: &GroupId, reason: String) {
+        let mut d = decision(now_ms(), event, reason, DAEMON);
+        d.strategy = Some(strategy.to_owned());
+        d.group_id = Some(group.clone());
+        tracing::warn!(event = ?event, strategy, group = %group, reason = %d.reason, "group settled");
+        self.out.decisions.push(d);
+    }
+
+    /// Keeps the first of `found` for `strategy` (when `adopt`) and deletes the rest.
+    async fn keep_one(
+        &mut self,
+        strategy: &str,
+        found: &[GroupAddress],
+        adopt: bool,
+        why: &str,
+    ) -> Option<GroupAddress> {
+        let (kept, extra) = match (adopt, found.split_first()) {
+            (true, Some((first, rest))) => (Some(first.clone()), rest),
+            _ => (None, found),
+        };
+        if let Some(g) = &kept {
+            self.record(
+                DecisionKind::OrphanAdopted,
+                strategy,
+                &g.id,
+                format!(
+                    "adopted group {} (subaccount {}, exchange index {}): {why}",
+                    g.id, g.subaccount, g.exchange_index
+                ),
+            );
+        }
+        for g in extra {
+            let reason = match self.control.delete_group(g).await {
+                Ok(()) => format!("deleted duplicate group {}: {why}", g.id),
+                Err(e) => format!("could not delete duplicate group {}: {e}; {why}", g.id),
+            };
+            self.record(DecisionKind::OrphanDeleted, strategy, &g.id, reason);
+        }
+        kept
+    }
+}
+
+/// Lists, settles, adopts and creates the groups every enabled strategy of `loaded` needs,
+/// given the records in `snapshot` (live and retired strategies). At start (`update_limits`)
+/// an adopted group whose limit differs from its policy is updated at once; on reload the
+/// risk core decides, because a limit lowered below the group's volume must wait for the
+/// window to drain.
+pub async fn prepare(
+    control: &GroupControl,
+    intents: &IntentLog,
+    loaded: &Loaded,
+    snapshot: &Snapshot,
+    update_limits: bool,
+) -> Result<Prepared, PrepareError> {
+    let pending = intents.pending();
+    let subaccounts: BTreeSet<u8> = loaded
+        .enabled()
+        .map(|p| p.subaccount)
+        .chain(pending.iter().map(|i| i.subaccount))
+        .collect();
+    let mut listed: BTreeMap<u8, Vec<ListedGroup>> = BTreeMap::new();
+    for &s in &subaccounts {
+        listed.insert(s, control.rest_client().list_groups(Some(s)).await?);
+    }
+    let recorded: HashSet<GroupId> = snapshot
+        .strategies
+        .values()
+        .flat_map(|s| s.groups.iter().map(|g| g.id.clone()))
+        .collect();
+    let mut known: HashSet<GroupId> = recorded.clone();
+    known.extend(listed.values().flatten().map(|g| g.id.clone()));
+    let on_exchange = |sub: u8, id: &GroupId| {
+        listed
+            .get(&sub)
+            .and_then(|l| l.iter().find(|g| &g.id == id))
+    };
+    // The recorded group of each slot, if it is still on the exchange.
+    let mut live: BTreeMap<Slot, (GroupSnapshot, Option<crate::risk::Contracts>)> = BTreeMap::new();
+    for (name, s) in &snapshot.strategies {
+        for g in &s.groups {
+            if let Some(l) = on_exchange(g.subaccount, &g.id) {
+                live.entry((name.clone(), g.subaccount, g.exchange_index))
+                    .or_insert((g.clone(), l.contracts_limit));
+            }
+        }
+    }
+    let wants = |slot: &Slot| {
+        loaded.enabled().any(|p| {
+            p.risk.name == slot.0 && p.subaccount == slot.1 && p.exchange_indexes.contains(&slot.2)
+        })
+    };
+
+    let mut work = Work {
+        control,
+        out: Prepared::default(),
+    };
+    // Settle open intents, newest first.
+    let mut claimed: HashSet<GroupId> = HashSet::new();
+    let mut adopted: BTreeMap<Slot, GroupAddress> = BTreeMap::new();
+    for intent in pending.iter().rev() {
+        let mut found: Vec<GroupAddress> = listed
+            .get(&intent.subaccount)
+            .into_iter()
+            .flatten()
+            .filter(|g| {
+                !intent.known.contains(&g.id)
+                    && !recorded.contains(&g.id)
+                    && !claimed.contains(&g.id)
+                    && g.exchange_index == intent.exchange_index
+                    && g.contracts_limit == Some(intent.contracts_limit)
+            })
+            .map(|g| GroupAddress {
+                id: g.id.clone(),
+                subaccount: intent.subaccount,
+                exchange_index: intent.exchange_index,
+            })
+            .collect();
+        found.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        claimed.extend(found.iter().map(|g| g.id.clone()));
+        let slot = (
+            intent.strategy.clone(),
+            intent.subaccount,
+            intent.exchange_index,
+        );
+        let adopt = wants(&slot) && !live.contains_key(&slot) && !adopted.contains_key(&slot);
+        if found.is_empty() {
+            tracing::info!(strategy = %intent.strategy, subaccount = intent.subaccount, exchange_index = intent.exchange_index, "an open create intent settled: nothing had been created");
+        } else {
+            let why = if adopt {
+                "created before the daemon could record it"
+            } else {
+                "created before the daemon could record it, for a slot that no longer needs it"
+            };
+            if let Some(g) = work.keep_one(&intent.strategy, &found, adopt, why).await {
+                adopted.insert(slot, g);
+            }
+        }
+        work.out.settled_intents.push(intent.id);
+    }
+
+    for p in loaded.enabled() {
+        let name = &p.risk.name;
+        let mut groups = Vec::new();
+        for &ex in &p.exchange_indexes {
+            let slot = (name.clone(), p.subaccount, ex);
+            if let Some(g) = adopted.remove(&slot) {
+                groups.push(g);
+                continue;
+            }
+            if let Some((g, limit)) = live.get(&slot) {
+                let addr = GroupAddress {
+                    id: g.id.clone(),
+                    subaccount: p.subaccount,
+                    exchange_index: ex,
+                };
+                if update_limits && *limit != Some(p.risk.group_limit) {
+                    tracing::info!(strategy = %name, group = %addr.id, limit = %p.risk.group_limit, "updating an adopted group's limit");
+                    control.update_limit(&addr, p.risk.group_limit).await?;
+                }
+                tracing::info!(strategy = %name, group = %addr.id, exchange_index = ex, "adopted group");
+                groups.push(addr);
+                continue;
+            }
+            if let Some(s) = snapshot.strategies.get(name)
+                && let Some(g) = s
+                    .groups
+                    .iter()
+                    .find(|g| g.subaccount == p.subaccount && g.exchange_index == ex)
+            {
+                tracing::warn!(strategy = %name, group = %g.id, "the group state.json names is gone from the exchange; creating another");
+            }
+            let id = intents.record(CreateIntent {
+                id: 0,
+                strategy: name.clone(),
+                subaccount: p.subaccount,
+                exchange_index: ex,
+                contracts_limit: p.risk.group_limit,
+                known: known.iter().cloned().collect(),
+                at_ms: now_ms(),
+            })?;
+            let outcome = control
+                .create_group_reconciled(p.subaccount, ex, p.risk.group_limit, &known)
+                .await;
+            let created = match outcome {
+                Ok(CreateOutcome::Created(a)) | Ok(CreateOutcome::Adopted(a)) => a,
+                Ok(CreateOutcome::Ambiguous(candidates)) => {
+                    known.extend(candidates.iter().map(|c| c.id.clone()));
+                    let why = "a create whose answer was lost landed more than once";
+                    let Some(a) = work.keep_one(name, &candidates, true, why).await else {
+                        return Err(PrepareError::Exchange(ExchangeError::Decode {
+                            op: "create_order_group",
+                            reason: "an ambiguous create listed no candidate".into(),
+                        }));
+                    };
+                    a
+                }
+                Err(CreateError::Refused(e)) => {
+                    // Nothing was created: the intent is done.
+                    intents.close(&[id])?;
+                    return Err(PrepareError::Exchange(e));
+                }
+                // The intent stays open: the next start or reload settles it by listing.
+                Err(e) => return Err(e.into()),
+            };
+            tracing::info!(strategy = %name, group = %created.id, exchange_index = ex, "created group");
+            known.insert(created.id.clone());
+            work.out.settled_intents.push(id);
+            groups.push(created);
+        }
+        work.out.groups.insert(name.clone(), groups);
+    }
+    Ok(work.out)
+}
+
+/// The snapshot to restore from: the persisted one, with each enabled strategy's groups
+/// replaced by the ones just verified on the exchange.
+pub fn with_groups(
+    mut snap: Snapshot,
+    loaded: &Loaded,
+    groups: &BTreeMap<String, Vec<GroupAddress>>,
+) -> Snapshot {
+    use crate::risk::engine::StrategySnapshot;
+    use crate::risk::guard::GuardState;
+    for p in loaded.enabled() {
+        let verified: Vec<GroupSnapshot> = groups
+            .get(&p.risk.name)
+            .into_iter()
+            .flatten()
+            .map(|g| GroupSnapshot {
+                id: g.id.clone(),
+                subaccount: g.subaccount,
+                exchange_index: g.exchange_index,
+                contracts_limit: p.risk.group_limit,
+            })
+            .collect();
+        snap.strategies
+            .entry(p.risk.name.clone())
+            .and_modify(|s| s.groups = verified.clone())
+            .or_insert(StrategySnapshot {
+                groups: verified,
+                state: GuardState::Active,
+                trip: None,
+                auto_resets: Vec::new(),
+                retired: false,
+            });
+    }
+    snap
+}
