@@ -675,7 +675,7 @@ fn an_unknown_strategy_warns_and_fails_closed_when_blind() {
 }
 
 #[test]
-fn reload_keeps_windows_of_unchanged_limits_and_drops_removed_strategies() {
+fn reload_keeps_windows_of_unchanged_limits_and_retires_removed_strategies() {
     let mut h = Harness::new(
         config(vec![
             policy("mm", vec![limit("fast", 15_000, 100)]),
@@ -699,6 +699,10 @@ fn reload_keeps_windows_of_unchanged_limits_and_drops_removed_strategies() {
         .map(|s| s.policy.name.clone())
         .collect();
     assert_eq!(names, ["mm", "fresh"]);
+    assert!(
+        h.engine.retired().contains_key("gone"),
+        "a removed strategy is remembered, not forgotten"
+    );
     // 90 kept in "fast": 11 more trips it.
     h.send(Input::GroupsAssigned {
         strategy: "mm".into(),
@@ -706,6 +710,76 @@ fn reload_keeps_windows_of_unchanged_limits_and_drops_removed_strategies() {
     });
     assert_eq!(triggered(&h.fill("mm", c(11))), ["g-mm-0"]);
     let _ = Ratio::ONE;
+}
+
+#[test]
+fn a_removed_strategy_that_comes_back_comes_back_as_it_left() {
+    let cfg = || {
+        config(vec![
+            policy("mm", vec![limit("fast", 15_000, 20)]),
+            policy("calm", vec![]),
+        ])
+    };
+    let mut h = Harness::new(cfg(), 1);
+    h.fill("mm", c(21));
+    assert_eq!(state(&h, "mm"), GuardState::Tripped);
+    let trip = h.engine.strategies()[0].trip.clone().unwrap();
+
+    // Removed: retired, its record kept in the snapshot (state.json).
+    let out = h.send(Input::Policies(vec![policy("calm", vec![])]));
+    assert!(triggered(&out).is_empty());
+    let snap = h.engine.snapshot();
+    assert!(snap.strategies["mm"].retired);
+    assert_eq!(snap.strategies["mm"].state, GuardState::Tripped);
+
+    // Survives a restart, clean or not.
+    let mut out = Vec::new();
+    let engine = RiskEngine::restore(cfg(), &snap, false, h.now, &mut out);
+    assert_eq!(
+        engine.snapshot().strategies["mm"].state,
+        GuardState::Tripped
+    );
+    let restored = RiskEngine::restore(
+        config(vec![policy("calm", vec![])]),
+        &snap,
+        false,
+        h.now,
+        &mut out,
+    );
+    assert_eq!(restored.retired()["mm"].trip.as_ref(), Some(&trip));
+    h.engine = restored;
+
+    // Back: tripped with the same trip and group, its groups triggered again; no reset.
+    let out = h.send(Input::Policies(cfg().strategies));
+    assert_eq!(state(&h, "mm"), GuardState::Tripped);
+    assert_eq!(h.engine.strategies()[1].trip.as_ref(), Some(&trip));
+    assert_eq!(triggered(&out), ["g-mm-0"]);
+    assert!(decisions(&out, DecisionKind::Reset).is_empty());
+    assert!(!h.engine.snapshot().strategies["mm"].retired);
+    assert!(h.engine.retired().is_empty());
+}
+
+#[test]
+fn a_retired_strategy_last_seen_active_comes_back_unknown_after_an_unclean_stop() {
+    let cfg = || config(vec![policy("mm", vec![]), policy("calm", vec![])]);
+    let mut h = Harness::new(cfg(), 1);
+    h.send(Input::Policies(vec![policy("calm", vec![])]));
+    let snap = h.engine.snapshot();
+    let mut out = Vec::new();
+    h.engine = RiskEngine::restore(
+        config(vec![policy("calm", vec![])]),
+        &snap,
+        false,
+        h.now,
+        &mut out,
+    );
+    h.send(Input::Policies(cfg().strategies));
+    assert_eq!(
+        state(&h, "mm"),
+        GuardState::Unknown,
+        "its groups were not watched"
+    );
+    assert!(triggered(&h.fill("mm", c(1))).is_empty());
 }
 
 #[test]

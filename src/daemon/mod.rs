@@ -16,7 +16,7 @@
 //! the state with `clean_stop`, exit 0. Groups stay as they are: the exchange's limits keep
 //! holding.
 
-mod groups;
+pub mod groups;
 pub mod intents;
 pub mod store;
 

@@ -39,6 +39,14 @@ pub fn setup(t: &TestSim, policies: &[(&str, &str)], extra: &str) -> tempfile::T
 impl Daemon {
     /// Starts the daemon and waits for READY=1.
     pub fn start(dir: &Path) -> Daemon {
+        let mut d = Daemon::spawn(dir, &[]);
+        d.wait_notify(&["READY=1"]);
+        d
+    }
+
+    /// Starts the daemon with extra environment variables, without waiting for anything. Its
+    /// log (stderr) goes to `daemon.log`, started afresh.
+    pub fn spawn(dir: &Path, env: &[(&str, &str)]) -> Daemon {
         let sock = dir.join("notify.sock");
         let _ = std::fs::remove_file(&sock);
         let notify = UnixDatagram::bind(&sock).unwrap();
@@ -48,17 +56,22 @@ impl Daemon {
             .arg(dir.join("kalshi-riskd.toml"))
             .env("NOTIFY_SOCKET", &sock)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
             .spawn()
             .unwrap();
-        let mut d = Daemon {
+        Daemon {
             child,
             dir: dir.to_owned(),
             notify,
-        };
-        d.wait_notify(&["READY=1"]);
-        d
+        }
+    }
+
+    /// SIGKILL, and waits for the process to be gone: no chance to write anything.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for one notification message holding every line in `want` (a line ending in `=`

@@ -1,0 +1,166 @@
+//! Settling open create intents against the simulator (the library's group preparation,
+//! in-process, over real HTTP): whatever a crash left, each (strategy, subaccount, exchange
+//! index) ends with exactly one group, and what was done is recorded for the audit.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use kalshi_riskd::config::{self, Loaded};
+use kalshi_riskd::daemon::groups::prepare;
+use kalshi_riskd::daemon::intents::{CreateIntent, IntentLog};
+use kalshi_riskd::kalshi::{GroupControl, GroupId};
+use kalshi_riskd::risk::Contracts;
+use kalshi_riskd::risk::engine::{DecisionKind, Snapshot};
+use serde_json::Value;
+use support::TestSim;
+
+/// A config with these policy files (the exchange URLs are never used: the control is given).
+fn loaded(policies: &[(&str, &str)]) -> (tempfile::TempDir, Loaded) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let path = dir.path().join("k.toml");
+    std::fs::write(
+        &path,
+        "[exchange]\nenvironment = \"sim\"\napi_key_id = \"k\"\n[policies]\ndir = \"policies\"\n",
+    )
+    .unwrap();
+    for (name, text) in policies {
+        std::fs::write(dir.path().join("policies").join(name), text).unwrap();
+    }
+    let l = config::load(&path, Vec::new()).unwrap();
+    (dir, l)
+}
+
+fn intent(strategy: &str, subaccount: u8, limit: i64, known: &BTreeSet<GroupId>) -> CreateIntent {
+    CreateIntent {
+        id: 0,
+        strategy: strategy.into(),
+        subaccount,
+        exchange_index: 0,
+        contracts_limit: Contracts::from_whole(limit),
+        known: known.clone(),
+        at_ms: 0,
+    }
+}
+
+async fn ids_on_exchange(t: &TestSim) -> BTreeSet<String> {
+    t.control("GET", "/groups", None)
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g: &Value| g["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn open_intents_are_settled_one_group_per_slot() {
+    let t = TestSim::start().await;
+    let control = GroupControl::rest(t.rest_client(|_| {}));
+    let state = tempfile::tempdir().unwrap();
+    let intents = IntentLog::open(state.path()).unwrap();
+    // A group someone else made before any of this: never touched.
+    let stranger = t.create_group(100, 0).await;
+    let mut known: BTreeSet<GroupId> = [GroupId::new(stranger.clone())].into();
+
+    // "a" and "b" share subaccount 0 and limit 100. "a"'s create landed twice (a lost answer,
+    // retried); "b" wrote its intent after "a"'s groups existed, and its create landed once.
+    intents.record(intent("a", 0, 100, &known)).unwrap();
+    let a1 = t.create_group(100, 0).await;
+    let a2 = t.create_group(100, 0).await;
+    known.extend([GroupId::new(a1.clone()), GroupId::new(a2.clone())]);
+    intents.record(intent("b", 0, 100, &known)).unwrap();
+    let b1 = t.create_group(100, 0).await;
+    // "gone" is no longer configured: its orphan is deleted.
+    intents.record(intent("gone", 5, 100, &known)).unwrap();
+    let gone = t.create_group(100, 5).await;
+    // "c"'s create never reached the exchange.
+    intents.record(intent("c", 2, 30, &known)).unwrap();
+
+    let policy = "[group]\ncontracts_limit = 100\n";
+    let (_dir, l) = loaded(&[
+        ("a.toml", policy),
+        ("b.toml", policy),
+        ("c.toml", "subaccount = 2\n[group]\ncontracts_limit = 30\n"),
+    ]);
+    let p = prepare(&control, &intents, &l, &Snapshot::default(), true)
+        .await
+        .unwrap();
+
+    let a = p.groups["a"][0].id.to_string();
+    let b = p.groups["b"][0].id.to_string();
+    let c = p.groups["c"][0].id.to_string();
+    assert_eq!(b, b1, "b gets its own group back, not one of a's");
+    assert!(a == a1 || a == a2, "a adopts one of its own: {a}");
+    let on_exchange = ids_on_exchange(&t).await;
+    let expected: BTreeSet<String> = [stranger, a.clone(), b, c].into();
+    assert_eq!(
+        on_exchange, expected,
+        "a's duplicate and gone's orphan deleted"
+    );
+    assert!(!on_exchange.contains(&gone));
+
+    let events: Vec<(DecisionKind, String)> = p
+        .decisions
+        .iter()
+        .map(|d| (d.event, d.strategy.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(e, _)| *e == DecisionKind::OrphanAdopted)
+            .count(),
+        2,
+        "{events:?}"
+    );
+    for who in ["a", "gone"] {
+        assert!(
+            events.contains(&(DecisionKind::OrphanDeleted, who.to_owned())),
+            "{events:?}"
+        );
+    }
+    // Every intent is settled (c's, too: it created nothing, then a new one was made).
+    assert_eq!(p.settled_intents.len(), 5, "{:?}", p.settled_intents);
+    intents.close(&p.settled_intents).unwrap();
+    assert!(IntentLog::open(state.path()).unwrap().pending().is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_settled_at_once_and_a_refused_create_closes_its_intent() {
+    let t = TestSim::start_with(|cfg| cfg.engine.max_groups = 1).await;
+    let control = GroupControl::rest(t.rest_client(|_| {}));
+    let state = tempfile::tempdir().unwrap();
+    let intents = IntentLog::open(state.path()).unwrap();
+    let (_dir, l) = loaded(&[("a.toml", "[group]\ncontracts_limit = 100\n")]);
+    // The create lands but its answer is a 500: settled by listing, adopted.
+    t.set_faults(serde_json::json!({
+        "error_rate": 1.0,
+        "error_path": "/trade-api/v2/portfolio/order_groups/create",
+        "error_after_apply": true,
+    }))
+    .await;
+    let p = prepare(&control, &intents, &l, &Snapshot::default(), true)
+        .await
+        .unwrap();
+    assert_eq!(ids_on_exchange(&t).await.len(), 1);
+    assert_eq!(p.groups["a"].len(), 1);
+    assert_eq!(
+        intents.pending().len(),
+        1,
+        "open until state.json names the group"
+    );
+    intents.close(&p.settled_intents).unwrap();
+
+    // The account is at the exchange's group cap: the create is refused, nothing was
+    // created, and the intent is closed with the error.
+    t.set_faults(serde_json::json!({})).await;
+    let (_dir, l) = loaded(&[("b.toml", "[group]\ncontracts_limit = 5\n")]);
+    let e = prepare(&control, &intents, &l, &Snapshot::default(), true)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("order_group_limit_reached"), "{e}");
+    assert!(intents.pending().is_empty());
+    assert_eq!(ids_on_exchange(&t).await.len(), 1);
+}
