@@ -1,16 +1,19 @@
 //! The daemon: the imperative shell around the risk core.
 //!
-//! Start (DESIGN.md §7): load `state.json`; list the groups on the exchange for every subaccount
-//! the policies use; adopt the groups the state names (updating a limit that changed), create the
-//! missing ones (one per strategy and exchange index, settling a lost answer by listing);
-//! restore the risk core, which re-triggers persisted trips and the kill latch; persist;
-//! subscribe to the user stream; tell systemd `READY=1`.
+//! Start: load `state.json` and the open create intents; list the groups on the exchange for
+//! every subaccount the policies use; settle the open intents, adopt the groups the state names
+//! (updating a limit that changed) and create the missing ones, each behind a durable intent
+//! (see [`groups`]); restore the risk core, which re-triggers persisted trips and the kill
+//! latch; persist, then close the intents; subscribe to the user stream; tell systemd
+//! `READY=1`.
 //!
 //! Run: stream events, command results, ticks and signals go into the risk core one at a time;
 //! what comes out is carried out. Commands go out first, each on its own task (a Trigger is
 //! retried until the exchange confirms it); decisions are then logged and handed to the writer
 //! thread, which appends them to `audit.jsonl` and rewrites `state.json` when state changed, so
-//! no Trigger ever waits for a disk write.
+//! no Trigger ever waits for a disk write. A reload is validated in the loop, prepares its
+//! groups in a task of its own and is applied when that is done: the loop never waits on the
+//! exchange.
 //!
 //! Stop (SIGTERM/SIGINT): stop taking new work, let in-flight Triggers finish (bounded), write
 //! the state with `clean_stop`, exit 0. Groups stay as they are: the exchange's limits keep
