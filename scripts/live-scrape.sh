@@ -43,5 +43,6 @@ CFG
 "$bin" --config "$work/k.toml" run >/dev/null 2>"$work/daemon.log" &
 pids+=($!)
 wait_for "$work/daemon.log" 'kalshi-riskd running'
-metrics=$(grep -o '"addr":"[^"]*","message":"metrics listening\|"message":"metrics listening[^}]*' "$work/daemon.log" | grep -o '127\.0\.0\.1:[0-9]*' | head -1)
+found=$(grep -o '"addr":"[^"]*","message":"metrics listening\|"message":"metrics listening[^}]*' "$work/daemon.log" | grep -o '127\.0\.0\.1:[0-9]*')
+metrics=${found%%$'\n'*}
 curl -fsS "http://$metrics/metrics"
