@@ -353,12 +353,31 @@ async fn a_reload_never_clears_a_trip() {
         .unwrap()
         .clone();
     assert_eq!(runaway["state"], "tripped", "{status}");
+    let sock = dir.path().join("admin.sock");
+    let (code, groups) = kalshi_riskd::http::admin::request(&sock, "GET", "/v1/groups")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        groups["strategies"]["runaway"][0]["id"], g,
+        "strategies are handed the group they left with: {groups}"
+    );
 
     // A reload that would leave no strategy is refused, naming why; nothing changes.
     for f in ["runaway.toml", "calm.toml"] {
         std::fs::remove_file(dir.path().join("policies").join(f)).unwrap();
     }
-    d.signal("-HUP");
+    let (code, body) = kalshi_riskd::http::admin::request(&sock, "POST", "/v1/reload")
+        .await
+        .unwrap();
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("holds no enabled policy"),
+        "{body}"
+    );
     let refused = d.until_audit("the refused reload", |v| v["event"] == "reload_failed");
     assert!(
         refused["reason"]
