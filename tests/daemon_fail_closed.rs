@@ -13,7 +13,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -455,19 +455,8 @@ async fn until_note(notes: &Notes, what: &str, after: usize) -> usize {
 async fn a_breach_during_a_slow_reload_trips_at_once_and_the_watchdog_keeps_its_rhythm() {
     let t = TestSim::start().await;
     let dir = setup(&t, &[("runaway.toml", RUNAWAY)], "");
-    let sock = dir.path().join("notify.sock");
-    let _ = std::fs::remove_file(&sock);
-    let notes = record_notifications(UnixDatagram::bind(&sock).unwrap());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("kalshi-riskd.toml"))
-        .env("NOTIFY_SOCKET", &sock)
-        .env("WATCHDOG_USEC", "2000000")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let d = Daemon::spawn(dir.path(), &[("WATCHDOG_USEC", "2000000")]);
+    let notes = record_notifications(d.notify.try_clone().unwrap());
     let log = || std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
     until_note(&notes, "READY=1", 0).await;
     let state: Value =
@@ -483,11 +472,7 @@ async fn a_breach_during_a_slow_reload_trips_at_once_and_the_watchdog_keeps_its_
         "exchange_indexes = [0, 1]\n[group]\ncontracts_limit = 70\n",
     )
     .unwrap();
-    let ok = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    d.signal("-HUP");
     let reloading = until_note(&notes, "RELOADING=1", 0).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let filled_at = Instant::now();
@@ -563,6 +548,5 @@ async fn a_breach_during_a_slow_reload_trips_at_once_and_the_watchdog_keeps_its_
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    assert_eq!(stop(d).await, Some(0));
 }
