@@ -743,6 +743,7 @@ fn sim_config(args: &SimArgs) -> Result<SimConfig, String> {
         latency_ms: args.latency.map_or(0, |d| d.as_millis() as u64),
         ws_silent: args.ws_silent,
         fix_silent: args.fix_silent,
+        ..Faults::default()
     };
     faults.validate()?;
     Ok(SimConfig {

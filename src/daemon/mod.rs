@@ -151,6 +151,10 @@ fn to_input(ev: StreamEvent) -> Option<Input> {
                 StreamHealth::Lossy(format!("{dropped} stream events dropped"))
             }
             Health::ServerError { .. } => return None,
+            Health::SubscriptionLost { channel, reason } => {
+                StreamHealth::Lossy(format!("the subscription to {channel} was lost: {reason}"))
+            }
+            Health::Lossy { reason } => StreamHealth::Lossy(reason),
         }),
     })
 }

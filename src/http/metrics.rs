@@ -53,6 +53,9 @@ struct Seen {
     resets: BTreeMap<(String, String), u64>,
     unmapped: u64,
     reconnects: u64,
+    subscriptions_lost: [u64; 3],
+    unknown: u64,
+    garbage: u64,
 }
 
 pub struct Metrics {
@@ -70,6 +73,10 @@ pub struct Metrics {
     resets_total: IntCounterVec,
     stream_connected: IntGauge,
     stream_reconnects_total: IntCounter,
+    stream_subscribed: IntGaugeVec,
+    stream_subscriptions_lost_total: IntCounterVec,
+    stream_unknown_messages_total: IntCounter,
+    stream_undecodable_messages_total: IntCounter,
     stream_last_message_age_seconds: Gauge,
     exchange_requests_total: IntCounterVec,
     exchange_request_duration_seconds: HistogramVec,
@@ -171,6 +178,28 @@ impl Metrics {
             stream_reconnects_total: reg!(IntCounter::with_opts(opts(
                 "stream_reconnects_total",
                 "User stream reconnections."
+            ))?),
+            stream_subscribed: reg!(IntGaugeVec::new(
+                opts(
+                    "stream_subscribed",
+                    "1 while the user stream holds a subscription to the channel."
+                ),
+                &["channel"]
+            )?),
+            stream_subscriptions_lost_total: reg!(IntCounterVec::new(
+                opts(
+                    "stream_subscriptions_lost_total",
+                    "Subscriptions the exchange ended (errors 10 and 25), refused, or no longer listed; each is restored and reconciled."
+                ),
+                &["channel"]
+            )?),
+            stream_unknown_messages_total: reg!(IntCounter::with_opts(opts(
+                "stream_unknown_messages_total",
+                "User stream messages of an unknown type or group event_type, ignored."
+            ))?),
+            stream_undecodable_messages_total: reg!(IntCounter::with_opts(opts(
+                "stream_undecodable_messages_total",
+                "User stream frames that could not be decoded."
             ))?),
             stream_last_message_age_seconds: reg!(Gauge::with_opts(opts(
                 "stream_last_message_age_seconds",
@@ -340,6 +369,24 @@ impl Metrics {
         self.stream_reconnects_total
             .inc_by(reconnects.saturating_sub(seen.reconnects));
         seen.reconnects = reconnects;
+        for (i, channel) in crate::kalshi::stream::CHANNELS.iter().enumerate() {
+            self.stream_subscribed
+                .with_label_values(&[*channel])
+                .set(i64::from(stream.subscribed[i].load(Relaxed)));
+            let lost = stream.subscriptions_lost[i].load(Relaxed);
+            self.stream_subscriptions_lost_total
+                .with_label_values(&[*channel])
+                .inc_by(lost.saturating_sub(seen.subscriptions_lost[i]));
+            seen.subscriptions_lost[i] = lost;
+        }
+        let unknown = stream.unknown.load(Relaxed);
+        self.stream_unknown_messages_total
+            .inc_by(unknown.saturating_sub(seen.unknown));
+        seen.unknown = unknown;
+        let garbage = stream.garbage.load(Relaxed);
+        self.stream_undecodable_messages_total
+            .inc_by(garbage.saturating_sub(seen.garbage));
+        seen.garbage = garbage;
         let last = stream.last_frame_ms.load(Relaxed);
         self.stream_last_message_age_seconds.set(if last == 0 {
             0.0

@@ -267,7 +267,9 @@ pub struct OrderGroupUpdateMsg {
     /// Only on `created` and `limit_updated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contracts_limit_fp: Option<String>,
-    pub ts_ms: i64,
+    /// Documented as required, but the exchange is known to leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts_ms: Option<i64>,
 }
 
 /// WebSocket error codes the exchange documents (`kalshi-api.md` §4.2).
@@ -279,5 +281,11 @@ pub mod ws_error {
     pub const UNKNOWN_COMMAND: u32 = 5;
     pub const UNKNOWN_SID: u32 = 7;
     pub const UNKNOWN_CHANNEL: u32 = 8;
+    pub const CHANNEL_ERROR: u32 = 10;
     pub const SUBSCRIPTION_BUFFER_OVERFLOW: u32 = 25;
+
+    /// Codes that end a subscription: the client must subscribe again.
+    pub fn is_terminal(code: u64) -> bool {
+        code == CHANNEL_ERROR as u64 || code == SUBSCRIPTION_BUFFER_OVERFLOW as u64
+    }
 }

@@ -56,7 +56,8 @@ pub struct GroupEvent {
     pub group_id: GroupId,
     /// On `created` and `limit_updated`.
     pub limit: Option<Contracts>,
-    pub ts_ms: i64,
+    /// Matching-engine time; the exchange sometimes leaves it out.
+    pub ts_ms: Option<i64>,
 }
 
 /// One server message.
@@ -75,6 +76,13 @@ pub enum Decoded {
         seq: u64,
         event: GroupEvent,
     },
+    /// An `order_group_updates` event of a type this client does not know: its `seq` still
+    /// counts, and it is reported, never fatal.
+    GroupOther {
+        sid: u64,
+        seq: u64,
+        event_type: String,
+    },
     Subscribed {
         id: u64,
         sid: u64,
@@ -84,13 +92,21 @@ pub enum Decoded {
         id: u64,
         sid: u64,
     },
-    /// A command reply (`ok`), e.g. to `list_subscriptions`.
+    /// A command reply (`ok`) other than a subscription list.
     Ok {
         id: u64,
     },
-    /// The server reports an error (`code`, `msg`); code 25 means data was lost.
+    /// The answer to `list_subscriptions`: `(channel, sid)` of each subscription the server
+    /// holds for this connection.
+    Subscriptions {
+        id: u64,
+        list: Vec<(String, u64)>,
+    },
+    /// The server reports an error (`code`, `msg`), about the subscription `sid` when it says
+    /// so. Codes 10 and 25 end that subscription (25: data was lost).
     Error {
         id: u64,
+        sid: Option<u64>,
         code: u64,
         msg: String,
     },
@@ -215,11 +231,11 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
                 "deleted" => GroupEventKind::Deleted,
                 "limit_updated" => GroupEventKind::LimitUpdated,
                 other => {
-                    return Err(field(
-                        "order_group_updates",
-                        "event_type",
-                        format!("unknown {other:?}"),
-                    ));
+                    return Ok(Decoded::GroupOther {
+                        sid,
+                        seq,
+                        event_type: other.chars().take(64).collect(),
+                    });
                 }
             };
             let limit = m
@@ -249,9 +265,24 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
                 .to_owned(),
         },
         "unsubscribed" => Decoded::Unsubscribed { id, sid },
-        "ok" => Decoded::Ok { id },
+        "ok" => match msg.as_array() {
+            Some(items) => Decoded::Subscriptions {
+                id,
+                list: items
+                    .iter()
+                    .filter_map(|i| {
+                        Some((
+                            i.get("channel")?.as_str()?.to_owned(),
+                            i.get("sid")?.as_u64()?,
+                        ))
+                    })
+                    .collect(),
+            },
+            None => Decoded::Ok { id },
+        },
         "error" => Decoded::Error {
             id,
+            sid: u64_of(&v, "sid"),
             code: u64_of(&msg, "code").unwrap_or(0),
             msg: msg
                 .get("msg")
@@ -300,7 +331,7 @@ mod tests {
                     kind: GroupEventKind::LimitUpdated,
                     group_id: GroupId::new("og"),
                     limit: Some(Contracts::from_whole(150)),
-                    ts_ms: 5
+                    ts_ms: Some(5)
                 }
             }
         );
@@ -316,8 +347,26 @@ mod tests {
             decode(r#"{"id":9,"type":"error","msg":{"code":25,"msg":"overflow"}}"#).unwrap(),
             Decoded::Error {
                 id: 9,
+                sid: None,
                 code: 25,
                 msg: "overflow".into()
+            }
+        );
+        assert_eq!(
+            decode(r#"{"id":0,"type":"error","sid":3,"msg":{"code":10,"msg":"Channel error"}}"#)
+                .unwrap(),
+            Decoded::Error {
+                id: 0,
+                sid: Some(3),
+                code: 10,
+                msg: "Channel error".into()
+            }
+        );
+        assert_eq!(
+            decode(r#"{"id":4,"type":"ok","msg":[{"channel":"fill","sid":3}]}"#).unwrap(),
+            Decoded::Subscriptions {
+                id: 4,
+                list: vec![("fill".into(), 3)]
             }
         );
         assert!(matches!(
@@ -338,9 +387,31 @@ mod tests {
             r#"{"type":"order_group_updates","sid":1,"msg":{"event_type":"created","order_group_id":"g","ts_ms":1}}"#,
             r#"{"type":"fill","msg":{"trade_id":"t","order_id":"o","market_ticker":"K","yes_price_dollars":"0.5","count_fp":"90000000000000000.00","ts_ms":1}}"#,
             r#"{"type":"fill","msg":{"trade_id":"t","order_id":"o","market_ticker":"K","yes_price_dollars":"7.5","count_fp":"3","ts_ms":1}}"#,
-            r#"{"type":"order_group_updates","sid":1,"seq":1,"msg":{"event_type":"exploded","order_group_id":"g","ts_ms":1}}"#,
         ] {
             assert!(decode(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn takes_group_events_in_the_loose_shapes_the_exchange_sends() {
+        // No ts_ms: still a triggered event.
+        let g = decode(r#"{"type":"order_group_updates","sid":1,"seq":2,"msg":{"event_type":"triggered","order_group_id":"g"}}"#).unwrap();
+        assert!(matches!(
+            g,
+            Decoded::Group {
+                seq: 2,
+                event: GroupEvent {
+                    kind: GroupEventKind::Triggered,
+                    ts_ms: None,
+                    ..
+                },
+                ..
+            }
+        ));
+        // An unknown event type is reported as such, with its seq, not refused.
+        assert_eq!(
+            decode(r#"{"type":"order_group_updates","sid":1,"seq":3,"msg":{"event_type":"exploded","order_group_id":"g","ts_ms":1}}"#).unwrap(),
+            Decoded::GroupOther { sid: 1, seq: 3, event_type: "exploded".into() }
+        );
     }
 }

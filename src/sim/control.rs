@@ -10,6 +10,7 @@
 //! | `POST /_sim/clock/advance`       | `{"ms":15000}`: windows expire as if time had passed   |
 //! | `GET`/`POST /_sim/faults`        | the fault set ([`super::Faults`]); POST replaces it    |
 //! | `POST /_sim/ws/drop`             | drop every WebSocket connection now                    |
+//! | `POST /_sim/ws/end_subscription` | `{"channel":"fill","code":25}`: end that channel's subscriptions with error 10 or 25 (`"silent":true`: with no error) |
 //! | `POST /_sim/ws/inject`           | `{"text":"…"}` or `{"binary_base64":"…"}`: send a raw frame to every WebSocket |
 //! | `POST /_sim/fix/drop`            | drop every FIX connection now (no Logout)              |
 //! | `GET /_sim/stats`                | request, rejection, WebSocket and FIX counters         |
@@ -165,6 +166,44 @@ async fn inject(State(st): State<Arc<SimState>>, bytes: Bytes) -> Response {
     axum::Json(json!({"sent_to": sent})).into_response()
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndBody {
+    channel: String,
+    #[serde(default)]
+    code: u32,
+    #[serde(default)]
+    silent: bool,
+}
+
+async fn end_subscription(State(st): State<Arc<SimState>>, bytes: Bytes) -> Response {
+    let b: EndBody = match parse(&bytes) {
+        Ok(b) => b,
+        Err(e) => return bad(e),
+    };
+    let Some(channel) = super::Channel::parse(&b.channel) else {
+        return bad(format!(
+            "channel: {:?} is not one the simulator serves",
+            b.channel
+        ));
+    };
+    if !b.silent && !crate::kalshi::wire::ws_error::is_terminal(b.code as u64) {
+        return bad(format!(
+            "code: {} is not a terminal channel error (10 or 25)",
+            b.code
+        ));
+    }
+    let sent = st
+        .ends
+        .send(super::SubscriptionEnd {
+            channel,
+            code: b.code,
+            silent: b.silent,
+        })
+        .unwrap_or(0);
+    axum::Json(json!({"sent_to": sent})).into_response()
+}
+
 async fn stats(State(st): State<Arc<SimState>>) -> Response {
     let s = &st.stats;
     axum::Json(json!({
@@ -194,6 +233,7 @@ pub(super) fn router(st: Arc<SimState>) -> Router {
         .route("/_sim/faults", get(get_faults).post(set_faults))
         .route("/_sim/ws/drop", post(drop_ws))
         .route("/_sim/ws/inject", post(inject))
+        .route("/_sim/ws/end_subscription", post(end_subscription))
         .route("/_sim/fix/drop", post(drop_fix))
         .route("/_sim/stats", get(stats))
         .with_state(st)

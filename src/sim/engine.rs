@@ -299,7 +299,7 @@ impl Engine {
             event_type: event_type.to_owned(),
             order_group_id: g.id.clone(),
             contracts_limit_fp: with_limit.then(|| g.limit.to_string()),
-            ts_ms: now_ms,
+            ts_ms: Some(now_ms),
         })
     }
 

@@ -26,6 +26,13 @@ pub struct Faults {
     /// Every FIX session goes silent: no heartbeats, no answers, messages read and ignored
     /// (sequence numbers still checked), connections left open.
     pub fix_silent: bool,
+    /// WebSocket `subscribe` commands naming these channels are answered with error 17 for
+    /// them (after the `subscribed` replies of the others), as a refused subscribe would be:
+    /// those channels stay unsubscribed.
+    pub ws_refuse_subscribe: Vec<String>,
+    /// `order_group_updates` in the loose shapes the exchange is known to send: `ts_ms` left
+    /// out, and an event of an unknown `event_type` after each real one.
+    pub ws_loose_group_events: bool,
 }
 
 impl Faults {

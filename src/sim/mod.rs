@@ -112,6 +112,16 @@ impl Channel {
     }
 }
 
+/// Every WebSocket's subscription to `channel` ends with error `code` (10 or 25, the
+/// exchange's terminal channel errors), as the exchange ends one.
+#[derive(Debug, Clone, Copy)]
+struct SubscriptionEnd {
+    channel: Channel,
+    code: u32,
+    /// End it without a word (no error message): only `list_subscriptions` shows it.
+    silent: bool,
+}
+
 /// One stream event, serialised once and fanned out to every subscribed WebSocket.
 #[derive(Debug)]
 struct Published {
@@ -171,6 +181,8 @@ pub struct SimState {
     drop_fix: Mutex<CancellationToken>,
     fix_sessions: fix::Sessions,
     inject: broadcast::Sender<Message>,
+    /// Subscriptions ended on demand (`/_sim/ws/end_subscription`).
+    ends: broadcast::Sender<SubscriptionEnd>,
     clock_offset_ms: AtomicI64,
     ping_interval: Duration,
     shutdown: CancellationToken,
@@ -187,6 +199,7 @@ impl SimState {
     fn new(cfg: &SimConfig, shutdown: CancellationToken) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (inject, _) = broadcast::channel(64);
+        let (ends, _) = broadcast::channel(64);
         let (silent, _) = watch::channel(cfg.faults.ws_silent);
         SimState {
             engine: Mutex::new(Engine::new(cfg.engine.clone())),
@@ -202,6 +215,7 @@ impl SimState {
             drop_fix: Mutex::new(shutdown.child_token()),
             fix_sessions: Default::default(),
             inject,
+            ends,
             clock_offset_ms: AtomicI64::new(0),
             ping_interval: cfg.ping_interval,
             shutdown,

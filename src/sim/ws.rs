@@ -6,8 +6,15 @@
 //! subscribing again to a channel returns the existing `sid`), `unsubscribe`, and
 //! `list_subscriptions`. The simulator serves the `fill`, `user_orders` and `order_group_updates`
 //! channels; other channel names get error 8. `order_group_updates` carries a per-`sid` `seq`
-//! starting at 1. The server pings every `ping_interval` with payload `heartbeat`. A reader that
-//! falls more than the event buffer behind gets error 25 (buffer overflow) and loses data.
+//! starting at 1. The server pings every `ping_interval` with payload `heartbeat`.
+//!
+//! Terminal channel errors, as the exchange sends them: a reader that falls more than the event
+//! buffer behind loses data, and each of its subscriptions ends with error 25 (buffer overflow)
+//! carrying that subscription's `sid`; `/_sim/ws/end_subscription` ends one channel's
+//! subscriptions with error 10 or 25 the same way. The connection and its pings stay up. The
+//! faults can also refuse a `subscribe` for some channels (error 17 for them, after the
+//! `subscribed` replies of the others) and send `order_group_updates` in loose shapes (no
+//! `ts_ms`, unknown `event_type`s).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -28,7 +35,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::rest::ApiError;
-use super::{Channel, Published, SimState};
+use super::{Channel, Published, SimState, SubscriptionEnd};
 use crate::kalshi::wire::ws_error;
 
 pub(super) const WS_PATH: &str = "/trade-api/ws/v2";
@@ -98,11 +105,21 @@ fn error_reply(id: u64, code: u32, msg: &str) -> String {
     json!({"id": id, "type": "error", "msg": {"code": code, "msg": msg}}).to_string()
 }
 
+/// The exchange's text for a terminal channel error.
+fn terminal_text(code: u32) -> &'static str {
+    if code == ws_error::SUBSCRIPTION_BUFFER_OVERFLOW {
+        "Subscription buffer overflow"
+    } else {
+        "Channel error"
+    }
+}
+
 impl Session {
     async fn run(mut self, st: &SimState, ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) {
         let (mut sink, mut stream) = ws.split();
         let mut events = st.events.subscribe();
         let mut inject = st.inject.subscribe();
+        let mut ends = st.ends.subscribe();
         let mut silent = st.silent.subscribe();
         let dropped = st.ws_drop_token();
         let mut ping = tokio::time::interval(st.ping_interval);
@@ -116,7 +133,8 @@ impl Session {
                 _ = silent.changed() => continue,
                 frame = stream.next(), if !quiet => match frame {
                     Some(Ok(Message::Text(text))) => {
-                        self.command(text.as_str()).into_iter().map(Message::text).collect()
+                        let refused = st.faults().ws_refuse_subscribe;
+                        self.command(text.as_str(), &refused).into_iter().map(Message::text).collect()
                     }
                     Some(Ok(Message::Binary(_))) => vec![Message::text(error_reply(
                         0, ws_error::UNABLE_TO_PROCESS, "Unable to process message"))],
@@ -129,20 +147,33 @@ impl Session {
                 },
                 ev = events.recv() => match ev {
                     Ok(ev) => {
-                        let msgs = self.render(&ev);
+                        let loose = st.faults().ws_loose_group_events;
+                        let msgs = self.render(&ev, loose);
                         // Read the flag again: it may have changed while this event waited.
                         if *silent.borrow() { continue }
                         msgs.into_iter().map(Message::text).collect()
                     }
                     Err(RecvError::Lagged(n)) => {
+                        // Data was lost: every subscription ends, as on the exchange.
                         tracing::warn!(lost = n, "simulated websocket reader fell behind");
-                        vec![Message::text(error_reply(
-                            0, ws_error::SUBSCRIPTION_BUFFER_OVERFLOW, "Subscription buffer overflow"))]
+                        let all: Vec<Channel> = self.subs.values().map(|s| s.channel).collect();
+                        all.into_iter()
+                            .flat_map(|c| self.end(c, ws_error::SUBSCRIPTION_BUFFER_OVERFLOW))
+                            .map(Message::text)
+                            .collect()
                     }
                     Err(RecvError::Closed) => return,
                 },
                 m = inject.recv() => match m {
                     Ok(m) => vec![m],
+                    Err(_) => continue,
+                },
+                e = ends.recv() => match e {
+                    Ok(SubscriptionEnd { channel, code, silent }) => {
+                        let errors = self.end(channel, code);
+                        if silent { continue }
+                        errors.into_iter().map(Message::text).collect()
+                    }
                     Err(_) => continue,
                 },
                 _ = ping.tick(), if !quiet => {
@@ -163,8 +194,28 @@ impl Session {
         }
     }
 
+    /// Ends this connection's subscriptions to `channel` with the terminal error `code`; the
+    /// error names each one's `sid`.
+    fn end(&mut self, channel: Channel, code: u32) -> Vec<String> {
+        let sids: Vec<u64> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.channel == channel)
+            .map(|(sid, _)| *sid)
+            .collect();
+        sids.into_iter()
+            .map(|sid| {
+                self.subs.remove(&sid);
+                json!({"id": 0, "type": "error", "sid": sid,
+                       "msg": {"code": code, "msg": terminal_text(code)}})
+                .to_string()
+            })
+            .collect()
+    }
+
     /// The data messages one event becomes on this connection (one per matching subscription).
-    fn render(&mut self, ev: &Published) -> Vec<String> {
+    /// `loose`: group events without `ts_ms`, each followed by one of an unknown `event_type`.
+    fn render(&mut self, ev: &Published, loose: bool) -> Vec<String> {
         let mut out = Vec::new();
         for (sid, sub) in self.subs.iter_mut() {
             if sub.channel != ev.channel {
@@ -178,6 +229,20 @@ impl Session {
             let ty = ev.channel.message_type();
             if ev.channel == Channel::OrderGroupUpdates {
                 sub.seq += 1;
+                if loose && let Ok(Value::Object(mut msg)) = serde_json::from_str(&ev.msg_json) {
+                    msg.remove("ts_ms");
+                    let group = msg.get("order_group_id").cloned().unwrap_or(Value::Null);
+                    out.push(
+                        json!({"type": ty, "sid": sid, "seq": sub.seq, "msg": msg}).to_string(),
+                    );
+                    sub.seq += 1;
+                    out.push(
+                        json!({"type": ty, "sid": sid, "seq": sub.seq,
+                               "msg": {"event_type": "paused", "order_group_id": group}})
+                        .to_string(),
+                    );
+                    continue;
+                }
                 out.push(format!(
                     r#"{{"type":"{ty}","sid":{sid},"seq":{},"msg":{}}}"#,
                     sub.seq, ev.msg_json
@@ -192,8 +257,9 @@ impl Session {
         out
     }
 
-    /// Handles one client command, returning the replies.
-    fn command(&mut self, text: &str) -> Vec<String> {
+    /// Handles one client command, returning the replies. `refused`: channels a `subscribe`
+    /// is refused for (a fault).
+    fn command(&mut self, text: &str, refused: &[String]) -> Vec<String> {
         let Ok(Value::Object(cmd)) = serde_json::from_str::<Value>(text) else {
             return vec![error_reply(
                 0,
@@ -204,7 +270,7 @@ impl Session {
         let id = cmd.get("id").and_then(Value::as_u64).unwrap_or(0);
         let params = cmd.get("params").and_then(Value::as_object);
         match cmd.get("cmd").and_then(Value::as_str) {
-            Some("subscribe") => self.subscribe(id, params),
+            Some("subscribe") => self.subscribe(id, params, refused),
             Some("unsubscribe") => self.unsubscribe(id, params),
             Some("list_subscriptions") => {
                 let list: Vec<Value> = self
@@ -226,6 +292,7 @@ impl Session {
         &mut self,
         id: u64,
         params: Option<&serde_json::Map<String, Value>>,
+        refused: &[String],
     ) -> Vec<String> {
         let Some(params) = params else {
             return vec![error_reply(
@@ -274,7 +341,12 @@ impl Session {
                 .insert(t.to_owned());
         }
         let mut replies = Vec::new();
+        let mut refusals = Vec::new();
         for channel in channels {
+            if refused.iter().any(|r| r == channel.name()) {
+                refusals.push(error_reply(id, 17, "Internal error"));
+                continue;
+            }
             let existing = self
                 .subs
                 .iter()
@@ -303,6 +375,7 @@ impl Session {
                     .to_string(),
             );
         }
+        replies.extend(refusals);
         replies
     }
 
