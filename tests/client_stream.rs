@@ -256,3 +256,173 @@ async fn the_client_answers_the_servers_pings() {
     .expect("pongs reach the server");
     stop.cancel();
 }
+
+/// The next fill, skipping everything else.
+async fn next_fill(rx: &mut Receiver<StreamEvent>) -> kalshi_riskd::kalshi::ws::Fill {
+    match until(rx, |e| matches!(e, StreamEvent::Fill(_))).await {
+        StreamEvent::Fill(f) => f,
+        _ => unreachable!(),
+    }
+}
+
+fn lost(channel: &'static str) -> impl Fn(&StreamEvent) -> bool {
+    move |e| matches!(e, StreamEvent::Health(Health::SubscriptionLost { channel: c, .. }) if *c == channel)
+}
+
+#[tokio::test]
+async fn a_subscription_the_exchange_ends_is_restored_and_fills_keep_coming() {
+    let t = TestSim::start().await;
+    let stop = CancellationToken::new();
+    let (mut rx, counters, task) = stream::spawn(config(&t), t.signer.clone(), stop.clone());
+    until(&mut rx, is(Health::Connected)).await;
+    for code in [25, 10] {
+        let (status, body) = t
+            .control(
+                "POST",
+                "/ws/end_subscription",
+                Some(json!({"channel": "fill", "code": code})),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+        let StreamEvent::Health(Health::SubscriptionLost { reason, .. }) =
+            until(&mut rx, lost("fill")).await
+        else {
+            unreachable!()
+        };
+        assert!(reason.contains(&format!("error {code}")), "{reason}");
+        // Restored at once on the same connection: Connected again, and fills flow.
+        until(&mut rx, is(Health::Connected)).await;
+        t.order(None, "2").await;
+        assert_eq!(next_fill(&mut rx).await.count, Contracts::from_whole(2));
+    }
+    assert_eq!(counters.subscriptions_lost[0].load(Ordering::Relaxed), 2);
+    assert_eq!(
+        counters.reconnects.load(Ordering::Relaxed),
+        0,
+        "no reconnect was needed"
+    );
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_subscription_lost_without_a_word_is_found_by_listing() {
+    let t = TestSim::start().await;
+    let stop = CancellationToken::new();
+    let mut cfg = config(&t);
+    cfg.list_every = Duration::from_millis(100);
+    let (mut rx, _counters, task) = stream::spawn(cfg, t.signer.clone(), stop.clone());
+    until(&mut rx, is(Health::Connected)).await;
+    let (status, body) = t
+        .control(
+            "POST",
+            "/ws/end_subscription",
+            Some(json!({"channel": "order_group_updates", "silent": true})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let StreamEvent::Health(Health::SubscriptionLost { reason, .. }) =
+        until(&mut rx, lost("order_group_updates")).await
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("list_subscriptions"), "{reason}");
+    until(&mut rx, is(Health::Connected)).await;
+    let g = t.create_group(5, 0).await;
+    let ev = until(&mut rx, |e| matches!(e, StreamEvent::Group(_))).await;
+    let StreamEvent::Group(created) = ev else {
+        unreachable!()
+    };
+    assert_eq!(created.group_id.as_str(), g);
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_subscribe_is_retried_and_counts_as_blind_until_restored() {
+    let t = TestSim::start().await;
+    t.set_faults(json!({"ws_refuse_subscribe": ["fill"]})).await;
+    let stop = CancellationToken::new();
+    let (mut rx, counters, task) = stream::spawn(config(&t), t.signer.clone(), stop.clone());
+    let StreamEvent::Health(Health::SubscriptionLost { reason, .. }) =
+        until(&mut rx, lost("fill")).await
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("subscribe refused"), "{reason}");
+    assert!(!counters.connected.load(Ordering::Relaxed));
+    // Not restored within blind_after: blind, and the connection is rebuilt.
+    until(&mut rx, |e| {
+        matches!(e, StreamEvent::Health(Health::Blind { .. }))
+    })
+    .await;
+    t.set_faults(json!({})).await;
+    until(&mut rx, is(Health::Connected)).await;
+    assert!(
+        counters
+            .subscribed
+            .iter()
+            .all(|s| s.load(Ordering::Relaxed))
+    );
+    t.order(None, "3").await;
+    assert_eq!(next_fill(&mut rx).await.count, Contracts::from_whole(3));
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn loose_group_events_are_taken_and_unknown_ones_counted_not_fatal() {
+    let t = TestSim::start().await;
+    t.set_faults(json!({"ws_loose_group_events": true})).await;
+    let stop = CancellationToken::new();
+    let (mut rx, counters, task) = stream::spawn(config(&t), t.signer.clone(), stop.clone());
+    until(&mut rx, is(Health::Connected)).await;
+    let g = t.create_group(5, 0).await;
+    t.call(
+        "PUT",
+        &format!("/trade-api/v2/portfolio/order_groups/{g}/trigger"),
+        None,
+    )
+    .await;
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        match next(&mut rx).await {
+            StreamEvent::Group(e) => {
+                assert_eq!(e.ts_ms, None, "sent without ts_ms");
+                kinds.push(e.kind);
+            }
+            StreamEvent::Health(h) => panic!("no health event expected: {h:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(kinds, [GroupEventKind::Created, GroupEventKind::Triggered]);
+    assert!(counters.unknown.load(Ordering::Relaxed) >= 1);
+    assert_eq!(
+        counters.gaps.load(Ordering::Relaxed),
+        0,
+        "unknown events keep seq"
+    );
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_undecodable_group_message_asks_for_a_reconcile() {
+    let t = TestSim::start().await;
+    let stop = CancellationToken::new();
+    let (mut rx, _counters, task) = stream::spawn(config(&t), t.signer.clone(), stop.clone());
+    until(&mut rx, is(Health::Connected)).await;
+    t.control(
+        "POST",
+        "/ws/inject",
+        Some(json!({"text": r#"{"type":"order_group_updates","sid":3,"seq":1,"msg":{"event_type":7}}"#})),
+    )
+    .await;
+    let ev = until(&mut rx, |e| {
+        matches!(e, StreamEvent::Health(Health::Lossy { .. }))
+    })
+    .await;
+    assert!(format!("{ev:?}").contains("order_group_updates"), "{ev:?}");
+    stop.cancel();
+    task.await.unwrap();
+}

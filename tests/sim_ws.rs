@@ -309,3 +309,76 @@ async fn garbage_frames_can_be_injected() {
         other => panic!("expected a binary frame, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn the_exchange_ends_a_subscription_with_a_terminal_error_naming_its_sid() {
+    let t = TestSim::start().await;
+    let mut ws = t.ws().await;
+    let sids = ws.subscribe(1, &["fill", "user_orders"]).await;
+    let mut fill_sid = sids[0];
+    for (id, code, text) in [
+        (2, 25, "Subscription buffer overflow"),
+        (3, 10, "Channel error"),
+    ] {
+        let (status, body) = t
+            .control(
+                "POST",
+                "/ws/end_subscription",
+                Some(json!({"channel": "fill", "code": code})),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+        let err = ws.next_of("error").await;
+        assert_eq!(
+            err,
+            json!({"id": 0, "type": "error", "sid": fill_sid, "msg": {"code": code, "msg": text}})
+        );
+        if id == 2 {
+            // Subscribing again gives a new sid.
+            let again = ws.subscribe(id, &["fill"]).await[0];
+            assert_ne!(again, fill_sid);
+            fill_sid = again;
+        }
+    }
+    // The connection stays; the subscription is gone; user_orders is untouched.
+    ws.send(json!({"id": 4, "cmd": "list_subscriptions"})).await;
+    let v = ws.next_of("ok").await;
+    assert_eq!(
+        v["msg"],
+        json!([{"channel": "user_orders", "sid": sids[1]}]),
+        "{v}"
+    );
+    // Fills no longer arrive on this connection.
+    t.order(None, "1").await;
+    let next = ws.next_of("user_order").await;
+    assert_eq!(next["sid"], sids[1]);
+    // Bad requests are refused with the reason.
+    let (status, _) = t
+        .control(
+            "POST",
+            "/ws/end_subscription",
+            Some(json!({"channel": "fill", "code": 7})),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_refused_subscribe_leaves_its_channels_unsubscribed() {
+    let t = TestSim::start().await;
+    t.set_faults(json!({"ws_refuse_subscribe": ["fill"]})).await;
+    let mut ws = t.ws().await;
+    ws.send(json!({"id": 1, "cmd": "subscribe", "params": {"channels": ["fill", "user_orders"]}}))
+        .await;
+    let ok = ws.json().await;
+    assert_eq!(
+        (ok["type"].as_str(), ok["msg"]["channel"].as_str()),
+        (Some("subscribed"), Some("user_orders"))
+    );
+    let err = ws.json().await;
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["id"], 1);
+    assert_eq!(err["msg"]["code"], 17);
+    ws.send(json!({"id": 2, "cmd": "list_subscriptions"})).await;
+    assert_eq!(ws.next_of("ok").await["msg"].as_array().unwrap().len(), 1);
+}

@@ -1,0 +1,157 @@
+//! The real `kalshi-riskd run` against the simulator at the stream's edges: a subscription the
+//! exchange ends is noticed, restored and reconciled (and a breach after it still trips); one
+//! that cannot be restored within `blind_after` is blind, and a fail-closed strategy trips;
+//! loose group events from the exchange still trip a strategy.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::TestSim;
+use support::daemon::{group_of, setup, start, stop};
+use tokio::time::Instant;
+
+const RUNAWAY: &str = "[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 20\n";
+
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// The value of one sample line (`name{labels} value`) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+async fn end_subscription(t: &TestSim, channel: &str, code: u32) {
+    let (status, body) = t
+        .control(
+            "POST",
+            "/ws/end_subscription",
+            Some(json!({"channel": channel, "code": code})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_exchange_ends_is_restored_and_a_breach_after_it_trips() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY)], "");
+    let d = start(dir.path()).await;
+    let addr = d.metrics_addr();
+    let g = group_of(&d.state(), "runaway");
+    end_subscription(&t, "fill", 25).await;
+    let lossy = d.until_audit("the lost subscription", |v| v["event"] == "stream_lossy");
+    assert!(
+        lossy["reason"]
+            .as_str()
+            .unwrap()
+            .contains("subscription to fill was lost: ended by the exchange: error 25"),
+        "{lossy}"
+    );
+    // Restored: the metric counts the loss, the channel is subscribed again.
+    let deadline = Instant::now() + support::PATIENCE;
+    loop {
+        let scrape = get(&addr, "/metrics").await.1;
+        let lost = sample(
+            &scrape,
+            r#"kalshi_riskd_stream_subscriptions_lost_total{channel="fill"}"#,
+        );
+        let up = sample(&scrape, r#"kalshi_riskd_stream_subscribed{channel="fill"}"#);
+        if lost == Some(1.0) && up == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{scrape}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Fills reach the daemon again: a breach trips.
+    t.order(Some(&g), "21").await;
+    d.until_state("tripped", |s| {
+        s["strategies"]["runaway"]["state"] == "tripped"
+    });
+    assert_eq!(stop(d).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_cannot_be_restored_is_blind_and_a_fail_closed_strategy_trips() {
+    let t = TestSim::start().await;
+    let closed = "[group]\ncontracts_limit = 100\n[blind]\naction = \"trigger\"\n";
+    let dir = setup(
+        &t,
+        &[("closed.toml", closed)],
+        "\n[stream]\nblind_after = \"1s\"\n",
+    );
+    let d = start(dir.path()).await;
+    let addr = d.metrics_addr();
+    // The exchange ends the fill subscription and refuses it back, while the connection and
+    // its pings stay healthy.
+    t.set_faults(json!({"ws_refuse_subscribe": ["fill"]})).await;
+    end_subscription(&t, "fill", 10).await;
+    let deadline = Instant::now() + support::PATIENCE;
+    while get(&addr, "/readyz").await.0 != 503 {
+        assert!(Instant::now() < deadline, "still ready without fills");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let state = d.until_state("blind-tripped", |s| {
+        s["strategies"]["closed"]["state"] == "tripped"
+    });
+    assert_eq!(state["strategies"]["closed"]["trip"]["reason"], "blind");
+    assert_eq!(
+        t.group_state(&group_of(&state, "closed")).await["triggered"],
+        true
+    );
+    t.set_faults(json!({})).await;
+    let deadline = Instant::now() + support::PATIENCE;
+    while get(&addr, "/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stop(d).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loose_group_events_from_the_exchange_still_trip_a_strategy() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY)], "");
+    let d = start(dir.path()).await;
+    let addr = d.metrics_addr();
+    let g = group_of(&d.state(), "runaway");
+    t.set_faults(json!({"ws_loose_group_events": true})).await;
+    // Someone else triggers the group: the event comes without ts_ms, followed by an event
+    // type the daemon does not know.
+    t.call(
+        "PUT",
+        &format!("/trade-api/v2/portfolio/order_groups/{g}/trigger"),
+        None,
+    )
+    .await;
+    let state = d.until_state("tripped by the exchange", |s| {
+        s["strategies"]["runaway"]["state"] == "tripped"
+    });
+    assert_eq!(state["strategies"]["runaway"]["trip"]["reason"], "exchange");
+    let deadline = Instant::now() + support::PATIENCE;
+    loop {
+        let scrape = get(&addr, "/metrics").await.1;
+        if sample(&scrape, "kalshi_riskd_stream_unknown_messages_total") >= Some(1.0) {
+            assert_eq!(
+                sample(&scrape, "kalshi_riskd_stream_connected"),
+                Some(1.0),
+                "an unknown event is not fatal to the session"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{scrape}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !d.audit().iter().any(|v| v["event"] == "stream_lossy"),
+        "no gap: unknown events keep their seq"
+    );
+    t.set_faults(json!({})).await;
+    assert_eq!(stop(d).await, Some(0));
+}
