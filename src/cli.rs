@@ -348,6 +348,13 @@ pub fn status_table(body: &serde_json::Value) -> String {
         "stream: {}",
         if body["blind"] == true { "BLIND" } else { "ok" }
     );
+    if body["durable"]["failing"] == true {
+        let _ = writeln!(
+            out,
+            "durable writes: FAILING, retrying ({})",
+            body["durable"]["last_error"].as_str().unwrap_or("?")
+        );
+    }
     let _ = writeln!(
         out,
         "{:<20} {:<8} {:<8} {:<8} {:<46} LAST TRIP",

@@ -550,3 +550,98 @@ async fn a_breach_during_a_slow_reload_trips_at_once_and_the_watchdog_keeps_its_
     }
     assert_eq!(stop(d).await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_write_that_fails_is_retried_shown_and_never_dropped() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY), ("calm.toml", CALM)], "");
+    let d = start(dir.path()).await;
+    let addr = d.metrics_addr();
+    let g = group_of(&d.state(), "runaway");
+    // The state file's temp name is taken by a directory: every state write fails (as on a
+    // full or read-only disk), whoever runs the test.
+    let blocker = dir.path().join("state/state.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    t.order(Some(&g), "21").await;
+    d.signal("-USR1");
+    let deadline = Instant::now() + PATIENCE;
+    let readyz = loop {
+        let resp = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+        let (code, text) = (resp.status().as_u16(), resp.text().await.unwrap());
+        if code == 503 && text.contains("durable writes are failing") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never said so: {code} {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(readyz.contains("state.json"), "{readyz}");
+    // The Trigger did not wait for the disk; the audit log still takes the decisions.
+    let deadline = Instant::now() + PATIENCE;
+    while t.group_state(&g).await["triggered"] != true {
+        assert!(Instant::now() < deadline, "never triggered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.until_audit("the trip", |v| v["event"] == "trip");
+    let on_disk = d.state();
+    assert_eq!(
+        on_disk["strategies"]["runaway"]["state"], "active",
+        "not yet written"
+    );
+    let (code, out, _) = cli(dir.path(), &["status"]);
+    assert!(out.contains("durable writes: FAILING"), "{code:?} {out}");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let scrape = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |series: &str| {
+            scrape
+                .lines()
+                .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        if value("kalshi_riskd_state_write_failing") == Some(1.0)
+            && value(r#"kalshi_riskd_state_write_failures_total{file="state.json"}"#)
+                .is_some_and(|n| n >= 1.0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics never said so:\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The disk recovers: the trip and the kill latch reach state.json without anything else
+    // happening, and survive a kill -9.
+    std::fs::remove_dir(&blocker).unwrap();
+    d.until_state("the trip and the latch written", |s| {
+        s["strategies"]["runaway"]["state"] == "tripped" && s["kill"].is_object()
+    });
+    let deadline = Instant::now() + PATIENCE;
+    while reqwest::get(format!("http://{addr}/readyz"))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.crash();
+    let d = start(dir.path()).await;
+    let state = d.state();
+    assert_eq!(
+        state["strategies"]["runaway"]["state"], "tripped",
+        "{state}"
+    );
+    assert!(state["kill"].is_object(), "{state}");
+    assert_eq!(stop(d).await, Some(0));
+}

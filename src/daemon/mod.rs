@@ -22,6 +22,7 @@
 pub mod groups;
 pub mod intents;
 pub mod store;
+pub mod writer;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use crate::risk::engine::{
 use groups::Prepared;
 use intents::IntentLog;
 use store::{StateFile, Store, StoreError};
+use writer::{WriteHealth, WriteJob};
 
 /// How long a stop waits for in-flight Triggers.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -77,6 +79,11 @@ pub enum DaemonError {
     Admin(crate::http::admin::AdminError),
     #[error("FIX control channel: {0}")]
     Fix(String),
+    #[error(
+        "stop: durable writes kept failing for {flush:?}; state.json may be behind, and the next start treats this stop as unclean (last error: {0})",
+        flush = writer::STOP_FLUSH
+    )]
+    Unflushed(String),
 }
 
 /// Set by SIGUSR1 from the moment the process starts (registered before the runtime exists),
@@ -92,16 +99,6 @@ fn notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!(error = %e, "sd_notify failed");
     }
-}
-
-/// What the writer thread does with one batch.
-struct WriteJob {
-    decisions: Vec<crate::risk::engine::Decision>,
-    state: Option<StateFile>,
-    /// Create intents to close once `state` is durable (it names their groups).
-    close_intents: Vec<u64>,
-    /// Told once this job, and so every job before it, is durable.
-    done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The price paid per contract: the YES price for YES, one dollar less it for NO, the larger
@@ -183,6 +180,7 @@ struct Shell {
     tracker: TaskTracker,
     stop: CancellationToken,
     intents: Arc<IntentLog>,
+    writes: Arc<WriteHealth>,
     reload: Option<ReloadInFlight>,
     reload_done: mpsc::UnboundedSender<Result<Prepared, String>>,
     /// Create intents to close with the next state write.
@@ -669,6 +667,10 @@ impl Shell {
         json!({
             "kill": self.engine.kill(),
             "blind": self.engine.is_blind(),
+            "durable": {
+                "failing": self.writes.is_failing(),
+                "last_error": self.writes.last_error(),
+            },
             "control": control,
             "strategies": strategies,
         })
@@ -762,9 +764,11 @@ pub async fn run(
     };
     let rest = RestClient::new(&rest_cfg, signer.clone())?.with_observer(observer.clone());
     // The listener comes up first: a port problem fails the start at once.
+    let write_health = Arc::new(WriteHealth::default());
     let health = Arc::new(HealthState {
         metrics: metrics.clone(),
         ready: AtomicBool::new(false),
+        writes: write_health.clone(),
     });
     let http_stop = CancellationToken::new();
     let (http_addr, http_task) =
@@ -776,7 +780,7 @@ pub async fn run(
             })?;
     tracing::info!(addr = %http_addr, "metrics listening (/metrics, /healthz, /readyz)");
 
-    let mut store = Store::open(&d.state_dir)?;
+    let store = Store::open(&d.state_dir)?;
     let previous = store.load()?;
     let clean = previous.as_ref().is_none_or(|s| s.clean_stop);
     if !clean {
@@ -833,33 +837,7 @@ pub async fn run(
     // state.json now names every group created: their intents are done.
     intents.close(&prepared.settled_intents)?;
 
-    let (writer_tx, writer_rx) = std::sync::mpsc::channel::<WriteJob>();
-    let writer_intents = intents.clone();
-    let writer = std::thread::Builder::new()
-        .name("state-writer".into())
-        .spawn(move || {
-            for job in writer_rx {
-                if let Err(e) = store.audit(&job.decisions) {
-                    tracing::error!(error = %e, "cannot append to the audit log");
-                }
-                if let Some(state) = job.state {
-                    match store.save(&state) {
-                        Err(e) => tracing::error!(error = %e, "cannot write state.json"),
-                        // Only once state.json names their groups; a failed close leaves
-                        // them open, and settling them again finds the groups recorded.
-                        Ok(()) => {
-                            if let Err(e) = writer_intents.close(&job.close_intents) {
-                                tracing::error!(error = %e, "cannot close create intents");
-                            }
-                        }
-                    }
-                }
-                if let Some(done) = job.done {
-                    let _ = done.send(());
-                }
-            }
-            store
-        })
+    let (writer_tx, writer) = writer::spawn(store, intents.clone(), write_health.clone())
         .map_err(DaemonError::Signals)?;
 
     let stop = CancellationToken::new();
@@ -882,6 +860,7 @@ pub async fn run(
         tracker: TaskTracker::new(),
         stop: stop.clone(),
         intents,
+        writes: write_health.clone(),
         reload: None,
         reload_done: reload_tx,
         close_after_save: Vec::new(),
@@ -948,6 +927,7 @@ pub async fn run(
         shell.handle(Input::Stream(StreamHealth::Blind));
     }
     metrics.refresh(&mut shell.engine, &counters, now_ms());
+    metrics.refresh_writes(&write_health);
     let fix_up = || control.fix_session().is_none_or(FixSession::is_logged_on);
     health
         .ready
@@ -998,6 +978,7 @@ pub async fn run(
                 shell.handle(Input::Tick);
                 let now = now_ms();
                 metrics.refresh(&mut shell.engine, &counters, now);
+                metrics.refresh_writes(&write_health);
                 health.ready.store(counters.connected.load(Ordering::Relaxed) && fix_up(), Ordering::Relaxed);
                 // The watchdog is fed only while this loop makes progress.
                 if let Some(every) = watchdog && last_watchdog.elapsed() >= every / 2 {
@@ -1036,11 +1017,14 @@ pub async fn run(
     let Shell {
         writer: writer_tx, ..
     } = shell;
+    let _ = writer_tx.send(WriteJob {
+        state: Some(final_state),
+        ..WriteJob::default()
+    });
     drop(writer_tx);
-    let store = writer
+    let (_store, written) = writer
         .join()
         .map_err(|_| DaemonError::Signals(std::io::Error::other("state writer panicked")))?;
-    store.save(&final_state)?;
     http_stop.cancel();
     let _ = http_task.await;
     admin_stop.cancel();
@@ -1052,6 +1036,11 @@ pub async fn run(
     fix_stop.cancel();
     if let Some(t) = fix_task {
         let _ = t.await;
+    }
+    if !written {
+        return Err(DaemonError::Unflushed(
+            write_health.last_error().unwrap_or_default(),
+        ));
     }
     tracing::info!("stopped cleanly");
     Ok(())

@@ -130,7 +130,17 @@ impl Store {
             })?;
             buf.push(b'\n');
         }
-        self.audit.write_all(&buf).map_err(io(&path))?;
-        self.audit.sync_data().map_err(io(&path))
+        // A failed append (a full disk) may leave part of a line: cut it off, so the retry
+        // appends whole lines after whole lines.
+        let before = self.audit.metadata().map(|m| m.len()).map_err(io(&path))?;
+        let written = self
+            .audit
+            .write_all(&buf)
+            .and_then(|()| self.audit.sync_data());
+        if let Err(e) = written {
+            let _ = self.audit.set_len(before);
+            return Err(io(&path)(e));
+        }
+        Ok(())
     }
 }

@@ -53,6 +53,7 @@ struct Seen {
     resets: BTreeMap<(String, String), u64>,
     unmapped: u64,
     reconnects: u64,
+    write_failures: [u64; 2],
     subscriptions_lost: [u64; 3],
     unknown: u64,
     garbage: u64,
@@ -73,6 +74,8 @@ pub struct Metrics {
     resets_total: IntCounterVec,
     stream_connected: IntGauge,
     stream_reconnects_total: IntCounter,
+    state_write_failures_total: IntCounterVec,
+    state_write_failing: IntGauge,
     stream_subscribed: IntGaugeVec,
     stream_subscriptions_lost_total: IntCounterVec,
     stream_unknown_messages_total: IntCounter,
@@ -179,6 +182,17 @@ impl Metrics {
                 "stream_reconnects_total",
                 "User stream reconnections."
             ))?),
+            state_write_failures_total: reg!(IntCounterVec::new(
+                opts(
+                    "state_write_failures_total",
+                    "Failed attempts to write state.json or append to audit.jsonl; each is retried until it succeeds."
+                ),
+                &["file"]
+            )?),
+            state_write_failing: reg!(IntGauge::with_opts(opts(
+                "state_write_failing",
+                "1 while durable writes are failing and being retried."
+            ))?),
             stream_subscribed: reg!(IntGaugeVec::new(
                 opts(
                     "stream_subscribed",
@@ -278,6 +292,25 @@ impl Metrics {
         self.policy_reloads_total
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
+    }
+
+    /// Copies the durable writer's health into the registry.
+    pub fn refresh_writes(&self, w: &crate::daemon::writer::WriteHealth) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, (file, n)) in [
+            ("state.json", w.state_failures.load(Relaxed)),
+            ("audit.jsonl", w.audit_failures.load(Relaxed)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            self.state_write_failures_total
+                .with_label_values(&[file])
+                .inc_by(n.saturating_sub(seen.write_failures[i]));
+            seen.write_failures[i] = n;
+        }
+        self.state_write_failing.set(i64::from(w.is_failing()));
     }
 
     /// Copies the risk core's and the stream's state into the registry.

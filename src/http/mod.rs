@@ -1,6 +1,6 @@
 //! The metrics and health listener (TCP, DESIGN.md §8): `GET /metrics` (Prometheus text),
-//! `/healthz` (the process is alive) and `/readyz` (the stream is connected and groups are
-//! reconciled: 200, else 503).
+//! `/healthz` (the process is alive) and `/readyz` (the stream is connected, groups are
+//! reconciled and durable writes succeed: 200, else 503 with the reason).
 
 pub mod admin;
 pub mod metrics;
@@ -24,6 +24,8 @@ pub struct HealthState {
     /// Set by the daemon once groups are reconciled and the stream subscribed; cleared while
     /// the stream is down.
     pub ready: AtomicBool,
+    /// Whether `state.json` and `audit.jsonl` writes are succeeding.
+    pub writes: Arc<crate::daemon::writer::WriteHealth>,
 }
 
 async fn metrics(State(s): State<Arc<HealthState>>) -> impl IntoResponse {
@@ -41,12 +43,18 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<Arc<HealthState>>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+    if s.writes.is_failing() {
+        let why = s.writes.last_error().unwrap_or_default();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: durable writes are failing and being retried: {why}\n"),
+        )
+    } else if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the user stream is not connected or groups are not reconciled\n",
+            "not ready: the user stream is not connected or groups are not reconciled\n".to_owned(),
         )
     }
 }
