@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::daemon::{group_of, run_config, setup, start, stop};
+use support::daemon::{group_of, run_config, setup, start, stop, use_fix};
 use support::{PATIENCE, TestSim};
 
 const RUNAWAY: &str = "[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 20\n";
@@ -760,19 +760,6 @@ async fn a_limit_lowered_below_the_groups_volume_is_not_sent_at_once() {
     assert_eq!(stop(d).await, Some(0));
 }
 
-/// Switches a config made by [`setup`] to group actions over FIX at `fix_addr`.
-fn use_fix(dir: &Path, fix_addr: &str) {
-    let path = dir.join("kalshi-riskd.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let anchor = "write_budget_per_s = 100\n";
-    assert!(text.contains(anchor));
-    let text = text.replace(
-        anchor,
-        &format!("{anchor}control = \"fix\"\nfix_addr = \"{fix_addr}\"\n"),
-    );
-    std::fs::write(path, text).unwrap();
-}
-
 async fn sim_stat(t: &TestSim, key: &str) -> u64 {
     t.control("GET", "/stats", None).await.1[key]
         .as_u64()
@@ -845,25 +832,4 @@ async fn over_fix_groups_breach_trip_kill_reset_and_reconnect() {
     // A clean stop logs the session out.
     assert_eq!(stop(d).await, Some(0));
     assert_eq!(t.sim.state().fix_sessions(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fix_channel_that_cannot_log_on_fails_the_start_with_the_reason() {
-    let t = TestSim::start().await;
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let fix_addr = format!("tcp://{}", free.local_addr().unwrap());
-    drop(free);
-    let dir = setup(&t, &[("calm.toml", CALM)], "");
-    use_fix(dir.path(), &fix_addr);
-    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("kalshi-riskd.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("FIX control channel: no logon to") && err.contains("connect failed"),
-        "{err}"
-    );
 }

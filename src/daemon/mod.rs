@@ -53,8 +53,9 @@ use writer::{WriteHealth, WriteJob};
 /// How long a stop waits for in-flight Triggers.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(250);
-/// How long a start waits for the FIX session's logon before giving up.
-const FIX_LOGON_WAIT: Duration = Duration::from_secs(15);
+/// How long a start waits for the FIX session's logon before it goes on over REST (the session
+/// keeps logging on in the background).
+const FIX_LOGON_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -473,9 +474,8 @@ impl Shell {
                 );
                 for (strategy, gs) in prepared.groups {
                     for g in &gs {
-                        if self.control.fix_session().is_none() {
-                            let _ = self.control.rest_client().armory().arm(g);
-                        }
+                        // Armed on either channel: over FIX, REST is the Trigger's fallback.
+                        let _ = self.control.rest_client().armory().arm(g);
                     }
                     self.engine.handle(
                         Input::GroupsAssigned {
@@ -683,6 +683,7 @@ impl Shell {
             self.stop.clone(),
         );
         let rest = control.rest_client().clone();
+        let metrics = self.metrics.clone();
         self.tracker.spawn(async move {
             let input = match c {
                 Command::Trigger { group } => {
@@ -692,7 +693,10 @@ impl Shell {
                     let mut attempt = 0;
                     loop {
                         match control.trigger_group(&group).await {
-                            Ok(()) => break Input::ActionDone { group, action: Action::Trigger, result: Ok(()) },
+                            Ok(channel) => {
+                                metrics.trigger_confirmed(channel);
+                                break Input::ActionDone { group, action: Action::Trigger, result: Ok(()) };
+                            }
                             Err(e) if e.is_not_found() => {
                                 break Input::ActionDone { group, action: Action::Trigger, result: Err(e.to_string()) };
                             }
@@ -789,9 +793,9 @@ pub async fn run(
         );
     }
     let persisted = previous.map(|s| s.snapshot).unwrap_or_default();
-    // Group actions over FIX when configured: the session must be logged on before the
-    // groups can be prepared. It outlives the stream and the admin API so in-flight Triggers
-    // finish over it at stop.
+    // Group actions over FIX when configured. A start waits a little for the logon, then goes
+    // on over REST: the daemon guards (REST Triggers, armed) while FIX logs on. The session
+    // outlives the stream and the admin API so in-flight Triggers finish over it at stop.
     let fix_stop = CancellationToken::new();
     let (control, fix_task) = match d.exchange.control {
         crate::config::Control::Rest => (GroupControl::rest(rest.clone()), None),
@@ -802,12 +806,7 @@ pub async fn run(
             let session = session.with_observer(observer);
             tracing::info!(addr = %d.exchange.fix_addr, "group actions go over FIX; logging on");
             if let Err(why) = session.wait_logged_on(FIX_LOGON_WAIT).await {
-                fix_stop.cancel();
-                let _ = task.await;
-                return Err(DaemonError::Fix(format!(
-                    "no logon to {} within {FIX_LOGON_WAIT:?}: {why}",
-                    d.exchange.fix_addr
-                )));
+                tracing::error!(addr = %d.exchange.fix_addr, reason = %why, "no FIX logon yet: group actions and Triggers go over REST until the session logs on");
             }
             (GroupControl::fix(rest.clone(), session), Some(task))
         }
@@ -880,14 +879,12 @@ pub async fn run(
         stream::spawn(stream_cfg, signer, stream_stop.clone());
     let armory_stop = stop.child_token();
     // The kill set is armed before the refresher's first round: a kill costs socket writes,
-    // not signatures.
-    // Over FIX a Trigger needs no signature (the session is authenticated), so nothing is armed.
+    // not signatures. Over FIX too: REST is a Trigger's fallback when the session is down or
+    // slow.
     let mut managed = 0;
     for (_, g) in shell.engine.managed_groups() {
         managed += 1;
-        if control.fix_session().is_none() {
-            let _ = rest.armory().arm(g);
-        }
+        let _ = rest.armory().arm(g);
     }
     let armory = {
         let rest = rest.clone();
@@ -928,10 +925,8 @@ pub async fn run(
     }
     metrics.refresh(&mut shell.engine, &counters, now_ms());
     metrics.refresh_writes(&write_health);
-    let fix_up = || control.fix_session().is_none_or(FixSession::is_logged_on);
-    health
-        .ready
-        .store(subscribed && fix_up(), Ordering::Relaxed);
+    health.ready.store(subscribed, Ordering::Relaxed);
+    metrics.fix_session(control.fix_session().map(FixSession::is_logged_on));
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("watching"),
@@ -979,7 +974,10 @@ pub async fn run(
                 let now = now_ms();
                 metrics.refresh(&mut shell.engine, &counters, now);
                 metrics.refresh_writes(&write_health);
-                health.ready.store(counters.connected.load(Ordering::Relaxed) && fix_up(), Ordering::Relaxed);
+                // Readiness is the stream's: without FIX the daemon still guards (REST
+                // Triggers); the FIX session has its own metric and alert.
+                health.ready.store(counters.connected.load(Ordering::Relaxed), Ordering::Relaxed);
+                metrics.fix_session(control.fix_session().map(FixSession::is_logged_on));
                 // The watchdog is fed only while this loop makes progress.
                 if let Some(every) = watchdog && last_watchdog.elapsed() >= every / 2 {
                     notify(&[sd_notify::NotifyState::Watchdog]);

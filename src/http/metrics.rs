@@ -75,6 +75,9 @@ pub struct Metrics {
     stream_connected: IntGauge,
     stream_reconnects_total: IntCounter,
     state_write_failures_total: IntCounterVec,
+    trigger_confirmations_total: IntCounterVec,
+    fix_session_configured: IntGauge,
+    fix_session_up: IntGauge,
     state_write_failing: IntGauge,
     stream_subscribed: IntGaugeVec,
     stream_subscriptions_lost_total: IntCounterVec,
@@ -181,6 +184,21 @@ impl Metrics {
             stream_reconnects_total: reg!(IntCounter::with_opts(opts(
                 "stream_reconnects_total",
                 "User stream reconnections."
+            ))?),
+            trigger_confirmations_total: reg!(IntCounterVec::new(
+                opts(
+                    "trigger_confirmations_total",
+                    "Triggers the exchange confirmed, by the channel that confirmed them (fix, rest)."
+                ),
+                &["channel"]
+            )?),
+            fix_session_configured: reg!(IntGauge::with_opts(opts(
+                "fix_session_configured",
+                "1 when group actions are configured to go over FIX (exchange.control = \"fix\")."
+            ))?),
+            fix_session_up: reg!(IntGauge::with_opts(opts(
+                "fix_session_up",
+                "1 while the FIX session is logged on (0 without FIX, or while it is down)."
             ))?),
             state_write_failures_total: reg!(IntCounterVec::new(
                 opts(
@@ -292,6 +310,23 @@ impl Metrics {
         self.policy_reloads_total
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
+    }
+
+    /// A Trigger was confirmed over `channel` (`fix` or `rest`).
+    pub fn trigger_confirmed(&self, channel: &str) {
+        self.trigger_confirmations_total
+            .with_label_values(&[channel])
+            .inc();
+    }
+
+    /// The FIX session's state: `None` without FIX, else whether it is logged on.
+    pub fn fix_session(&self, logged_on: Option<bool>) {
+        self.fix_session_configured
+            .set(i64::from(logged_on.is_some()));
+        self.fix_session_up.set(i64::from(logged_on == Some(true)));
+        for c in ["fix", "rest"] {
+            self.trigger_confirmations_total.with_label_values(&[c]);
+        }
     }
 
     /// Copies the durable writer's health into the registry.

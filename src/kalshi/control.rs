@@ -1,13 +1,25 @@
-//! Where order-group actions go: the REST API, or a FIX session when `exchange.control = "fix"`
-//! (DESIGN.md §10). Reads (listing groups, looking up orders) are REST either way: FIX has no
-//! listing. A create whose outcome is unknown is settled by REST listing on both channels.
+//! Where order-group actions go: the REST API, or a FIX session when `exchange.control = "fix"`.
+//! Reads (listing groups, looking up orders) are REST either way: FIX has no listing. A create
+//! whose outcome is unknown is settled by REST listing on both channels.
+//!
+//! A Trigger never waits on one channel. Both channels reach the same groups with the same key,
+//! and a Trigger is idempotent on both, so over FIX: while the session is not logged on the
+//! Trigger goes over REST at once; when FIX does not confirm within [`FIX_TRIGGER_PROMPT`] (a
+//! silent or slow session) it goes over REST too, and the first confirmation wins. Which
+//! channel confirmed is returned, for the metrics. Other actions (create, reset, limit,
+//! delete) go over REST while the session is not logged on: the daemon starts and guards
+//! without waiting for FIX.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use super::fix::FixSession;
 use super::rest::{CreateError, CreateOutcome};
 use super::{ExchangeError, GroupAddress, GroupId, RestClient};
 use crate::risk::Contracts;
+
+/// How long a Trigger over FIX may go unanswered before it is sent over REST too.
+pub const FIX_TRIGGER_PROMPT: Duration = Duration::from_millis(250);
 
 /// The channel for group actions. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -43,6 +55,11 @@ impl GroupControl {
         if self.fix.is_some() { "fix" } else { "rest" }
     }
 
+    /// The FIX session, when it is configured and logged on.
+    fn fix_up(&self) -> Option<&FixSession> {
+        self.fix.as_ref().filter(|f| f.is_logged_on())
+    }
+
     /// Creates a group, settling an unknown outcome by listing.
     pub async fn create_group_reconciled(
         &self,
@@ -51,7 +68,7 @@ impl GroupControl {
         limit: Contracts,
         known: &HashSet<GroupId>,
     ) -> Result<CreateOutcome, CreateError> {
-        match &self.fix {
+        match self.fix_up() {
             None => {
                 self.rest
                     .create_group_reconciled(subaccount, exchange_index, limit, known)
@@ -72,16 +89,43 @@ impl GroupControl {
     }
 
     pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        match &self.fix {
+        match self.fix_up() {
             None => self.rest.reset_group(g).await,
             Some(f) => f.reset_group(g).await,
         }
     }
 
-    pub async fn trigger_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        match &self.fix {
-            None => self.rest.trigger_group(g).await,
-            Some(f) => f.trigger_group(g).await,
+    /// Triggers a group; `Ok` names the channel that confirmed it (`"fix"` or `"rest"`).
+    pub async fn trigger_group(&self, g: &GroupAddress) -> Result<&'static str, ExchangeError> {
+        let over_rest = async { self.rest.trigger_group(g).await.map(|()| "rest") };
+        let Some(fix) = self.fix_up() else {
+            return over_rest.await;
+        };
+        let over_fix = async { fix.trigger_group(g).await.map(|()| "fix") };
+        tokio::pin!(over_fix);
+        tokio::select! {
+            r = &mut over_fix => match r {
+                Ok(c) => return Ok(c),
+                Err(e) if e.is_not_found() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(group = %g.id, error = %e, "Trigger over FIX failed; sending it over REST");
+                    return over_rest.await;
+                }
+            },
+            _ = tokio::time::sleep(FIX_TRIGGER_PROMPT) => {
+                tracing::warn!(group = %g.id, "no answer over FIX within {FIX_TRIGGER_PROMPT:?}; sending the Trigger over REST too");
+            }
+        }
+        tokio::pin!(over_rest);
+        tokio::select! {
+            r = &mut over_fix => match r {
+                Ok(c) => Ok(c),
+                Err(_) => over_rest.await,
+            },
+            r = &mut over_rest => match r {
+                Ok(c) => Ok(c),
+                Err(e) => over_fix.await.map_err(|_| e),
+            },
         }
     }
 
@@ -90,14 +134,14 @@ impl GroupControl {
         g: &GroupAddress,
         limit: Contracts,
     ) -> Result<(), ExchangeError> {
-        match &self.fix {
+        match self.fix_up() {
             None => self.rest.update_limit(g, limit).await,
             Some(f) => f.update_limit(g, limit).await,
         }
     }
 
     pub async fn delete_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        match &self.fix {
+        match self.fix_up() {
             None => self.rest.delete_group(g).await,
             Some(f) => f.delete_group(g).await,
         }

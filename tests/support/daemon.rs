@@ -219,3 +219,16 @@ pub fn group_of(state: &Value, strategy: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Switches a config made by [`setup`] to group actions over FIX at `fix_addr`.
+pub fn use_fix(dir: &Path, fix_addr: &str) {
+    let path = dir.join("kalshi-riskd.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let anchor = "write_budget_per_s = 100\n";
+    assert!(text.contains(anchor));
+    let text = text.replace(
+        anchor,
+        &format!("{anchor}control = \"fix\"\nfix_addr = \"{fix_addr}\"\n"),
+    );
+    std::fs::write(path, text).unwrap();
+}
