@@ -331,3 +331,71 @@ async fn keep_warm_probes_the_public_status_endpoint_on_every_connection() {
     stop.cancel();
     warm.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_delete_is_retried_by_one_layer_and_a_lost_answer_counts_as_deleted() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let g = api.create_group(0, 0, c(50)).await.unwrap();
+    // A persistent 429: the delete gives up after the client's attempts, not their square.
+    t.set_faults(json!({"burst_429": 1000})).await;
+    let before = t.stats().await["rejected_429"].as_u64().unwrap();
+    let err = api.delete_group(&g).await.unwrap_err();
+    assert!(err.to_string().contains("429"), "{err}");
+    let tried = t.stats().await["rejected_429"].as_u64().unwrap() - before;
+    assert_eq!(tried, 6, "one retry layer: 6 attempts");
+    // Applied, then answered 500: the retry finds it gone, which is what was asked.
+    t.set_faults(json!({
+        "error_burst": 1,
+        "error_path": "/trade-api/v2/portfolio/order_groups/",
+        "error_after_apply": true,
+    }))
+    .await;
+    api.delete_group(&g).await.unwrap();
+    t.set_faults(json!({})).await;
+    assert!(api.get_group(&g.id, None).await.unwrap_err().is_not_found());
+    // A group that was never there is still an error.
+    let ghost = GroupAddress {
+        id: GroupId::new("00000000-0000-4000-8000-00000000beef"),
+        subaccount: 0,
+        exchange_index: 0,
+    };
+    assert!(api.delete_group(&ghost).await.unwrap_err().is_not_found());
+}
+
+#[tokio::test]
+async fn order_lists_follow_the_exchanges_cursors() {
+    let t = TestSim::start().await;
+    for _ in 0..5 {
+        t.order(None, "1").await;
+    }
+    // The simulator pages like the exchange: `limit`, then `cursor` until it comes back empty.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for page in 0.. {
+        let path = if cursor.is_empty() {
+            "/trade-api/v2/portfolio/orders?limit=2".to_owned()
+        } else {
+            format!("/trade-api/v2/portfolio/orders?limit=2&cursor={cursor}")
+        };
+        let (status, body) = t.call("GET", &path, None).await;
+        assert!(status.is_success(), "{body}");
+        seen.extend(body["orders"].as_array().unwrap().iter().cloned());
+        cursor = body["cursor"].as_str().unwrap().to_owned();
+        if cursor.is_empty() {
+            assert_eq!(page, 2, "pages of 2, 2 and 1");
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    let (status, _) = t
+        .call("GET", "/trade-api/v2/portfolio/orders?limit=0", None)
+        .await;
+    assert_eq!(status, 400);
+    // The client reads every page: more orders than one page holds.
+    for _ in 0..1_000 {
+        t.order(None, "1").await;
+    }
+    let api = t.rest_client(|_| {});
+    assert_eq!(api.list_orders(None).await.unwrap().len(), 1_005);
+}

@@ -155,3 +155,87 @@ async fn loose_group_events_from_the_exchange_still_trip_a_strategy() {
     t.set_faults(json!({})).await;
     assert_eq!(stop(d).await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciles_are_coalesced_and_paced() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY)], "");
+    let d = start(dir.path()).await;
+    let addr = d.metrics_addr();
+    let lists = |scrape: &str| {
+        sample(
+            scrape,
+            r#"kalshi_riskd_exchange_requests_total{op="list_order_groups",status="2xx"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    let before = lists(&get(&addr, "/metrics").await.1);
+    // Twenty messages the daemon cannot read on the group channel, each a reason to reconcile.
+    for _ in 0..20 {
+        t.control(
+            "POST",
+            "/ws/inject",
+            Some(json!({"text": r#"{"type":"order_group_updates","sid":3,"seq":1,"msg":{}}"#})),
+        )
+        .await;
+    }
+    d.until_audit("the lossy stream", |v| v["event"] == "stream_lossy");
+    // Two reconciles at most (one, then one for everything asked meanwhile), paced 2 s apart;
+    // each lists the account, then subaccount 0.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = lists(&get(&addr, "/metrics").await.1);
+    let made = after - before;
+    assert!(
+        (2.0..=4.0).contains(&made),
+        "{made} listings for 20 reasons to reconcile"
+    );
+    let lossy = d
+        .audit()
+        .iter()
+        .filter(|v| v["event"] == "stream_lossy")
+        .count();
+    assert_eq!(lossy, 20, "each is still recorded");
+    assert_eq!(stop(d).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_basic_tier_a_long_reconcile_does_not_delay_a_trigger() {
+    let t = TestSim::start_with(|c| c.tier = kalshi_riskd::sim::Tier::Basic).await;
+    // A group on the last subaccount: each reconcile lists all 64 subaccounts (65 GETs, about
+    // 13 s of the Basic tier's non-reserved write budget).
+    t.create_group(50, 63).await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY)], "");
+    let cfg = dir.path().join("kalshi-riskd.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("write_budget_per_s = 100", "write_budget_per_s = 10"),
+    )
+    .unwrap();
+    let d = start(dir.path()).await;
+    let g = group_of(&d.state(), "runaway");
+    t.control(
+        "POST",
+        "/ws/inject",
+        Some(json!({"text": r#"{"type":"order_group_updates","sid":3,"seq":1,"msg":{}}"#})),
+    )
+    .await;
+    d.until_audit("the lossy stream", |v| v["event"] == "stream_lossy");
+    tokio::time::sleep(Duration::from_secs(2)).await; // the reconcile is well under way
+    t.order(Some(&g), "21").await;
+    let state = d.until_state("a confirmed trip", |s| {
+        s["strategies"]["runaway"]["trip"]["confirmed_ms"].is_i64()
+    });
+    let trip = &state["strategies"]["runaway"]["trip"];
+    let took = trip["confirmed_ms"].as_i64().unwrap() - trip["at_ms"].as_i64().unwrap();
+    assert!(
+        took < 1_000,
+        "the Trigger waited {took} ms behind the reconcile"
+    );
+    assert_eq!(
+        t.stats().await["rejected_429"],
+        0,
+        "the daemon stayed under the tier's rate"
+    );
+    assert_eq!(stop(d).await, Some(0));
+}

@@ -186,7 +186,21 @@ struct Shell {
     reload_done: mpsc::UnboundedSender<Result<Prepared, String>>,
     /// Create intents to close with the next state write.
     close_after_save: Vec<u64>,
+    reconciling: Reconciling,
+    reconcile_done: mpsc::UnboundedSender<Result<Vec<GroupAddress>, String>>,
 }
+
+/// Reconciles in flight (see [`Shell::reconcile`]).
+#[derive(Debug, Default)]
+struct Reconciling {
+    running: bool,
+    again: bool,
+    /// When the last one started listing.
+    last: Option<tokio::time::Instant>,
+}
+
+/// The least time between two reconciles' listings.
+const RECONCILE_GAP: Duration = Duration::from_secs(2);
 
 /// Decisions that change what `state.json` holds.
 fn changes_state(kind: DecisionKind) -> bool {
@@ -676,7 +690,63 @@ impl Shell {
         })
     }
 
-    fn spawn(&self, c: Command) {
+    /// Lists the account's groups for the risk core. Reconciles are coalesced (one at a time;
+    /// any asked for meanwhile become one more after it) and paced (at least
+    /// [`RECONCILE_GAP`] apart): each lists every subaccount a group is in, on the write budget
+    /// at normal priority, which never touches the Trigger reserve. A failed one is tried
+    /// again, paced the same way.
+    fn reconcile(&mut self) {
+        if self.reconciling.running {
+            self.reconciling.again = true;
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let wait = self.reconciling.last.map_or(Duration::ZERO, |l| {
+            (l + RECONCILE_GAP).saturating_duration_since(now)
+        });
+        self.reconciling.running = true;
+        self.reconciling.last = Some(now + wait);
+        let (rest, done, stop) = (
+            self.control.rest_client().clone(),
+            self.reconcile_done.clone(),
+            self.stop.clone(),
+        );
+        tokio::spawn(async move {
+            let listed = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = async {
+                    tokio::time::sleep(wait).await;
+                    rest.list_account_groups().await
+                } => r,
+            };
+            let _ = done.send(
+                listed
+                    .map(|gs| gs.into_iter().map(|(g, _)| g).collect())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+    }
+
+    fn finish_reconcile(&mut self, listed: Result<Vec<GroupAddress>, String>) {
+        self.reconciling.running = false;
+        match listed {
+            Ok(groups) => {
+                self.handle(Input::GroupsListed(groups));
+            }
+            Err(why) => {
+                tracing::warn!(error = %why, "reconcile failed; trying again");
+                self.reconciling.again = true;
+            }
+        }
+        if std::mem::take(&mut self.reconciling.again) {
+            self.reconcile();
+        }
+    }
+
+    fn spawn(&mut self, c: Command) {
+        if c == Command::Reconcile {
+            return self.reconcile();
+        }
         let (control, tx, stop) = (
             self.control.clone(),
             self.results.clone(),
@@ -727,13 +797,8 @@ impl Shell {
                     };
                     Input::OrderLookup { order_id, group }
                 }
-                Command::Reconcile => match rest.list_account_groups().await {
-                    Ok(groups) => Input::GroupsListed(groups.into_iter().map(|(g, _)| g).collect()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reconcile failed; the next one will try again");
-                        return;
-                    }
-                },
+                // Never here: reconciles go through Shell::reconcile.
+                Command::Reconcile => return,
             };
             let _ = tx.send(input);
         });
@@ -848,6 +913,7 @@ pub async fn run(
         .map_err(DaemonError::Admin)?;
     tracing::info!(path = %d.admin_socket.display(), "admin API listening");
     let (reload_tx, mut reload_rx) = mpsc::unbounded_channel();
+    let (reconcile_tx, mut reconcile_rx) = mpsc::unbounded_channel();
     let mut shell = Shell {
         metrics: metrics.clone(),
         loaded: loaded.clone(),
@@ -863,6 +929,8 @@ pub async fn run(
         reload: None,
         reload_done: reload_tx,
         close_after_save: Vec::new(),
+        reconciling: Reconciling::default(),
+        reconcile_done: reconcile_tx,
     };
     shell.dispatch(out);
     if KILL_SIGNALLED.swap(false, Ordering::SeqCst) {
@@ -955,6 +1023,7 @@ pub async fn run(
             }
             Some(call) = admin_rx.recv() => shell.admin(call).await,
             Some(prepared) = reload_rx.recv() => shell.finish_reload(prepared),
+            Some(listed) = reconcile_rx.recv() => shell.finish_reconcile(listed),
             Some(input) = results_rx.recv() => {
                 shell.handle(input);
             }

@@ -164,6 +164,9 @@ struct Call<'a> {
     bill: Bill,
     idempotent: bool,
     presigned: Option<SignedHeaders>,
+    /// A 404 after an earlier attempt whose outcome was unknown means that attempt did it
+    /// (a delete): success.
+    gone_ok: bool,
 }
 
 impl RestClient {
@@ -282,10 +285,12 @@ impl RestClient {
             bill,
             idempotent,
             mut presigned,
+            gone_ok,
         } = c;
         let full_path = format!("{}{}", self.base_path, path);
         let url = format!("{}{}", self.origin, full_path);
         let mut attempt = 0;
+        let mut unclear = false;
         loop {
             match &bill {
                 Bill::Write(p) => self.write.acquire(*p).await,
@@ -324,6 +329,10 @@ impl RestClient {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => e,
             };
+            if gone_ok && unclear && err.is_not_found() {
+                return Ok(bytes::Bytes::new());
+            }
+            unclear |= err.outcome_unknown();
             attempt += 1;
             let may_retry = err.is_retryable() && (idempotent || !err.outcome_unknown());
             if !may_retry || attempt >= self.retry.attempts {
@@ -350,6 +359,7 @@ impl RestClient {
                 bill,
                 idempotent: true,
                 presigned: None,
+                gone_ok: false,
             })
             .await?;
         Self::decode(op, &bytes)
@@ -385,6 +395,7 @@ impl RestClient {
                 bill: Bill::Write(Priority::Normal),
                 idempotent: false,
                 presigned: None,
+                gone_ok: false,
             })
             .await?;
         let r: wire::CreateOrderGroupResponse = Self::decode("create_order_group", &bytes)?;
@@ -550,31 +561,22 @@ impl RestClient {
     }
 
     /// Deletes a group; a group already gone after an unclear attempt counts as deleted.
+    /// Deletes a group. Retried like any idempotent call (one layer of retries); a group
+    /// already gone after an attempt whose outcome was unknown counts as deleted.
     pub async fn delete_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
         let path = format!("/portfolio/order_groups/{}{}", g.id, query(g));
-        let mut attempt = 0;
-        loop {
-            match self
-                .call(Call {
-                    op: "delete_order_group",
-                    method: Method::DELETE,
-                    path: &path,
-                    body: None,
-                    bill: Bill::Write(Priority::Normal),
-                    idempotent: false,
-                    presigned: None,
-                })
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_not_found() && attempt > 0 => return Ok(()),
-                Err(e) if e.is_retryable() && attempt + 1 < self.retry.attempts => {
-                    attempt += 1;
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.call(Call {
+            op: "delete_order_group",
+            method: Method::DELETE,
+            path: &path,
+            body: None,
+            bill: Bill::Write(Priority::Normal),
+            idempotent: true,
+            presigned: None,
+            gone_ok: true,
+        })
+        .await
+        .map(drop)
     }
 
     pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
@@ -587,6 +589,7 @@ impl RestClient {
             bill: Bill::Write(Priority::Normal),
             idempotent: true,
             presigned: None,
+            gone_ok: false,
         })
         .await
         .map(drop)
@@ -604,6 +607,7 @@ impl RestClient {
             bill: Bill::Write(Priority::Trigger),
             idempotent: true,
             presigned: armed,
+            gone_ok: false,
         })
         .await
         .map(drop)
@@ -624,6 +628,7 @@ impl RestClient {
             bill: Bill::Write(Priority::Normal),
             idempotent: true,
             presigned: None,
+            gone_ok: false,
         })
         .await
         .map(drop)
@@ -636,14 +641,27 @@ impl RestClient {
         Ok(order_info(r.order))
     }
 
-    /// Orders, newest first, optionally only those with `status` (read budget).
+    /// Orders, newest first, optionally only those with `status` (read budget). Follows the
+    /// exchange's cursors to the last page (an empty cursor), a page of 1,000 at a time.
     pub async fn list_orders(&self, status: Option<&str>) -> Result<Vec<OrderInfo>, ExchangeError> {
-        let path = match status {
-            Some(s) => format!("/portfolio/orders?status={s}"),
-            None => "/portfolio/orders".to_owned(),
-        };
-        let r: wire::GetOrdersResponse = self.get_json("list_orders", &path, Bill::Read).await?;
-        Ok(r.orders.into_iter().map(order_info).collect())
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let mut path = "/portfolio/orders?limit=1000".to_owned();
+            if let Some(s) = status {
+                path.push_str(&format!("&status={s}"));
+            }
+            if !cursor.is_empty() {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let r: wire::GetOrdersResponse =
+                self.get_json("list_orders", &path, Bill::Read).await?;
+            out.extend(r.orders.into_iter().map(order_info));
+            if r.cursor.is_empty() || r.cursor == cursor {
+                return Ok(out);
+            }
+            cursor = r.cursor;
+        }
     }
 }
 

@@ -253,17 +253,39 @@ async fn list_orders(
     State(st): State<Arc<SimState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
+    // Pages of `limit` (1..=1000, default 100), newest first; the cursor is opaque to the
+    // client (here: the offset of the next page) and empty on the last page. Filters are not
+    // kept in the cursor: the client passes them again, as on the exchange.
     let subaccount = query_int(&q, "subaccount")?;
-    let orders = lock(&st.engine).list_orders(
+    let limit = match query_int(&q, "limit")? {
+        None => 100,
+        Some(l @ 1..=1000) => l as usize,
+        Some(l) => {
+            return Err(ApiError::BadQuery(format!(
+                "invalid value {l} for query parameter limit (1..=1000)"
+            )));
+        }
+    };
+    let from = match q.get("cursor").filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => c
+            .strip_prefix("o")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| ApiError::BadQuery(format!("invalid cursor {c:?}")))?,
+    };
+    let all = lock(&st.engine).list_orders(
         q.get("status").map(String::as_str),
         q.get("ticker").map(String::as_str),
         subaccount,
     );
-    Ok(axum::Json(GetOrdersResponse {
-        orders,
-        cursor: String::new(),
-    })
-    .into_response())
+    let next = from + limit;
+    let cursor = if next < all.len() {
+        format!("o{next}")
+    } else {
+        String::new()
+    };
+    let orders = all.into_iter().skip(from).take(limit).collect();
+    Ok(axum::Json(GetOrdersResponse { orders, cursor }).into_response())
 }
 
 async fn no_such_path() -> ApiError {
