@@ -2,6 +2,9 @@
 //!
 //! Commands arrive as their issues land; a command that is not built yet is absent, not a stub.
 //! Exit codes: 0 on a clean stop, 1 on a fatal error, 2 on bad arguments or configuration.
+//! The admin commands (`status`, `kill`, `release`, `reset`) say how they ended: 0 done,
+//! 1 refused by the daemon, 2 bad configuration, 3 no daemon listening, 4 permission denied,
+//! 5 no answer within `--timeout`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,8 +26,20 @@ pub struct Cli {
     /// The daemon config file.
     #[arg(long, global = true, env = "KALSHI_RISKD_CONFIG", default_value = crate::config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// How long the admin commands wait for the daemon's answer.
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub timeout: Duration,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Exit codes of the admin commands.
+pub mod exit {
+    pub const REFUSED: u8 = 1;
+    pub const BAD_CONFIG: u8 = 2;
+    pub const UNREACHABLE: u8 = 3;
+    pub const DENIED: u8 = 4;
+    pub const TIMED_OUT: u8 = 5;
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,11 +150,14 @@ pub const SIM_FIX_DEFAULT: &str = "127.0.0.1:8228";
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run => run_daemon(&cli.config),
-        Command::Status { json } => admin_command(&cli.config, AdminCmd::Status { json }),
-        Command::Kill => admin_command(&cli.config, AdminCmd::Kill),
-        Command::Release => admin_command(&cli.config, AdminCmd::Release),
+        Command::Status { json } => {
+            admin_command(&cli.config, cli.timeout, AdminCmd::Status { json })
+        }
+        Command::Kill => admin_command(&cli.config, cli.timeout, AdminCmd::Kill),
+        Command::Release => admin_command(&cli.config, cli.timeout, AdminCmd::Release),
         Command::Reset { strategy, all } => admin_command(
             &cli.config,
+            cli.timeout,
             AdminCmd::Reset {
                 strategy: if all { None } else { strategy },
             },
@@ -226,12 +244,12 @@ fn admin_socket(path: &Path) -> Result<PathBuf, String> {
     }
 }
 
-fn admin_command(config: &Path, cmd: AdminCmd) -> ExitCode {
+fn admin_command(config: &Path, timeout: Duration, cmd: AdminCmd) -> ExitCode {
     let socket = match admin_socket(config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("kalshi-riskd: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::BAD_CONFIG);
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -245,20 +263,29 @@ fn admin_command(config: &Path, cmd: AdminCmd) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        use crate::http::admin::request;
+        use crate::http::admin::{ClientErrorKind, request_within};
+        let request = |method, path: String| {
+            let socket = socket.clone();
+            async move { request_within(&socket, method, &path, timeout).await }
+        };
         let result = match &cmd {
-            AdminCmd::Status { .. } => request(&socket, "GET", "/v1/status").await,
-            AdminCmd::Kill => request(&socket, "POST", "/v1/kill").await,
-            AdminCmd::Release => request(&socket, "POST", "/v1/release").await,
+            AdminCmd::Status { .. } => request("GET", "/v1/status".into()).await,
+            AdminCmd::Kill => request("POST", "/v1/kill".into()).await,
+            AdminCmd::Release => request("POST", "/v1/release".into()).await,
             AdminCmd::Reset {
                 strategy: Some(name),
-            } => request(&socket, "POST", &format!("/v1/strategies/{name}/reset")).await,
-            AdminCmd::Reset { strategy: None } => reset_all(&socket).await,
+            } => request("POST", format!("/v1/strategies/{name}/reset")).await,
+            AdminCmd::Reset { strategy: None } => reset_all(&socket, timeout).await,
         };
         match result {
             Err(e) => {
                 eprintln!("kalshi-riskd: {e}");
-                ExitCode::from(1)
+                ExitCode::from(match e.kind {
+                    ClientErrorKind::Unreachable => exit::UNREACHABLE,
+                    ClientErrorKind::Denied => exit::DENIED,
+                    ClientErrorKind::TimedOut => exit::TIMED_OUT,
+                    ClientErrorKind::Failed => exit::UNREACHABLE,
+                })
             }
             Ok((status, body)) if !(200..300).contains(&status) => {
                 let why = body
@@ -267,7 +294,7 @@ fn admin_command(config: &Path, cmd: AdminCmd) -> ExitCode {
                     .map(str::to_owned)
                     .unwrap_or_else(|| body.to_string());
                 eprintln!("kalshi-riskd: refused ({status}): {why}");
-                ExitCode::from(1)
+                ExitCode::from(exit::REFUSED)
             }
             Ok((_, body)) => {
                 match cmd {
@@ -298,9 +325,12 @@ fn admin_command(config: &Path, cmd: AdminCmd) -> ExitCode {
 }
 
 /// `reset --all`: every strategy, one request each; the first refusal stops it.
-async fn reset_all(socket: &Path) -> Result<(u16, serde_json::Value), String> {
-    use crate::http::admin::request;
-    let (status, body) = request(socket, "GET", "/v1/status").await?;
+async fn reset_all(
+    socket: &Path,
+    timeout: Duration,
+) -> Result<(u16, serde_json::Value), crate::http::admin::ClientError> {
+    use crate::http::admin::request_within;
+    let (status, body) = request_within(socket, "GET", "/v1/status", timeout).await?;
     if status != 200 {
         return Ok((status, body));
     }
@@ -313,8 +343,8 @@ async fn reset_all(socket: &Path) -> Result<(u16, serde_json::Value), String> {
         })
         .unwrap_or_default();
     for name in &names {
-        let (status, body) =
-            request(socket, "POST", &format!("/v1/strategies/{name}/reset")).await?;
+        let path = format!("/v1/strategies/{name}/reset");
+        let (status, body) = request_within(socket, "POST", &path, timeout).await?;
         if status != 200 {
             return Ok((status, body));
         }

@@ -585,9 +585,9 @@ async fn the_admin_api_and_its_cli_clients() {
     let t = TestSim::start().await;
     let dir = setup(&t, &[("runaway.toml", RUNAWAY), ("calm.toml", CALM)], "");
     let p = dir.path().to_owned();
-    // Not running yet: a clear message.
+    // Not running yet: a clear message, and the "unreachable" exit code (not "refused").
     let (code, _, err) = cli(&p, &["status"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(3));
     assert!(
         err.contains("no daemon is listening on") && err.contains("admin.sock"),
         "{err}"

@@ -805,6 +805,29 @@ impl Shell {
     }
 }
 
+/// Raises the soft limit on open descriptors to the hard one (systemd's default soft limit is
+/// 1,024): a flood of connections must not leave the daemon without a descriptor for the
+/// exchange, `sd_notify` or `state.json`.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current == now.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: now.maximum,
+        maximum: now.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::info!(from = ?now.current, to = ?now.maximum, "raised the open-descriptor limit")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, limit = ?now.current, "cannot raise the open-descriptor limit")
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM, SIGINT or `shutdown` (the demo and tests stop it so).
 pub async fn run(
     config_path: &std::path::Path,
@@ -819,6 +842,7 @@ pub async fn run(
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    raise_descriptor_limit();
 
     let mut rest_cfg = RestConfig::new(d.exchange.rest_url.clone());
     rest_cfg.write_per_s = Some(d.exchange.write_budget_per_s);

@@ -17,14 +17,13 @@
 //! exactly what the risk core decided.
 
 use std::path::Path;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
 use serde_json::{Value, json};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
@@ -54,12 +53,6 @@ pub struct AdminCall {
 /// The caller's uid, from the socket's peer credentials.
 #[derive(Debug, Clone, Copy)]
 struct Caller(Option<u32>);
-
-impl Connected<IncomingStream<'_, UnixListener>> for Caller {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        Caller(stream.io().peer_cred().ok().map(|c| c.uid()))
-    }
-}
 
 async fn ask(tx: &mpsc::Sender<AdminCall>, caller: Caller, request: AdminRequest) -> Response {
     let (reply, answer) = oneshot::channel();
@@ -181,56 +174,137 @@ pub async fn serve(
         .fallback(not_found)
         .with_state(tx);
     let owned = path.to_owned();
+    let connections = std::sync::Arc::new(super::serve::Connections::default());
     Ok(tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<Caller>(),
-        )
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin socket failed");
+        // Its own cap, apart from the metrics port's: however busy that port is, `kill` gets in.
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let caller = Caller(stream.peer_cred().ok().map(|c| c.uid()));
+                        let app = app.clone().layer(axum::Extension(ConnectInfo(caller)));
+                        super::serve::spawn_connection(
+                            stream,
+                            app,
+                            super::serve::Limits::ADMIN,
+                            connections.clone(),
+                            &stop,
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin socket: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
         }
         let _ = std::fs::remove_file(&owned);
     }))
 }
 
-/// One request to a running daemon's admin socket: `(status, JSON body)`, or a message that
-/// says plainly why the daemon could not be reached.
-pub async fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, Value), String> {
+/// Why the admin socket gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientErrorKind {
+    /// No daemon listens there.
+    Unreachable,
+    /// The socket's mode keeps this user out.
+    Denied,
+    /// The daemon did not answer in time.
+    TimedOut,
+    /// Anything else on the way.
+    Failed,
+}
+
+/// The admin socket gave no answer: what kind of failure, and a message that says plainly why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    pub kind: ClientErrorKind,
+    pub message: String,
+}
+
+impl From<ClientError> for String {
+    fn from(e: ClientError) -> String {
+        e.message
+    }
+}
+
+/// How long a CLI command waits for the daemon's answer unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One request to a running daemon's admin socket: `(status, JSON body)`, within
+/// [`DEFAULT_TIMEOUT`].
+pub async fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, Value), ClientError> {
+    request_within(socket, method, path, DEFAULT_TIMEOUT).await
+}
+
+/// [`request`] with its own time limit: connecting, sending and reading the whole answer.
+pub async fn request_within(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, Value), ClientError> {
+    match tokio::time::timeout(timeout, request_once(socket, method, path)).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError {
+            kind: ClientErrorKind::TimedOut,
+            message: format!(
+                "no answer from the daemon on {} within {} (it may be overloaded or stuck; check its journal)",
+                socket.display(),
+                humantime::format_duration(timeout)
+            ),
+        }),
+    }
+}
+
+async fn request_once(
+    socket: &Path,
+    method: &str,
+    path: &str,
+) -> Result<(u16, Value), ClientError> {
     use http_body_util::BodyExt as _;
     use std::io::ErrorKind;
+    let failed = |message: String| ClientError {
+        kind: ClientErrorKind::Failed,
+        message,
+    };
     let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| match e.kind() {
-        ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
-            format!("no daemon is listening on {} (is kalshi-riskd running? check http.admin_socket)", socket.display())
-        }
-        ErrorKind::PermissionDenied => format!(
-            "cannot open {}: permission denied (the admin socket is for its owner and group, mode 0660)",
-            socket.display()
-        ),
-        _ => format!("cannot open {}: {e}", socket.display()),
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError {
+            kind: ClientErrorKind::Unreachable,
+            message: format!("no daemon is listening on {} (is kalshi-riskd running? check http.admin_socket)", socket.display()),
+        },
+        ErrorKind::PermissionDenied => ClientError {
+            kind: ClientErrorKind::Denied,
+            message: format!(
+                "cannot open {}: permission denied (the admin socket is for its owner and group, mode 0660)",
+                socket.display()
+            ),
+        },
+        _ => failed(format!("cannot open {}: {e}", socket.display())),
     })?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+            .map_err(|e| failed(format!("admin socket {}: {e}", socket.display())))?;
     tokio::spawn(conn);
     let req = hyper::Request::builder()
         .method(method)
         .uri(path)
         .header("host", "kalshi-riskd")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.to_string()))?;
     let resp = sender
         .send_request(req)
         .await
-        .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+        .map_err(|e| failed(format!("admin socket {}: {e}", socket.display())))?;
     let status = resp.status().as_u16();
     let body = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("admin socket {}: {e}", socket.display()))?
+        .map_err(|e| failed(format!("admin socket {}: {e}", socket.display())))?
         .to_bytes();
     let value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod metrics;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,7 +60,8 @@ async fn readyz(State(s): State<Arc<HealthState>>) -> impl IntoResponse {
     }
 }
 
-/// Binds the listener and serves until `stop` fires. Returns the bound address.
+/// Binds the listener and serves until `stop` fires, under [`serve::Limits::METRICS`]
+/// (connections capped, slow and idle ones closed). Returns the bound address.
 pub async fn serve(
     listen: SocketAddr,
     state: Arc<HealthState>,
@@ -72,12 +74,26 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state);
+    let connections = Arc::new(serve::Connections::default());
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "metrics listener failed");
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => serve::spawn_connection(
+                        stream,
+                        app.clone(),
+                        serve::Limits::METRICS,
+                        connections.clone(),
+                        &stop,
+                    ),
+                    Err(e) => {
+                        // Out of descriptors or the like: the connection waits in the backlog.
+                        tracing::warn!(error = %e, "metrics listener: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+            }
         }
     });
     Ok((addr, task))

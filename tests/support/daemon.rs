@@ -47,11 +47,26 @@ impl Daemon {
     /// Starts the daemon with extra environment variables, without waiting for anything. Its
     /// log (stderr) goes to `daemon.log`, started afresh.
     pub fn spawn(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_limited(dir, env, None)
+    }
+
+    /// [`Daemon::spawn`] with the open-descriptor limit (soft and hard) set to `nofile`, as a
+    /// unit without `LimitNOFILE=` would leave it.
+    pub fn spawn_limited(dir: &Path, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
         let sock = dir.join("notify.sock");
         let _ = std::fs::remove_file(&sock);
         let notify = UnixDatagram::bind(&sock).unwrap();
         notify.set_read_timeout(Some(PATIENCE)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        let bin = env!("CARGO_BIN_EXE_kalshi-riskd");
+        let mut cmd = match nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), bin]);
+                c
+            }
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(dir.join("kalshi-riskd.toml"))
             .env("NOTIFY_SOCKET", &sock)

@@ -1,0 +1,203 @@
+//! Listeners that cannot be starved: the real binary, held to 1,024 descriptors (systemd's
+//! default), under thousands of idle and slow-header connections to its metrics port. Health
+//! checks, `status` and `kill` still answer, the watchdog keeps its rhythm, a breach during the
+//! flood trips and is persisted, and the slow connections are closed by the daemon. A test
+//! binary of its own: it holds thousands of sockets.
+
+mod support;
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::daemon::{Daemon, group_of, setup, stop};
+use support::{PATIENCE, TestSim};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+const RUNAWAY: &str = "[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 20\n";
+const CALM: &str = "[group]\ncontracts_limit = 100\n";
+
+fn cli(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("kalshi-riskd.toml"))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn healthz(addr: &str) -> Result<u16, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_on_the_metrics_port_starves_nothing() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY), ("calm.toml", CALM)], "");
+    let d = Daemon::spawn_limited(dir.path(), &[("WATCHDOG_USEC", "2000000")], Some(1024));
+    // Every notification, timed, from here on.
+    let notes: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    {
+        let sock = d.notify.try_clone().unwrap();
+        let notes = notes.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => {
+                        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        notes.lock().unwrap().push((Instant::now(), msg));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while !notes
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, m)| m.contains("READY=1"))
+    {
+        assert!(Instant::now() < deadline, "not ready:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let addr = d.metrics_addr();
+    let runaway = group_of(&d.state(), "runaway");
+
+    // The flood: 1,500 idle connections and 500 that send half a request head, more than the
+    // daemon's descriptors.
+    let flood_started = Instant::now();
+    let mut idle = Vec::new();
+    let mut slow = Vec::new();
+    for i in 0..2_000 {
+        let Ok(mut s) = TcpStream::connect(&addr).await else {
+            continue;
+        };
+        if i % 4 == 0 {
+            let _ = s
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await;
+            slow.push(s);
+        } else {
+            idle.push(s);
+        }
+    }
+    assert!(idle.len() + slow.len() > 1_500, "the flood connected");
+
+    // Health checks, status and kill still answer; a breach trips and is persisted.
+    assert_eq!(healthz(&addr).await, Ok(200), "{}", d.log());
+    let dir_path = dir.path().to_owned();
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let p = dir_path.clone();
+        move || cli(&p, &["status"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "status during the flood: {out}{err}");
+    t.order(Some(&runaway), "21").await;
+    d.until_state("tripped during the flood", |s| {
+        s["strategies"]["runaway"]["state"] == "tripped"
+    });
+    let (code, _, err) = tokio::task::spawn_blocking({
+        let p = dir_path.clone();
+        move || cli(&p, &["kill"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "kill during the flood: {err}");
+    d.until_state("the kill latch persisted", |s| s["kill"].is_object());
+
+    // Slow heads are cut off by the daemon's header timeout (5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut closed = 0;
+    for s in slow.iter_mut() {
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, slow.len(), "every slow connection was closed");
+    assert_eq!(healthz(&addr).await, Ok(200));
+
+    // The watchdog never paused more than 2 s during the flood.
+    let watchdogs: Vec<Instant> = notes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, m)| *at >= flood_started && m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(at, _)| *at)
+        .collect();
+    let worst = watchdogs
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    assert!(
+        watchdogs.len() >= 5,
+        "{} WATCHDOG=1 in the flood",
+        watchdogs.len()
+    );
+    assert!(worst <= Duration::from_secs(2), "watchdog paused {worst:?}");
+    drop(idle);
+    drop(slow);
+
+    // And the record survives a kill -9.
+    d.crash();
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir_path.join("state/state.json")).unwrap()).unwrap();
+    assert!(state["kill"].is_object(), "{state}");
+    let d = support::daemon::start(&dir_path).await;
+    assert!(d.state()["kill"].is_object());
+    assert_eq!(stop(d).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_command_that_gets_no_answer_times_out_with_its_own_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kalshi-riskd.toml"),
+        "[exchange]\nenvironment = \"sim\"\napi_key_id = \"k\"\n[policies]\ndir = \".\"\n[http]\nadmin_socket = \"admin.sock\"\n",
+    )
+    .unwrap();
+    // Something listens on the socket but never answers.
+    let listener = tokio::net::UnixListener::bind(dir.path().join("admin.sock")).unwrap();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            kept.push(s);
+        }
+    });
+    let p = dir.path().to_owned();
+    let started = Instant::now();
+    let (code, _, err) = tokio::task::spawn_blocking(move || cli(&p, &["--timeout", "1s", "kill"]))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(5), "{err}");
+    assert!(
+        err.contains("no answer from the daemon") && err.contains("within 1s"),
+        "{err}"
+    );
+    assert!(started.elapsed() < PATIENCE);
+    held.abort();
+}
