@@ -399,3 +399,60 @@ async fn order_lists_follow_the_exchanges_cursors() {
     let api = t.rest_client(|_| {});
     assert_eq!(api.list_orders(None).await.unwrap().len(), 1_005);
 }
+
+#[tokio::test]
+async fn fills_are_listed_from_the_exchange_oldest_first_with_their_times() {
+    let t = TestSim::start().await;
+    let start_s = kalshi_riskd::kalshi::auth::now_ms() / 1000;
+    t.order(None, "3").await;
+    t.order_in("KXSIM-26NOV23-T1", None, "4", 2).await;
+    t.order(None, "5").await;
+    let api = t.rest_client(|_| {});
+    let all = api.list_fills(start_s, None).await.unwrap();
+    let counts: Vec<Contracts> = all.iter().map(|f| f.count).collect();
+    assert_eq!(counts, [c(3), c(4), c(5)], "every subaccount, oldest first");
+    assert!(all.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
+    assert!(all[0].ts_ms >= start_s * 1000, "to the millisecond");
+    assert_eq!(all[1].subaccount, Some(2));
+    let sub2 = api.list_fills(start_s, Some(2)).await.unwrap();
+    assert_eq!(sub2.len(), 1);
+    assert!(
+        api.list_fills(start_s + 3_600, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The exchange's shape, paged by cursor.
+    let (status, body) = t
+        .call("GET", "/trade-api/v2/portfolio/fills?limit=2", None)
+        .await;
+    assert!(status.is_success(), "{body}");
+    assert_eq!(body["fills"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        body["fills"][0]["count_fp"], "5.00",
+        "newest first on the wire"
+    );
+    for key in [
+        "fill_id",
+        "trade_id",
+        "order_id",
+        "ticker",
+        "side",
+        "yes_price_dollars",
+        "created_time",
+        "ts",
+    ] {
+        assert!(body["fills"][0].get(key).is_some(), "{key} missing: {body}");
+    }
+    let cursor = body["cursor"].as_str().unwrap();
+    assert!(!cursor.is_empty());
+    let (_, last) = t
+        .call(
+            "GET",
+            &format!("/trade-api/v2/portfolio/fills?limit=2&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(last["fills"].as_array().unwrap().len(), 1);
+    assert_eq!(last["cursor"], "");
+}

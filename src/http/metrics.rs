@@ -20,7 +20,7 @@ use crate::risk::engine::RiskEngine;
 use crate::risk::guard::{GuardState, TripReason};
 
 /// The exchange calls the REST client makes, for label initialisation.
-pub const OPS: [&str; 9] = [
+pub const OPS: [&str; 10] = [
     "create_order_group",
     "list_order_groups",
     "get_order_group",
@@ -30,6 +30,7 @@ pub const OPS: [&str; 9] = [
     "update_order_group_limit",
     "get_order",
     "list_orders",
+    "list_fills",
 ];
 pub const STATUS_CLASSES: [&str; 5] = ["2xx", "4xx", "429", "5xx", "error"];
 const RESET_REASONS: [&str; 2] = ["manual", "auto"];

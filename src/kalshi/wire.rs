@@ -211,6 +211,45 @@ pub struct FillMsg {
     pub subaccount: Option<i64>,
 }
 
+/// One fill as `GET /portfolio/fills` shows it. Unlike the stream's, it carries no group id:
+/// the order's group is looked up by `order_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestFill {
+    #[serde(default)]
+    pub fill_id: String,
+    pub trade_id: String,
+    pub order_id: String,
+    pub ticker: String,
+    /// `yes` | `no`: the side bought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    pub count_fp: String,
+    pub yes_price_dollars: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_price_dollars: Option<String>,
+    #[serde(default)]
+    pub is_taker: bool,
+    /// RFC 3339, to the millisecond where the exchange gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_time: Option<String>,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subaccount: Option<i64>,
+}
+
+/// `GET /portfolio/fills`: a page, and the cursor of the next (empty on the last page).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetFillsResponse {
+    #[serde(default)]
+    pub fills: Vec<RestFill>,
+    #[serde(default)]
+    pub cursor: String,
+}
+
 /// WebSocket `user_order` payload (channel `user_orders`). Carries `order_group_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserOrderMsg {

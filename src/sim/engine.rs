@@ -26,7 +26,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::kalshi::wire::{
     CreateOrderV2Request, CreateOrderV2Response, FillMsg, GetOrderGroupResponse, Order, OrderGroup,
-    OrderGroupUpdateMsg, UserOrderMsg,
+    OrderGroupUpdateMsg, RestFill, UserOrderMsg,
 };
 use crate::risk::{Contracts, Dollars};
 
@@ -280,7 +280,14 @@ pub struct Engine {
     orders: HashMap<String, OrderState>,
     liquidity: HashMap<String, Contracts>,
     positions: HashMap<(i64, String), Contracts>,
+    /// Every fill, oldest first, for `GET /portfolio/fills` (the exchange keeps them all; the
+    /// simulator keeps the last [`FILL_HISTORY`]). Fills made while no client is connected are
+    /// here too.
+    fills: VecDeque<(i64, RestFill)>,
 }
+
+/// How many fills the simulator remembers.
+pub const FILL_HISTORY: usize = 1_000_000;
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
@@ -710,6 +717,28 @@ impl Engine {
             subaccount: Some(o.subaccount),
         };
         let group = o.group.clone();
+        if self.fills.len() >= FILL_HISTORY {
+            self.fills.pop_front();
+        }
+        let no_price = Dollars::ONE - o.price;
+        self.fills.push_back((
+            now_ms,
+            RestFill {
+                fill_id: new_id(),
+                trade_id: fill.trade_id.clone(),
+                order_id: fill.order_id.clone(),
+                ticker: fill.market_ticker.clone(),
+                side: Some(outcome.to_owned()),
+                action: Some("buy".to_owned()),
+                count_fp: fill.count_fp.clone(),
+                yes_price_dollars: fill.yes_price_dollars.clone(),
+                no_price_dollars: Some(no_price.to_string_with(4)),
+                is_taker,
+                created_time: Some(rfc3339(now_ms)),
+                ts: Some(now_ms / 1000),
+                subaccount: Some(o.subaccount),
+            },
+        ));
         events.push(Event::Fill(fill));
         events.extend(self.user_order_msg(order_id).map(Event::UserOrder));
         let Some(gid) = group else { return };
@@ -815,6 +844,29 @@ impl Engine {
             .collect();
         os.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
         os.into_iter().map(|o| self.order_wire(o)).collect()
+    }
+
+    /// Fills newest first, filtered as `GET /portfolio/fills` filters them: `min_ts` and
+    /// `max_ts` in Unix seconds (inclusive, on the second the fill happened in), a subaccount,
+    /// a ticker, an order.
+    pub fn list_fills(
+        &self,
+        min_ts: Option<i64>,
+        max_ts: Option<i64>,
+        subaccount: Option<i64>,
+        ticker: Option<&str>,
+        order_id: Option<&str>,
+    ) -> Vec<RestFill> {
+        self.fills
+            .iter()
+            .rev()
+            .filter(|(ms, _)| min_ts.is_none_or(|t| ms / 1000 >= t))
+            .filter(|(ms, _)| max_ts.is_none_or(|t| ms / 1000 <= t))
+            .filter(|(_, f)| subaccount.is_none_or(|s| f.subaccount == Some(s)))
+            .filter(|(_, f)| ticker.is_none_or(|t| f.ticker == t))
+            .filter(|(_, f)| order_id.is_none_or(|o| f.order_id == o))
+            .map(|(_, f)| f.clone())
+            .collect()
     }
 
     /// Internal state of every group, for tests.

@@ -24,7 +24,7 @@ use super::auth::AuthFailure;
 use super::engine::{EngineError, parse_limit};
 use super::{SimState, lock, ratelimit};
 use crate::kalshi::wire::{
-    CreateOrderGroupRequest, CreateOrderGroupResponse, CreateOrderV2Request,
+    CreateOrderGroupRequest, CreateOrderGroupResponse, CreateOrderV2Request, GetFillsResponse,
     GetOrderGroupsResponse, GetOrderResponse, GetOrdersResponse, UpdateOrderGroupLimitRequest,
 };
 
@@ -257,7 +257,51 @@ async fn list_orders(
     // client (here: the offset of the next page) and empty on the last page. Filters are not
     // kept in the cursor: the client passes them again, as on the exchange.
     let subaccount = query_int(&q, "subaccount")?;
-    let limit = match query_int(&q, "limit")? {
+    let (limit, from) = page(&q)?;
+    let all = lock(&st.engine).list_orders(
+        q.get("status").map(String::as_str),
+        q.get("ticker").map(String::as_str),
+        subaccount,
+    );
+    let next = from + limit;
+    let cursor = if next < all.len() {
+        format!("o{next}")
+    } else {
+        String::new()
+    };
+    let orders = all.into_iter().skip(from).take(limit).collect();
+    Ok(axum::Json(GetOrdersResponse { orders, cursor }).into_response())
+}
+
+/// `GET /portfolio/fills`: newest first, in pages of `limit` (1..=1000, default 100); the
+/// cursor is opaque (the offset of the next page), empty on the last page, and does not keep
+/// the filters (`min_ts`, `max_ts` in Unix seconds, `subaccount`, `ticker`, `order_id`): the
+/// client passes them again. Without `subaccount`, every subaccount's fills are listed.
+async fn list_fills(
+    State(st): State<Arc<SimState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (limit, from) = page(&q)?;
+    let all = lock(&st.engine).list_fills(
+        query_int(&q, "min_ts")?,
+        query_int(&q, "max_ts")?,
+        query_int(&q, "subaccount")?,
+        q.get("ticker").map(String::as_str),
+        q.get("order_id").map(String::as_str),
+    );
+    let next = from + limit;
+    let cursor = if next < all.len() {
+        format!("o{next}")
+    } else {
+        String::new()
+    };
+    let fills = all.into_iter().skip(from).take(limit).collect();
+    Ok(axum::Json(GetFillsResponse { fills, cursor }).into_response())
+}
+
+/// `limit` (1..=1000, default 100) and the offset a `cursor` names.
+fn page(q: &HashMap<String, String>) -> Result<(usize, usize), ApiError> {
+    let limit = match query_int(q, "limit")? {
         None => 100,
         Some(l @ 1..=1000) => l as usize,
         Some(l) => {
@@ -273,19 +317,7 @@ async fn list_orders(
             .and_then(|n| n.parse::<usize>().ok())
             .ok_or_else(|| ApiError::BadQuery(format!("invalid cursor {c:?}")))?,
     };
-    let all = lock(&st.engine).list_orders(
-        q.get("status").map(String::as_str),
-        q.get("ticker").map(String::as_str),
-        subaccount,
-    );
-    let next = from + limit;
-    let cursor = if next < all.len() {
-        format!("o{next}")
-    } else {
-        String::new()
-    };
-    let orders = all.into_iter().skip(from).take(limit).collect();
-    Ok(axum::Json(GetOrdersResponse { orders, cursor }).into_response())
+    Ok((limit, from))
 }
 
 async fn no_such_path() -> ApiError {
@@ -364,6 +396,7 @@ pub(super) fn router(st: Arc<SimState>) -> Router {
         )
         .route("/trade-api/v2/portfolio/events/orders", post(create_order))
         .route("/trade-api/v2/portfolio/orders", get(list_orders))
+        .route("/trade-api/v2/portfolio/fills", get(list_fills))
         .route("/trade-api/v2/portfolio/orders/{order_id}", get(get_order))
         .route("/trade-api/v2/{*rest}", axum::routing::any(no_such_path))
         .layer(middleware::from_fn_with_state(st.clone(), guard))
