@@ -131,6 +131,15 @@ impl Loaded {
         self.policies.iter().filter(|p| p.enabled)
     }
 
+    /// The longest window any enabled policy or the account limit uses, in ms (at least the
+    /// exchange's 15 s): how far back a start rebuilds windows from the exchange's fills.
+    pub fn longest_window_ms(&self) -> i64 {
+        self.enabled()
+            .flat_map(|p| p.risk.limits.iter().map(|l| l.window_ms))
+            .chain(self.daemon.account_limit.iter().map(|l| l.window_ms))
+            .fold(crate::risk::guard::EXCHANGE_WINDOW_MS, i64::max)
+    }
+
     /// What the risk core enforces.
     pub fn risk_config(&self) -> RiskConfig {
         RiskConfig {

@@ -42,8 +42,8 @@ use crate::kalshi::stream::{self, Health, StreamConfig, StreamEvent};
 use crate::kalshi::{ExchangeError, GroupAddress, GroupControl, RestClient, Signer};
 use crate::risk::Dollars;
 use crate::risk::engine::{
-    Action, Command, DecisionKind, Fill, GroupChange, Input, OperatorCommand, Output, RiskEngine,
-    StreamHealth,
+    Action, BACKFILL_MARGIN_MS, Command, DecisionKind, Fill, GroupChange, Input, OperatorCommand,
+    Output, RiskEngine, StreamHealth,
 };
 use groups::Prepared;
 use intents::IntentLog;
@@ -188,6 +188,47 @@ struct Shell {
     close_after_save: Vec<u64>,
     reconciling: Reconciling,
     reconcile_done: mpsc::UnboundedSender<Result<Vec<GroupAddress>, String>>,
+    backfilling: Backfilling,
+    backfill_done: mpsc::UnboundedSender<(i64, Result<Vec<Input>, String>)>,
+    backfill_retry: mpsc::UnboundedSender<i64>,
+    /// Where a backfill asked for "since the start" begins: the start-up rebuild's time.
+    backfill_floor_ms: i64,
+}
+
+/// Backfills in flight (see [`Shell::backfill`]).
+#[derive(Debug, Default)]
+struct Backfilling {
+    running: bool,
+    /// Another one asked for meanwhile, from this time.
+    again: Option<i64>,
+    /// The last one failed: the next waits.
+    pause: bool,
+}
+
+/// The account's fills from `since_ms` on, as risk-core inputs, oldest first: read once for
+/// every subaccount and once per subaccount the policies use (whether the exchange lists
+/// every subaccount's fills without one is not documented; duplicates are dropped here and by
+/// `trade_id` in the risk core).
+async fn read_fills(
+    rest: &RestClient,
+    since_ms: i64,
+    subaccounts: &[u8],
+) -> Result<Vec<Input>, ExchangeError> {
+    let since_s = since_ms.div_euclid(1000);
+    let mut fills = rest.list_fills(since_s, None).await?;
+    let mut asked = BTreeSet::new();
+    for &s in subaccounts {
+        if asked.insert(s) {
+            fills.extend(rest.list_fills(since_s, Some(s)).await?);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    fills.retain(|f| f.ts_ms >= since_ms && seen.insert(f.trade_id.clone()));
+    fills.sort_by_key(|f| f.ts_ms);
+    Ok(fills
+        .into_iter()
+        .filter_map(|f| to_input(StreamEvent::Fill(f)))
+        .collect())
 }
 
 /// Reconciles in flight (see [`Shell::reconcile`]).
@@ -727,6 +768,78 @@ impl Shell {
         });
     }
 
+    /// Reads the account's fills from `since_ms` on (0: from the start-up rebuild) for the risk
+    /// core. Coalesced like reconciles: one at a time, and any asked for meanwhile become one
+    /// more from the earliest time asked. Reads draw on the read budget, apart from Triggers'.
+    fn backfill(&mut self, since_ms: i64) {
+        let since_ms = if since_ms == 0 {
+            self.backfill_floor_ms
+        } else {
+            since_ms
+        };
+        if self.backfilling.running {
+            let again = self.backfilling.again.get_or_insert(since_ms);
+            *again = (*again).min(since_ms);
+            return;
+        }
+        self.backfilling.running = true;
+        let (rest, done, stop) = (
+            self.control.rest_client().clone(),
+            self.backfill_done.clone(),
+            self.stop.clone(),
+        );
+        let subaccounts: Vec<u8> = self.loaded.enabled().map(|p| p.subaccount).collect();
+        tokio::spawn(async move {
+            let read = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = read_fills(&rest, since_ms, &subaccounts) => r,
+            };
+            let _ = done.send((since_ms, read.map_err(|e| e.to_string())));
+        });
+    }
+
+    fn finish_backfill(&mut self, since_ms: i64, read: Result<Vec<Input>, String>) {
+        self.backfilling.running = false;
+        match read {
+            Ok(inputs) => {
+                let fills = inputs
+                    .into_iter()
+                    .filter_map(|i| match i {
+                        Input::Fill(f) => Some(f),
+                        _ => None,
+                    })
+                    .collect();
+                self.handle(Input::Backfill {
+                    fills,
+                    since_ms,
+                    reason: "after a gap in the stream".into(),
+                });
+            }
+            Err(why) => {
+                tracing::warn!(error = %why, "backfill failed; trying again");
+                self.handle(Input::BackfillFailed {
+                    reason: why,
+                    unknown: false,
+                });
+                let again = self.backfilling.again.get_or_insert(since_ms);
+                *again = (*again).min(since_ms);
+                // Paced: the next try waits a little.
+                self.backfilling.pause = true;
+            }
+        }
+        if let Some(since) = self.backfilling.again.take() {
+            if std::mem::take(&mut self.backfilling.pause) {
+                let done = self.backfill_retry.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RECONCILE_GAP).await;
+                    let _ = done.send(since);
+                });
+            } else {
+                self.backfill(since);
+            }
+        }
+    }
+
     fn finish_reconcile(&mut self, listed: Result<Vec<GroupAddress>, String>) {
         self.reconciling.running = false;
         match listed {
@@ -746,6 +859,9 @@ impl Shell {
     fn spawn(&mut self, c: Command) {
         if c == Command::Reconcile {
             return self.reconcile();
+        }
+        if let Command::Backfill { since_ms } = c {
+            return self.backfill(since_ms);
         }
         let (control, tx, stop) = (
             self.control.clone(),
@@ -797,12 +913,72 @@ impl Shell {
                     };
                     Input::OrderLookup { order_id, group }
                 }
-                // Never here: reconciles go through Shell::reconcile.
-                Command::Reconcile => return,
+                // Never here: reconciles and backfills go through their own Shell methods.
+                Command::Reconcile | Command::Backfill { .. } => return,
             };
             let _ = tx.send(input);
         });
     }
+}
+
+/// How long a start waits for the orders of rebuilt fills to be mapped to their groups.
+const REBUILD_WAIT: Duration = Duration::from_secs(30);
+
+/// Rebuilds every window from the exchange's fills since `since_ms`, before READY: a restart,
+/// clean or not, never empties a window. Fills go through the risk core like streamed ones
+/// (their orders looked up, a breach tripping at once). If the fills cannot be read, or their
+/// orders not mapped within [`REBUILD_WAIT`], the daemon does not pretend: every active
+/// strategy becomes Unknown (guarded, never auto-reset) and the failure is recorded and
+/// counted.
+async fn rebuild_windows(
+    shell: &mut Shell,
+    rest: &RestClient,
+    since_ms: i64,
+    results: &mut mpsc::UnboundedReceiver<Input>,
+) {
+    let started = tokio::time::Instant::now();
+    let subaccounts: Vec<u8> = shell.loaded.enabled().map(|p| p.subaccount).collect();
+    let fills: Vec<crate::risk::engine::Fill> = match read_fills(rest, since_ms, &subaccounts).await
+    {
+        Ok(inputs) => inputs
+            .into_iter()
+            .filter_map(|i| match i {
+                Input::Fill(f) => Some(f),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot rebuild windows from the exchange's fills");
+            shell.handle(Input::BackfillFailed {
+                reason: format!("at start, reading fills since {since_ms}: {e}"),
+                unknown: true,
+            });
+            return;
+        }
+    };
+    let read = fills.len();
+    shell.handle(Input::Backfill {
+        fills,
+        since_ms,
+        reason: "start: windows rebuilt from the exchange's fills".into(),
+    });
+    let deadline = started + REBUILD_WAIT;
+    while shell.engine.parked_fills() > 0 {
+        tokio::select! {
+            Some(input) = results.recv() => {
+                shell.handle(input);
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let waiting = shell.engine.parked_fills();
+                shell.handle(Input::BackfillFailed {
+                    reason: format!("at start, {waiting} fills' orders could not be mapped to their groups within {REBUILD_WAIT:?}"),
+                    unknown: true,
+                });
+                return;
+            }
+        }
+    }
+    tracing::info!(fills = read, took = ?started.elapsed(), "windows rebuilt from the exchange's fills");
 }
 
 /// Raises the soft limit on open descriptors to the hard one (systemd's default soft limit is
@@ -936,8 +1112,13 @@ pub async fn run(
         .await
         .map_err(DaemonError::Admin)?;
     tracing::info!(path = %d.admin_socket.display(), "admin API listening");
+    // Windows survive a restart: they are rebuilt from the exchange's fills over the longest
+    // window in use (below, before READY).
+    let rebuild_since_ms = now_ms() - loaded.longest_window_ms() - BACKFILL_MARGIN_MS;
     let (reload_tx, mut reload_rx) = mpsc::unbounded_channel();
     let (reconcile_tx, mut reconcile_rx) = mpsc::unbounded_channel();
+    let (backfill_tx, mut backfill_rx) = mpsc::unbounded_channel();
+    let (backfill_retry_tx, mut backfill_retry_rx) = mpsc::unbounded_channel();
     let mut shell = Shell {
         metrics: metrics.clone(),
         loaded: loaded.clone(),
@@ -955,6 +1136,10 @@ pub async fn run(
         close_after_save: Vec::new(),
         reconciling: Reconciling::default(),
         reconcile_done: reconcile_tx,
+        backfilling: Backfilling::default(),
+        backfill_done: backfill_tx,
+        backfill_retry: backfill_retry_tx,
+        backfill_floor_ms: rebuild_since_ms,
     };
     shell.dispatch(out);
     if KILL_SIGNALLED.swap(false, Ordering::SeqCst) {
@@ -963,6 +1148,10 @@ pub async fn run(
             actor: "signal".into(),
         });
     }
+    let rebuilt_at_ms = now_ms();
+    rebuild_windows(&mut shell, &rest, rebuild_since_ms, &mut results_rx).await;
+    // A backfill "since the start" (after the first gap) begins where the rebuild read up to.
+    shell.backfill_floor_ms = rebuilt_at_ms - BACKFILL_MARGIN_MS;
 
     let mut stream_cfg = StreamConfig::new(d.exchange.ws_url.clone());
     stream_cfg.blind_after = d.blind_after;
@@ -1015,6 +1204,10 @@ pub async fn run(
         tracing::error!("the user stream did not connect at start; running blind");
         shell.handle(Input::Stream(StreamHealth::Blind));
     }
+    // Fills made between the rebuild and the subscription.
+    if subscribed {
+        shell.backfill(shell.backfill_floor_ms);
+    }
     metrics.refresh(&mut shell.engine, &counters, now_ms());
     metrics.refresh_writes(&write_health);
     health.ready.store(subscribed, Ordering::Relaxed);
@@ -1048,6 +1241,8 @@ pub async fn run(
             Some(call) = admin_rx.recv() => shell.admin(call).await,
             Some(prepared) = reload_rx.recv() => shell.finish_reload(prepared),
             Some(listed) = reconcile_rx.recv() => shell.finish_reconcile(listed),
+            Some((since, read)) = backfill_rx.recv() => shell.finish_backfill(since, read),
+            Some(since) = backfill_retry_rx.recv() => shell.backfill(since),
             Some(input) = results_rx.recv() => {
                 shell.handle(input);
             }

@@ -37,6 +37,11 @@ use super::units::{Contracts, Dollars};
 /// How long a `trade_id` is remembered for deduplication. The exchange does not replay the
 /// stream, so a duplicate can only come close behind the original.
 pub const DEDUP_RETENTION_MS: i64 = 10 * 60_000;
+/// How far before the last fill it saw a backfill starts reading, so that a fill delivered
+/// out of order around a gap is not missed. Fills of that margin are remembered by their
+/// exchange time as well, so the overlap is never counted twice however long the gap.
+pub const BACKFILL_MARGIN_MS: i64 = 60_000;
+
 /// How long an order's group is remembered after its last message (a later fill looks it up
 /// again).
 pub const ORDER_RETENTION_MS: i64 = 3_600_000;
@@ -129,6 +134,21 @@ pub enum Input {
     /// New policies (a reload): existing strategies are updated, new ones added, missing ones
     /// dropped (their retirement is the shell's).
     Policies(Vec<StrategyPolicy>),
+    /// Fills read back from the exchange (`GET /portfolio/fills`) from `since_ms` on, after a
+    /// gap in the stream or at start (`reason` says which). They go the same way as streamed
+    /// fills, counted at their exchange time; one already counted is skipped.
+    Backfill {
+        fills: Vec<Fill>,
+        since_ms: i64,
+        reason: String,
+    },
+    /// A backfill could not be completed (`reason`): the windows may be missing fills. With
+    /// `unknown` (the start-up rebuild), every active strategy becomes Unknown (still guarded,
+    /// never auto-reset) until settled.
+    BackfillFailed {
+        reason: String,
+        unknown: bool,
+    },
 }
 
 /// What the shell must do on the exchange.
@@ -151,6 +171,10 @@ pub enum Command {
     },
     /// List the account's groups (and answer with [`Input::GroupsListed`]).
     Reconcile,
+    /// Read the account's fills from `since_ms` on (and answer with [`Input::Backfill`]).
+    Backfill {
+        since_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +206,10 @@ pub enum DecisionKind {
     ReloadFailed,
     /// A strategy whose policy was removed was retired.
     Retired,
+    /// Fills were read back from the exchange after a gap or at start.
+    Backfill,
+    /// Fills could not be read back: windows may be short of them.
+    BackfillFailed,
     /// A group the daemon created but had not recorded (a lost answer, or a stop between the
     /// create and the record) was found by listing and adopted.
     OrphanAdopted,
@@ -241,6 +269,9 @@ pub struct GroupSnapshot {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
     pub fills: u64,
+    /// Fills first counted from a backfill (missed by the stream).
+    pub backfilled_fills: u64,
+    pub backfill_failures: u64,
     pub duplicate_fills: u64,
     pub unmapped_fills: u64,
     pub filled_contracts: Contracts,
@@ -317,8 +348,8 @@ fn trade_key(id: &str) -> u128 {
 }
 
 impl Seen {
-    /// True when the id is new.
-    fn insert(&mut self, id: &str, now_ms: i64) -> bool {
+    /// True when the key (see [`trade_key`]) is new.
+    fn insert_key(&mut self, key: u128, now_ms: i64) -> bool {
         let since = *self.current_since.get_or_insert(now_ms);
         if now_ms - since >= DEDUP_RETENTION_MS / 2 {
             // Size the new generation like the last one, so it does not rehash as it fills.
@@ -326,7 +357,6 @@ impl Seen {
             self.previous = std::mem::replace(&mut self.current, fresh);
             self.current_since = Some(now_ms);
         }
-        let key = trade_key(id);
         !self.previous.contains(&key) && self.current.insert(key)
     }
 }
@@ -345,6 +375,12 @@ pub struct RiskEngine {
     /// Fills waiting for their order's group.
     parked: HashMap<String, Vec<Fill>>,
     seen: Seen,
+    /// Fills of the last [`BACKFILL_MARGIN_MS`] of exchange time, by `trade_id` key.
+    tail: VecDeque<(i64, u128)>,
+    /// The newest exchange time of any fill counted.
+    last_fill_ms: Option<i64>,
+    /// The stream was down, blind or lossy since the last backfill was asked for.
+    gap: bool,
     account: Option<LimitState>,
     kill: KillLatch,
     /// Records of strategies whose policy was removed, by name (see [`StrategySnapshot::retired`]).
@@ -388,6 +424,9 @@ impl RiskEngine {
             route_order: VecDeque::new(),
             parked: HashMap::default(),
             seen: Seen::default(),
+            tail: VecDeque::new(),
+            last_fill_ms: None,
+            gap: false,
             account: cfg.account_limit.clone().map(LimitState::new),
             kill: KillLatch::default(),
             retired: BTreeMap::new(),
@@ -547,6 +586,16 @@ impl RiskEngine {
         self.blind
     }
 
+    /// The newest exchange time of any fill counted, epoch ms.
+    pub fn last_fill_ms(&self) -> Option<i64> {
+        self.last_fill_ms
+    }
+
+    /// Fills waiting for their order's group.
+    pub fn parked_fills(&self) -> usize {
+        self.parked.values().map(Vec::len).sum()
+    }
+
     pub fn strategies(&self) -> &[StrategyGuard] {
         &self.strategies
     }
@@ -657,13 +706,104 @@ impl RiskEngine {
             Input::Tick => self.on_tick(now_ms, out),
             Input::Operator { command, actor } => self.on_operator(command, &actor, now_ms, out),
             Input::Policies(policies) => self.on_policies(policies, now_ms, out),
+            Input::Backfill {
+                fills,
+                since_ms,
+                reason,
+            } => self.on_backfill(fills, since_ms, &reason, now_ms, out),
+            Input::BackfillFailed { reason, unknown } => {
+                self.on_backfill_failed(&reason, unknown, now_ms, out)
+            }
+        }
+    }
+
+    fn on_backfill(
+        &mut self,
+        fills: Vec<Fill>,
+        since_ms: i64,
+        reason: &str,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let (listed, before) = (fills.len(), self.counters.fills);
+        let trips_before = out
+            .iter()
+            .filter(|o| matches!(o, Output::Decision(d) if d.event == DecisionKind::Trip))
+            .count();
+        for f in fills {
+            let key = trade_key(&f.trade_id);
+            if self.tail.iter().any(|(_, k)| *k == key) {
+                self.counters.duplicate_fills += 1;
+                continue;
+            }
+            self.on_fill(f, now_ms, out);
+        }
+        let new = self.counters.fills - before;
+        self.counters.backfilled_fills += new;
+        let trips = out
+            .iter()
+            .filter(|o| matches!(o, Output::Decision(d) if d.event == DecisionKind::Trip))
+            .count()
+            - trips_before;
+        out.push(Output::Decision(decision(
+            now_ms,
+            DecisionKind::Backfill,
+            format!(
+                "{reason}: {listed} fills since {since_ms} read back, {new} not seen before, {trips} trip(s)"
+            ),
+            DAEMON,
+        )));
+    }
+
+    fn on_backfill_failed(
+        &mut self,
+        reason: &str,
+        unknown: bool,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        self.counters.backfill_failures += 1;
+        out.push(Output::Decision(decision(
+            now_ms,
+            DecisionKind::BackfillFailed,
+            format!("fills could not be read back: {reason}; windows may be short"),
+            DAEMON,
+        )));
+        if !unknown {
+            return;
+        }
+        for s in &mut self.strategies {
+            if s.state == GuardState::Active {
+                s.state = GuardState::Unknown;
+                s.unproven = s.groups.iter().map(|g| g.id.clone()).collect();
+                let mut d = decision(
+                    now_ms,
+                    DecisionKind::Settled,
+                    "state unknown: its windows may be short of fills the exchange could not give back; still guarded, never auto-reset until settled",
+                    DAEMON,
+                );
+                d.strategy = Some(s.policy.name.clone());
+                out.push(Output::Decision(d));
+            }
         }
     }
 
     fn on_fill(&mut self, f: Fill, now_ms: i64, out: &mut Vec<Output>) {
-        if !self.seen.insert(&f.trade_id, now_ms) {
+        let key = trade_key(&f.trade_id);
+        if !self.seen.insert_key(key, now_ms) {
             self.counters.duplicate_fills += 1;
             return;
+        }
+        // The margin a backfill re-reads is remembered by exchange time too.
+        let newest = self.last_fill_ms.map_or(f.ts_ms, |l| l.max(f.ts_ms));
+        self.last_fill_ms = Some(newest);
+        self.tail.push_back((f.ts_ms, key));
+        while self
+            .tail
+            .front()
+            .is_some_and(|(ts, _)| *ts < newest - BACKFILL_MARGIN_MS)
+        {
+            self.tail.pop_front();
         }
         self.counters.fills += 1;
         self.counters.filled_contracts += f.count;
@@ -911,7 +1051,9 @@ impl RiskEngine {
                     Command::Trigger { group } => ("trigger", Some(group)),
                     Command::Reset { group } => ("reset", Some(group)),
                     Command::UpdateLimit { group, .. } => ("update the limit of", Some(group)),
-                    Command::LookupOrder { .. } | Command::Reconcile => ("run", None),
+                    Command::LookupOrder { .. } | Command::Reconcile | Command::Backfill { .. } => {
+                        ("run", None)
+                    }
                 };
                 let mut d = decision(
                     now_ms,
@@ -1245,6 +1387,9 @@ impl RiskEngine {
         match h {
             StreamHealth::Connected => {
                 self.disconnected_since = None;
+                if std::mem::take(&mut self.gap) {
+                    self.ask_backfill(out);
+                }
                 if self.blind {
                     self.blind = false;
                     out.push(Output::Decision(decision(
@@ -1258,8 +1403,12 @@ impl RiskEngine {
             }
             StreamHealth::Disconnected => {
                 self.disconnected_since.get_or_insert(now_ms);
+                self.gap = true;
             }
-            StreamHealth::Blind => self.go_blind(now_ms, out),
+            StreamHealth::Blind => {
+                self.gap = true;
+                self.go_blind(now_ms, out)
+            }
             StreamHealth::Lossy(why) => {
                 out.push(Output::Decision(decision(
                     now_ms,
@@ -1268,8 +1417,21 @@ impl RiskEngine {
                     DAEMON,
                 )));
                 out.push(Output::Command(Command::Reconcile));
+                self.ask_backfill(out);
+                // And again once the stream is whole (a lost subscription is being restored).
+                self.gap = true;
             }
         }
+    }
+
+    /// Asks for the fills since shortly before the last one counted (the shell reads them and
+    /// answers with [`Input::Backfill`]). Before any fill, the shell's start-up rebuild covers
+    /// the windows; `since_ms` 0 then means "since that rebuild".
+    fn ask_backfill(&mut self, out: &mut Vec<Output>) {
+        let since_ms = self
+            .last_fill_ms
+            .map_or(0, |l| (l - BACKFILL_MARGIN_MS).max(0));
+        out.push(Output::Command(Command::Backfill { since_ms }));
     }
 
     fn on_tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
