@@ -957,6 +957,34 @@ async fn rebuild_windows(
         }
     };
     let read = fills.len();
+    // Map the fills' orders to their groups in bulk (pages of 1,000 orders, newest first)
+    // rather than one lookup each: a day of fills may span many thousands of orders.
+    let mut needed: std::collections::HashSet<String> =
+        fills.iter().map(|f| f.order_id.clone()).collect();
+    let mut cursor = String::new();
+    while !needed.is_empty() {
+        match rest.orders_page(&cursor).await {
+            Ok((orders, next)) => {
+                for o in orders {
+                    if needed.remove(&o.order_id) {
+                        shell.handle(Input::OrderGroup {
+                            order_id: o.order_id,
+                            group: o.group_id,
+                        });
+                    }
+                }
+                if next.is_empty() || next == cursor {
+                    break;
+                }
+                cursor = next;
+            }
+            Err(e) => {
+                // The rest are looked up one by one.
+                tracing::warn!(error = %e, left = needed.len(), "cannot list orders to map rebuilt fills");
+                break;
+            }
+        }
+    }
     shell.handle(Input::Backfill {
         fills,
         since_ms,

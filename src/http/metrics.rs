@@ -53,6 +53,8 @@ struct Seen {
     trips: BTreeMap<(String, TripReason), u64>,
     resets: BTreeMap<(String, String), u64>,
     unmapped: u64,
+    backfilled: u64,
+    backfill_failures: u64,
     reconnects: u64,
     write_failures: [u64; 2],
     subscriptions_lost: [u64; 3],
@@ -71,6 +73,8 @@ pub struct Metrics {
     fills_total: IntCounterVec,
     filled_contracts_total: prometheus::CounterVec,
     unmapped_fills_total: IntCounter,
+    fills_backfilled_total: IntCounter,
+    backfill_failures_total: IntCounter,
     trips_total: IntCounterVec,
     resets_total: IntCounterVec,
     stream_connected: IntGauge,
@@ -166,6 +170,14 @@ impl Metrics {
             unmapped_fills_total: reg!(IntCounter::with_opts(opts(
                 "unmapped_fills_total",
                 "Fills whose order belongs to no managed group."
+            ))?),
+            fills_backfilled_total: reg!(IntCounter::with_opts(opts(
+                "fills_backfilled_total",
+                "Fills the stream missed, counted from GET /portfolio/fills after a gap or at start."
+            ))?),
+            backfill_failures_total: reg!(IntCounter::with_opts(opts(
+                "backfill_failures_total",
+                "Backfills that could not read the exchange's fills (retried; at start the strategies are left unknown)."
             ))?),
             trips_total: reg!(IntCounterVec::new(
                 opts(
@@ -432,6 +444,12 @@ impl Metrics {
         self.unmapped_fills_total
             .inc_by(c.unmapped_fills.saturating_sub(seen.unmapped));
         seen.unmapped = c.unmapped_fills;
+        self.fills_backfilled_total
+            .inc_by(c.backfilled_fills.saturating_sub(seen.backfilled));
+        seen.backfilled = c.backfilled_fills;
+        self.backfill_failures_total
+            .inc_by(c.backfill_failures.saturating_sub(seen.backfill_failures));
+        seen.backfill_failures = c.backfill_failures;
         self.stream_connected
             .set(i64::from(stream.connected.load(Relaxed)));
         let reconnects = stream.reconnects.load(Relaxed);

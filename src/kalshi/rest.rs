@@ -679,6 +679,20 @@ impl RestClient {
         Ok(out)
     }
 
+    /// One page of orders, newest first (read budget): the orders and the next page's cursor
+    /// (empty after the last).
+    pub async fn orders_page(
+        &self,
+        cursor: &str,
+    ) -> Result<(Vec<OrderInfo>, String), ExchangeError> {
+        let mut path = "/portfolio/orders?limit=1000".to_owned();
+        if !cursor.is_empty() {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let r: wire::GetOrdersResponse = self.get_json("list_orders", &path, Bill::Read).await?;
+        Ok((r.orders.into_iter().map(order_info).collect(), r.cursor))
+    }
+
     /// Orders, newest first, optionally only those with `status` (read budget). Follows the
     /// exchange's cursors to the last page (an empty cursor), a page of 1,000 at a time.
     pub async fn list_orders(&self, status: Option<&str>) -> Result<Vec<OrderInfo>, ExchangeError> {

@@ -726,6 +726,7 @@ impl RiskEngine {
         out: &mut Vec<Output>,
     ) {
         let (listed, before) = (fills.len(), self.counters.fills);
+        let parked_before = self.parked.values().map(Vec::len).sum::<usize>();
         let trips_before = out
             .iter()
             .filter(|o| matches!(o, Output::Decision(d) if d.event == DecisionKind::Trip))
@@ -745,11 +746,17 @@ impl RiskEngine {
             .filter(|o| matches!(o, Output::Decision(d) if d.event == DecisionKind::Trip))
             .count()
             - trips_before;
+        let parked = self
+            .parked
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            .saturating_sub(parked_before);
         out.push(Output::Decision(decision(
             now_ms,
             DecisionKind::Backfill,
             format!(
-                "{reason}: {listed} fills since {since_ms} read back, {new} not seen before, {trips} trip(s)"
+                "{reason}: {listed} fills since {since_ms} read back, {new} not seen before ({parked} waiting for their order's group, counted when it is known), {trips} trip(s) at once"
             ),
             DAEMON,
         )));
