@@ -375,8 +375,10 @@ pub struct RiskEngine {
     /// Fills waiting for their order's group.
     parked: HashMap<String, Vec<Fill>>,
     seen: Seen,
-    /// Fills of the last [`BACKFILL_MARGIN_MS`] of exchange time, by `trade_id` key.
+    /// Fills of the last [`BACKFILL_MARGIN_MS`] of exchange time, by `trade_id` key: in
+    /// arrival order (to forget them) and as a set (to find them).
     tail: VecDeque<(i64, u128)>,
+    tail_keys: HashSet<u128>,
     /// The newest exchange time of any fill counted.
     last_fill_ms: Option<i64>,
     /// The stream was down, blind or lossy since the last backfill was asked for.
@@ -425,6 +427,7 @@ impl RiskEngine {
             parked: HashMap::default(),
             seen: Seen::default(),
             tail: VecDeque::new(),
+            tail_keys: HashSet::default(),
             last_fill_ms: None,
             gap: false,
             account: cfg.account_limit.clone().map(LimitState::new),
@@ -733,7 +736,7 @@ impl RiskEngine {
             .count();
         for f in fills {
             let key = trade_key(&f.trade_id);
-            if self.tail.iter().any(|(_, k)| *k == key) {
+            if self.tail_keys.contains(&key) {
                 self.counters.duplicate_fills += 1;
                 continue;
             }
@@ -805,12 +808,13 @@ impl RiskEngine {
         let newest = self.last_fill_ms.map_or(f.ts_ms, |l| l.max(f.ts_ms));
         self.last_fill_ms = Some(newest);
         self.tail.push_back((f.ts_ms, key));
-        while self
-            .tail
-            .front()
-            .is_some_and(|(ts, _)| *ts < newest - BACKFILL_MARGIN_MS)
-        {
+        self.tail_keys.insert(key);
+        while let Some(&(ts, old)) = self.tail.front() {
+            if ts >= newest - BACKFILL_MARGIN_MS {
+                break;
+            }
             self.tail.pop_front();
+            self.tail_keys.remove(&old);
         }
         self.counters.fills += 1;
         self.counters.filled_contracts += f.count;

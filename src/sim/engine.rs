@@ -829,12 +829,15 @@ impl Engine {
     }
 
     /// `GET /portfolio/orders`, newest first, optionally by status, ticker and subaccount.
+    /// Orders newest first, filtered; the page `from..from + limit`, and whether more follow.
     pub fn list_orders(
         &self,
         status: Option<&str>,
         ticker: Option<&str>,
         subaccount: Option<i64>,
-    ) -> Vec<Order> {
+        from: usize,
+        limit: usize,
+    ) -> (Vec<Order>, bool) {
         let mut os: Vec<&OrderState> = self
             .orders
             .values()
@@ -843,12 +846,21 @@ impl Engine {
             .filter(|o| subaccount.is_none_or(|s| o.subaccount == s))
             .collect();
         os.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
-        os.into_iter().map(|o| self.order_wire(o)).collect()
+        let more = os.len() > from.saturating_add(limit);
+        let page = os
+            .into_iter()
+            .skip(from)
+            .take(limit)
+            .map(|o| self.order_wire(o))
+            .collect();
+        (page, more)
     }
 
     /// Fills newest first, filtered as `GET /portfolio/fills` filters them: `min_ts` and
     /// `max_ts` in Unix seconds (inclusive, on the second the fill happened in), a subaccount,
     /// a ticker, an order.
+    /// The page `from..from + limit` of them, and whether more follow.
+    #[allow(clippy::too_many_arguments)]
     pub fn list_fills(
         &self,
         min_ts: Option<i64>,
@@ -856,8 +868,11 @@ impl Engine {
         subaccount: Option<i64>,
         ticker: Option<&str>,
         order_id: Option<&str>,
-    ) -> Vec<RestFill> {
-        self.fills
+        from: usize,
+        limit: usize,
+    ) -> (Vec<RestFill>, bool) {
+        let mut matching = self
+            .fills
             .iter()
             .rev()
             .filter(|(ms, _)| min_ts.is_none_or(|t| ms / 1000 >= t))
@@ -865,8 +880,13 @@ impl Engine {
             .filter(|(_, f)| subaccount.is_none_or(|s| f.subaccount == Some(s)))
             .filter(|(_, f)| ticker.is_none_or(|t| f.ticker == t))
             .filter(|(_, f)| order_id.is_none_or(|o| f.order_id == o))
+            .skip(from);
+        let page = matching
+            .by_ref()
+            .take(limit)
             .map(|(_, f)| f.clone())
-            .collect()
+            .collect();
+        (page, matching.next().is_some())
     }
 
     /// Internal state of every group, for tests.

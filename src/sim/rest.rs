@@ -258,18 +258,18 @@ async fn list_orders(
     // kept in the cursor: the client passes them again, as on the exchange.
     let subaccount = query_int(&q, "subaccount")?;
     let (limit, from) = page(&q)?;
-    let all = lock(&st.engine).list_orders(
+    let (orders, more) = lock(&st.engine).list_orders(
         q.get("status").map(String::as_str),
         q.get("ticker").map(String::as_str),
         subaccount,
+        from,
+        limit,
     );
-    let next = from + limit;
-    let cursor = if next < all.len() {
-        format!("o{next}")
+    let cursor = if more {
+        format!("o{}", from + limit)
     } else {
         String::new()
     };
-    let orders = all.into_iter().skip(from).take(limit).collect();
     Ok(axum::Json(GetOrdersResponse { orders, cursor }).into_response())
 }
 
@@ -282,20 +282,20 @@ async fn list_fills(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let (limit, from) = page(&q)?;
-    let all = lock(&st.engine).list_fills(
+    let (fills, more) = lock(&st.engine).list_fills(
         query_int(&q, "min_ts")?,
         query_int(&q, "max_ts")?,
         query_int(&q, "subaccount")?,
         q.get("ticker").map(String::as_str),
         q.get("order_id").map(String::as_str),
+        from,
+        limit,
     );
-    let next = from + limit;
-    let cursor = if next < all.len() {
-        format!("o{next}")
+    let cursor = if more {
+        format!("o{}", from + limit)
     } else {
         String::new()
     };
-    let fills = all.into_iter().skip(from).take(limit).collect();
     Ok(axum::Json(GetFillsResponse { fills, cursor }).into_response())
 }
 
