@@ -167,3 +167,62 @@ async fn a_start_that_cannot_read_the_fills_leaves_strategies_unknown_and_says_w
     });
     assert_eq!(stop(d).await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_basic_tiers_budget_a_trigger_does_not_wait_for_a_long_backfill() {
+    let t = TestSim::start().await;
+    let dir = setup(
+        &t,
+        &[
+            ("runaway.toml", RUNAWAY),
+            ("calm.toml", "[group]\ncontracts_limit = 100\n"),
+        ],
+        "\n[stream]\nblind_after = \"1s\"\n",
+    );
+    let cfg = dir.path().join("kalshi-riskd.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("write_budget_per_s = 100", "write_budget_per_s = 10"),
+    )
+    .unwrap();
+    let d = start(dir.path()).await;
+    let state = d.state();
+    let (runaway, calm) = (group_of(&state, "runaway"), group_of(&state, "calm"));
+    // Fills the stream misses, then a backfill that takes the exchange 4 s to answer.
+    t.set_faults(json!({"ws_silent": true})).await;
+    t.order(Some(&calm), "3").await;
+    d.until_audit("blind", |v| v["event"] == "blind");
+    t.set_faults(json!({"latency_ms": 4000, "latency_path": "/trade-api/v2/portfolio/fills"}))
+        .await;
+    // Back: the backfill is under way when a streamed breach arrives.
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    while d.log().matches("user stream connected").count() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reconnected:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.order(Some(&runaway), "21").await;
+    let state = d.until_state("a confirmed trip", |s| {
+        s["strategies"]["runaway"]["trip"]["confirmed_ms"].is_i64()
+    });
+    let trip = &state["strategies"]["runaway"]["trip"];
+    let took = trip["confirmed_ms"].as_i64().unwrap() - trip["at_ms"].as_i64().unwrap();
+    assert!(took < 1_000, "the Trigger waited {took} ms");
+    assert!(
+        !d.audit()
+            .iter()
+            .any(|v| v["event"] == "backfill"
+                && v["reason"].as_str().unwrap().contains("after a gap")),
+        "the backfill was still running when the Trigger was confirmed"
+    );
+    // The backfill lands afterwards and counts the missed fill.
+    d.until_audit("the backfill", |v| {
+        v["event"] == "backfill" && v["reason"].as_str().unwrap().contains("after a gap")
+    });
+    t.set_faults(json!({})).await;
+    assert_eq!(stop(d).await, Some(0));
+}

@@ -189,26 +189,33 @@ struct Shell {
     reconciling: Reconciling,
     reconcile_done: mpsc::UnboundedSender<Result<Vec<GroupAddress>, String>>,
     backfilling: Backfilling,
-    backfill_done: mpsc::UnboundedSender<(i64, Result<Vec<Input>, String>)>,
-    backfill_retry: mpsc::UnboundedSender<i64>,
+    backfill_done: mpsc::UnboundedSender<BackfillRead>,
+    backfill_retry: mpsc::UnboundedSender<(i64, &'static str)>,
     /// Where a backfill asked for "since the start" begins: the start-up rebuild's time.
     backfill_floor_ms: i64,
 }
+
+/// A finished backfill read: from when, why, and the inputs it read (or why it could not).
+type BackfillRead = (i64, &'static str, Result<Vec<Input>, String>);
 
 /// Backfills in flight (see [`Shell::backfill`]).
 #[derive(Debug, Default)]
 struct Backfilling {
     running: bool,
-    /// Another one asked for meanwhile, from this time.
-    again: Option<i64>,
+    /// Another one asked for meanwhile, from this time, and why.
+    again: Option<(i64, &'static str)>,
     /// The last one failed: the next waits.
     pause: bool,
 }
 
-/// The account's fills from `since_ms` on, as risk-core inputs, oldest first: read once for
-/// every subaccount and once per subaccount the policies use (whether the exchange lists
-/// every subaccount's fills without one is not documented; duplicates are dropped here and by
-/// `trade_id` in the risk core).
+/// The account's fills from `since_ms` on, as risk-core inputs: first each fill's order and its
+/// group, then the fills, oldest first. Fills are read once for every subaccount and once per
+/// subaccount the policies use (whether the exchange lists every subaccount's fills without
+/// one is not documented; duplicates are dropped here and by `trade_id` in the risk core).
+/// Orders are mapped in bulk from `GET /portfolio/orders` (1,000 a page, newest first, until
+/// every fill's order is found), not one lookup each: a day of fills may span thousands of
+/// orders, and a breach among them must not wait behind single lookups. An order not found
+/// there is looked up on its own by the risk core's usual path.
 async fn read_fills(
     rest: &RestClient,
     since_ms: i64,
@@ -225,10 +232,37 @@ async fn read_fills(
     let mut seen = std::collections::HashSet::new();
     fills.retain(|f| f.ts_ms >= since_ms && seen.insert(f.trade_id.clone()));
     fills.sort_by_key(|f| f.ts_ms);
-    Ok(fills
-        .into_iter()
-        .filter_map(|f| to_input(StreamEvent::Fill(f)))
-        .collect())
+    let mut needed: std::collections::HashSet<&str> =
+        fills.iter().map(|f| f.order_id.as_str()).collect();
+    let mut inputs = Vec::new();
+    let mut cursor = String::new();
+    while !needed.is_empty() {
+        let (orders, next) = match rest.orders_page(&cursor).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, left = needed.len(), "cannot list orders to map read-back fills; looking them up one by one");
+                break;
+            }
+        };
+        for o in orders {
+            if needed.remove(o.order_id.as_str()) {
+                inputs.push(Input::OrderGroup {
+                    order_id: o.order_id,
+                    group: o.group_id,
+                });
+            }
+        }
+        if next.is_empty() || next == cursor {
+            break;
+        }
+        cursor = next;
+    }
+    inputs.extend(
+        fills
+            .into_iter()
+            .filter_map(|f| to_input(StreamEvent::Fill(f))),
+    );
+    Ok(inputs)
 }
 
 /// Reconciles in flight (see [`Shell::reconcile`]).
@@ -771,15 +805,15 @@ impl Shell {
     /// Reads the account's fills from `since_ms` on (0: from the start-up rebuild) for the risk
     /// core. Coalesced like reconciles: one at a time, and any asked for meanwhile become one
     /// more from the earliest time asked. Reads draw on the read budget, apart from Triggers'.
-    fn backfill(&mut self, since_ms: i64) {
+    fn backfill(&mut self, since_ms: i64, reason: &'static str) {
         let since_ms = if since_ms == 0 {
             self.backfill_floor_ms
         } else {
             since_ms
         };
         if self.backfilling.running {
-            let again = self.backfilling.again.get_or_insert(since_ms);
-            *again = (*again).min(since_ms);
+            let again = self.backfilling.again.get_or_insert((since_ms, reason));
+            again.0 = again.0.min(since_ms);
             return;
         }
         self.backfilling.running = true;
@@ -794,25 +828,24 @@ impl Shell {
                 _ = stop.cancelled() => return,
                 r = read_fills(&rest, since_ms, &subaccounts) => r,
             };
-            let _ = done.send((since_ms, read.map_err(|e| e.to_string())));
+            let _ = done.send((since_ms, reason, read.map_err(|e| e.to_string())));
         });
     }
 
-    fn finish_backfill(&mut self, since_ms: i64, read: Result<Vec<Input>, String>) {
+    fn finish_backfill(
+        &mut self,
+        since_ms: i64,
+        reason: &'static str,
+        read: Result<Vec<Input>, String>,
+    ) {
         self.backfilling.running = false;
         match read {
             Ok(inputs) => {
-                let fills = inputs
-                    .into_iter()
-                    .filter_map(|i| match i {
-                        Input::Fill(f) => Some(f),
-                        _ => None,
-                    })
-                    .collect();
+                let fills = self.feed_orders(inputs);
                 self.handle(Input::Backfill {
                     fills,
                     since_ms,
-                    reason: "after a gap in the stream".into(),
+                    reason: reason.into(),
                 });
             }
             Err(why) => {
@@ -821,23 +854,37 @@ impl Shell {
                     reason: why,
                     unknown: false,
                 });
-                let again = self.backfilling.again.get_or_insert(since_ms);
-                *again = (*again).min(since_ms);
+                let again = self.backfilling.again.get_or_insert((since_ms, reason));
+                again.0 = again.0.min(since_ms);
                 // Paced: the next try waits a little.
                 self.backfilling.pause = true;
             }
         }
-        if let Some(since) = self.backfilling.again.take() {
+        if let Some((since, reason)) = self.backfilling.again.take() {
             if std::mem::take(&mut self.backfilling.pause) {
                 let done = self.backfill_retry.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(RECONCILE_GAP).await;
-                    let _ = done.send(since);
+                    let _ = done.send((since, reason));
                 });
             } else {
-                self.backfill(since);
+                self.backfill(since, reason);
             }
         }
+    }
+
+    /// Hands read-back orders' groups to the risk core; returns the fills.
+    fn feed_orders(&mut self, inputs: Vec<Input>) -> Vec<Fill> {
+        let mut fills = Vec::new();
+        for input in inputs {
+            match input {
+                Input::Fill(f) => fills.push(f),
+                other => {
+                    self.handle(other);
+                }
+            }
+        }
+        fills
     }
 
     fn finish_reconcile(&mut self, listed: Result<Vec<GroupAddress>, String>) {
@@ -861,7 +908,7 @@ impl Shell {
             return self.reconcile();
         }
         if let Command::Backfill { since_ms } = c {
-            return self.backfill(since_ms);
+            return self.backfill(since_ms, "after a gap in the stream");
         }
         let (control, tx, stop) = (
             self.control.clone(),
@@ -938,15 +985,8 @@ async fn rebuild_windows(
 ) {
     let started = tokio::time::Instant::now();
     let subaccounts: Vec<u8> = shell.loaded.enabled().map(|p| p.subaccount).collect();
-    let fills: Vec<crate::risk::engine::Fill> = match read_fills(rest, since_ms, &subaccounts).await
-    {
-        Ok(inputs) => inputs
-            .into_iter()
-            .filter_map(|i| match i {
-                Input::Fill(f) => Some(f),
-                _ => None,
-            })
-            .collect(),
+    let inputs = match read_fills(rest, since_ms, &subaccounts).await {
+        Ok(inputs) => inputs,
         Err(e) => {
             tracing::error!(error = %e, "cannot rebuild windows from the exchange's fills");
             shell.handle(Input::BackfillFailed {
@@ -956,35 +996,8 @@ async fn rebuild_windows(
             return;
         }
     };
+    let fills = shell.feed_orders(inputs);
     let read = fills.len();
-    // Map the fills' orders to their groups in bulk (pages of 1,000 orders, newest first)
-    // rather than one lookup each: a day of fills may span many thousands of orders.
-    let mut needed: std::collections::HashSet<String> =
-        fills.iter().map(|f| f.order_id.clone()).collect();
-    let mut cursor = String::new();
-    while !needed.is_empty() {
-        match rest.orders_page(&cursor).await {
-            Ok((orders, next)) => {
-                for o in orders {
-                    if needed.remove(&o.order_id) {
-                        shell.handle(Input::OrderGroup {
-                            order_id: o.order_id,
-                            group: o.group_id,
-                        });
-                    }
-                }
-                if next.is_empty() || next == cursor {
-                    break;
-                }
-                cursor = next;
-            }
-            Err(e) => {
-                // The rest are looked up one by one.
-                tracing::warn!(error = %e, left = needed.len(), "cannot list orders to map rebuilt fills");
-                break;
-            }
-        }
-    }
     shell.handle(Input::Backfill {
         fills,
         since_ms,
@@ -1234,7 +1247,10 @@ pub async fn run(
     }
     // Fills made between the rebuild and the subscription.
     if subscribed {
-        shell.backfill(shell.backfill_floor_ms);
+        shell.backfill(
+            shell.backfill_floor_ms,
+            "after the start: fills between the rebuild and the subscription",
+        );
     }
     metrics.refresh(&mut shell.engine, &counters, now_ms());
     metrics.refresh_writes(&write_health);
@@ -1269,8 +1285,8 @@ pub async fn run(
             Some(call) = admin_rx.recv() => shell.admin(call).await,
             Some(prepared) = reload_rx.recv() => shell.finish_reload(prepared),
             Some(listed) = reconcile_rx.recv() => shell.finish_reconcile(listed),
-            Some((since, read)) = backfill_rx.recv() => shell.finish_backfill(since, read),
-            Some(since) = backfill_retry_rx.recv() => shell.backfill(since),
+            Some((since, why, read)) = backfill_rx.recv() => shell.finish_backfill(since, why, read),
+            Some((since, why)) = backfill_retry_rx.recv() => shell.backfill(since, why),
             Some(input) = results_rx.recv() => {
                 shell.handle(input);
             }

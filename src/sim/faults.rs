@@ -19,6 +19,8 @@ pub struct Faults {
     pub error_burst: u64,
     /// Delay added before every REST answer, in milliseconds.
     pub latency_ms: u64,
+    /// Only requests whose path starts with this are delayed (all when absent).
+    pub latency_path: Option<String>,
     /// Every WebSocket goes silent: no data, no pings, commands unread, sockets left open.
     /// Data published meanwhile is lost (`order_group_updates` `seq` still advances, so a
     /// reader sees the gap once the stream speaks again).

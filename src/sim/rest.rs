@@ -327,11 +327,18 @@ async fn no_such_path() -> ApiError {
 /// Latency, authentication, rate limits and injected errors, in the exchange's order.
 async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
     st.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let latency_ms = lock(&st.faults).latency_ms;
+    let path = req.uri().path().to_owned();
+    let latency_ms = {
+        let f = lock(&st.faults);
+        let applies = f
+            .latency_path
+            .as_deref()
+            .is_none_or(|p| path.starts_with(p));
+        if applies { f.latency_ms } else { 0 }
+    };
     if latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(latency_ms)).await;
     }
-    let path = req.uri().path().to_owned();
     let now = crate::kalshi::auth::now_ms();
     if let Err(f) = st
         .keys
