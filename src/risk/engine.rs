@@ -300,8 +300,11 @@ fn unmanaged_reason(order_id: &str, group: &Option<GroupId>) -> String {
 
 /// Deduplication of `trade_id`s, bounded by time: two generations of ids, each covering half
 /// the retention. A lookup checks both; an insert goes to the newest; when the newest is half
-/// a retention old, the oldest is dropped whole. Every id is remembered for at least
-/// [`DEDUP_RETENTION_MS`] and at most one and a half times that, with no per-id expiry work.
+/// a retention old, the oldest is dropped whole, with no per-id expiry work. An id is
+/// remembered for at least half of [`DEDUP_RETENTION_MS`] after it was counted (one counted just
+/// before a rotation lives one more generation), usually longer; generations turn only as
+/// fills arrive. A backfill's overlap does not rely on this: the fills of its re-read margin
+/// are also remembered by exchange time (`tail`).
 #[derive(Debug, Default)]
 struct Seen {
     current: HashSet<u128>,
