@@ -6,12 +6,11 @@
 mod support;
 
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::daemon::{group_of, run_config, setup, start, stop, use_fix};
+use support::daemon::{cli, get, group_of, run_config, sample, setup, start, stop, use_fix};
 use support::{PATIENCE, TestSim};
 
 const RUNAWAY: &str = "[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 20\n";
@@ -376,19 +375,6 @@ async fn the_watchdog_is_fed_while_the_loop_runs() {
     let _ = child.wait();
 }
 
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-/// The value of one sample line (`name{labels} value`) in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_readiness() {
     let t = TestSim::start().await;
@@ -563,20 +549,6 @@ async fn metrics_health_and_readiness() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stop(d).await, Some(0));
-}
-
-fn cli(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("kalshi-riskd.toml"))
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,15 +12,13 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use serde_json::{Value, json};
-use support::daemon::{Daemon, group_of, setup, start, stop};
+use support::daemon::{Daemon, cli, group_of, setup, start, stop};
 use support::{PATIENCE, TestSim};
 
 const RUNAWAY: &str = "[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 20\n";
@@ -390,20 +388,6 @@ async fn a_reload_never_clears_a_trip() {
     assert!(state["strategies"]["calm"]["retired"].is_null(), "{state}");
     assert_eq!(state["strategies"]["runaway"]["state"], "tripped");
     assert_eq!(stop(d).await, Some(0));
-}
-
-fn cli(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("kalshi-riskd.toml"))
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Every notification the daemon sends, with when it arrived.

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::daemon::{Daemon, group_of, setup, start, stop, use_fix};
+use support::daemon::{Daemon, group_of, sample, setup, start, stop, use_fix};
 use support::{PATIENCE, TestSim};
 use tokio::time::Instant;
 
@@ -20,13 +20,6 @@ async fn scrape(addr: &str) -> String {
         .text()
         .await
         .unwrap()
-}
-
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// A breach of `runaway`'s limit: the daemon's own figure from decision to every group

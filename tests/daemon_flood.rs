@@ -6,12 +6,11 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::daemon::{Daemon, group_of, setup, stop};
+use support::daemon::{Daemon, cli, group_of, setup, stop};
 use support::{PATIENCE, TestSim};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -19,20 +18,6 @@ use tokio::time::Instant;
 
 const RUNAWAY: &str = "[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 20\n";
 const CALM: &str = "[group]\ncontracts_limit = 100\n";
-
-fn cli(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("kalshi-riskd.toml"))
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 async fn healthz(addr: &str) -> Result<u16, String> {
     let client = reqwest::Client::builder()

@@ -9,23 +9,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::TestSim;
-use support::daemon::{group_of, setup, start, stop};
+use support::daemon::{get, group_of, sample, setup, start, stop};
 use tokio::time::Instant;
 
 const RUNAWAY: &str = "[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 20\n";
-
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-/// The value of one sample line (`name{labels} value`) in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
 
 async fn end_subscription(t: &TestSim, channel: &str, code: u32) {
     let (status, body) = t

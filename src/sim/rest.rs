@@ -265,11 +265,7 @@ async fn list_orders(
         from,
         limit,
     );
-    let cursor = if more {
-        format!("o{}", from + limit)
-    } else {
-        String::new()
-    };
+    let cursor = next_cursor(more, from, limit);
     Ok(axum::Json(GetOrdersResponse { orders, cursor }).into_response())
 }
 
@@ -291,12 +287,17 @@ async fn list_fills(
         from,
         limit,
     );
-    let cursor = if more {
+    let cursor = next_cursor(more, from, limit);
+    Ok(axum::Json(GetFillsResponse { fills, cursor }).into_response())
+}
+
+/// The cursor of the page after `from..from + limit`: empty when no more follow.
+fn next_cursor(more: bool, from: usize, limit: usize) -> String {
+    if more {
         format!("o{}", from + limit)
     } else {
         String::new()
-    };
-    Ok(axum::Json(GetFillsResponse { fills, cursor }).into_response())
+    }
 }
 
 /// `limit` (1..=1000, default 100) and the offset a `cursor` names.

@@ -247,3 +247,32 @@ pub fn use_fix(dir: &Path, fix_addr: &str) {
     );
     std::fs::write(path, text).unwrap();
 }
+
+/// Runs a CLI command against the config in `dir`: exit code, stdout, stderr.
+pub fn cli(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("kalshi-riskd.toml"))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `GET http://{addr}{path}`: status and body.
+pub async fn get(addr: &str, path: &str) -> (u16, String) {
+    let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// The value of one sample line (`name{labels} value`) in a scrape.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
