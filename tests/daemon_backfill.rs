@@ -140,8 +140,10 @@ async fn a_start_that_cannot_read_the_fills_leaves_strategies_unknown_and_says_w
     t.set_faults(json!({"error_rate": 1.0, "error_path": "/trade-api/v2/portfolio/fills"}))
         .await;
     let d = start(&p).await;
-    let state = d.state();
-    assert_eq!(state["strategies"]["daily"]["state"], "unknown", "{state}");
+    // READY comes once the decision is made; its record follows on the writer thread.
+    let state = d.until_state("unknown", |s| {
+        s["strategies"]["daily"]["state"] == "unknown"
+    });
     let failed = d.until_audit("the failure", |v| v["event"] == "backfill_failed");
     assert!(
         failed["reason"].as_str().unwrap().contains("at start"),
