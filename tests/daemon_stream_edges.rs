@@ -168,12 +168,14 @@ async fn reconciles_are_coalesced_and_paced() {
     }
     d.until_audit("the lossy stream", |v| v["event"] == "stream_lossy");
     // Two reconciles at most (one, then one for everything asked meanwhile), paced 2 s apart;
-    // each lists the account, then subaccount 0.
+    // each lists the account, then subaccount 0. The start's own reconcile may land in this
+    // count too (metrics refresh every 250 ms): 6 listings at most, where 20 uncoalesced
+    // reconciles would make 40.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = lists(&get(&addr, "/metrics").await.1);
     let made = after - before;
     assert!(
-        (2.0..=4.0).contains(&made),
+        (2.0..=6.0).contains(&made),
         "{made} listings for 20 reasons to reconcile"
     );
     let lossy = d
