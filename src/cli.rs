@@ -4,7 +4,8 @@
 //! Exit codes: 0 on a clean stop, 1 on a fatal error, 2 on bad arguments or configuration.
 //! The admin commands (`status`, `kill`, `release`, `reset`) say how they ended: 0 done,
 //! 1 refused by the daemon, 2 bad configuration, 3 no daemon listening, 4 permission denied,
-//! 5 no answer within `--timeout`.
+//! 5 no answer within `--timeout`, and for `status` 6 when it answered but a strategy is
+//! tripped or unknown.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,8 +25,11 @@ use crate::sim::{self, Faults, KeyRegistry, SimConfig, Simulator, Tier, TriggerB
 )]
 pub struct Cli {
     /// The daemon config file.
-    #[arg(long, global = true, env = "KALSHI_RISKD_CONFIG", default_value = crate::config::DEFAULT_PATH)]
+    #[arg(short = 'c', long, global = true, env = "KALSHI_RISKD_CONFIG", default_value = crate::config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// The admin socket for the admin commands (instead of the config's `http.admin_socket`).
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
     /// How long the admin commands wait for the daemon's answer.
     #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "10s")]
     pub timeout: Duration,
@@ -40,6 +44,8 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 3;
     pub const DENIED: u8 = 4;
     pub const TIMED_OUT: u8 = 5;
+    /// `status`: answered, and a strategy is tripped or unknown.
+    pub const ATTENTION: u8 = 6;
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,16 +154,18 @@ pub const SIM_FIX_DEFAULT: &str = "127.0.0.1:8228";
 
 /// Runs the parsed command line to completion.
 pub fn run(cli: Cli) -> ExitCode {
+    let target = AdminTarget {
+        config: cli.config.clone(),
+        socket: cli.socket.clone(),
+        timeout: cli.timeout,
+    };
     match cli.command {
         Command::Run => run_daemon(&cli.config),
-        Command::Status { json } => {
-            admin_command(&cli.config, cli.timeout, AdminCmd::Status { json })
-        }
-        Command::Kill => admin_command(&cli.config, cli.timeout, AdminCmd::Kill),
-        Command::Release => admin_command(&cli.config, cli.timeout, AdminCmd::Release),
+        Command::Status { json } => admin_command(&target, AdminCmd::Status { json }),
+        Command::Kill => admin_command(&target, AdminCmd::Kill),
+        Command::Release => admin_command(&target, AdminCmd::Release),
         Command::Reset { strategy, all } => admin_command(
-            &cli.config,
-            cli.timeout,
+            &target,
             AdminCmd::Reset {
                 strategy: if all { None } else { strategy },
             },
@@ -244,13 +252,24 @@ fn admin_socket(path: &Path) -> Result<PathBuf, String> {
     }
 }
 
-fn admin_command(config: &Path, timeout: Duration, cmd: AdminCmd) -> ExitCode {
-    let socket = match admin_socket(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("kalshi-riskd: {e}");
-            return ExitCode::from(exit::BAD_CONFIG);
-        }
+/// Where the admin commands go, and how long they wait.
+struct AdminTarget {
+    config: PathBuf,
+    socket: Option<PathBuf>,
+    timeout: Duration,
+}
+
+fn admin_command(cli: &AdminTarget, cmd: AdminCmd) -> ExitCode {
+    let timeout = cli.timeout;
+    let socket = match &cli.socket {
+        Some(s) => s.clone(),
+        None => match admin_socket(&cli.config) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("kalshi-riskd: {e}");
+                return ExitCode::from(exit::BAD_CONFIG);
+            }
+        },
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -297,6 +316,12 @@ fn admin_command(config: &Path, timeout: Duration, cmd: AdminCmd) -> ExitCode {
                 ExitCode::from(exit::REFUSED)
             }
             Ok((_, body)) => {
+                // `status` says in its exit code whether anything needs an operator.
+                let attention = matches!(cmd, AdminCmd::Status { .. })
+                    && body["strategies"].as_array().is_some_and(|ss| {
+                        ss.iter()
+                            .any(|s| s["state"] == "tripped" || s["state"] == "unknown")
+                    });
                 match cmd {
                     AdminCmd::Status { json: true } => println!(
                         "{}",
@@ -318,7 +343,11 @@ fn admin_command(config: &Path, timeout: Duration, cmd: AdminCmd) -> ExitCode {
                         None => println!("{}", body["summary"].as_str().unwrap_or("reset")),
                     },
                 }
-                ExitCode::SUCCESS
+                if attention {
+                    ExitCode::from(exit::ATTENTION)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
         }
     })

@@ -604,7 +604,25 @@ async fn the_admin_api_and_its_cli_clients() {
     d.until_state("tripped", |s| {
         s["strategies"]["runaway"]["state"] == "tripped"
     });
-    let (_, out, _) = cli(&p, &["status"]);
+    let (code, out, _) = cli(&p, &["status"]);
+    assert_eq!(
+        code,
+        Some(6),
+        "a tripped strategy is worth a non-zero exit: {out}"
+    );
+    // The same through -c and --socket.
+    let (code, _, err) = cli(
+        &p,
+        &["--socket", sock.to_str().unwrap(), "status", "--json"],
+    );
+    assert_eq!(code, Some(6), "{err}");
+    let out2 = std::process::Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+        .args(["-c"])
+        .arg(p.join("kalshi-riskd.toml"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out2.status.code(), Some(6));
     assert!(
         out.lines().any(|l| l.starts_with("runaway")
             && l.contains("TRIPPED")
