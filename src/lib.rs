@@ -9,8 +9,6 @@
 //! - [`risk`]: pure risk logic and the fixed-point units it computes with.
 //! - [`sim`]: a faithful exchange simulator for tests, the demo and benchmarks.
 //! - [`cli`]: the command line.
-//!
-//! DESIGN.md (in the shared project documents) is the contract these follow.
 
 #![forbid(unsafe_code)]
 

@@ -51,7 +51,7 @@ async fn start_breach_kill_restart_and_stop() {
     d.until_audit("a confirmed trip", |v| {
         v["event"] == "trip_confirmed" && v["strategy"] == "runaway"
     });
-    // Every audit line carries every field of the contract (DESIGN §8).
+    // Every audit line carries every field the audit log promises.
     for line in d.audit() {
         for key in [
             "ts", "event", "strategy", "group_id", "reason", "evidence", "actor",
@@ -392,7 +392,7 @@ async fn metrics_health_and_readiness() {
         "ready once subscribed and reconciled"
     );
 
-    // Every metric of DESIGN §8 is there from the first scrape.
+    // Every documented metric is there from the first scrape.
     let (status, first) = get(&addr, "/metrics").await;
     assert_eq!(status, 200);
     for name in [

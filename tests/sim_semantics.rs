@@ -1,4 +1,4 @@
-//! Order-group semantics over real orders and fills (`kalshi-api.md` §7): the rolling 15 s
+//! Order-group semantics over real orders and fills: the rolling 15 s
 //! window, the trigger boundary, cancels on trigger, rejected orders, reset, update below
 //! volume, delete, and the built-in counterparty.
 

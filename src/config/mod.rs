@@ -1,4 +1,4 @@
-//! The daemon's configuration (DESIGN.md §5) and its policy files (§6): load, layer, validate.
+//! The daemon's configuration and its policy files: load, layer, validate.
 //!
 //! Layers: built-in defaults, then the file, then `KALSHI_RISKD__SECTION__KEY` environment
 //! variables. Unknown keys are errors. Everything wrong with the config file and every policy
@@ -37,7 +37,7 @@ pub enum Environment {
 }
 
 impl Environment {
-    /// `(REST base, WebSocket URL)` of the environment (`kalshi-api.md` §0).
+    /// `(REST base, WebSocket URL)` of the environment.
     pub fn urls(self) -> (&'static str, &'static str) {
         match self {
             Environment::Prod => (
@@ -55,7 +55,7 @@ impl Environment {
         }
     }
 
-    /// The FIX order-entry acceptor (`kalshi-api.md` §0 and §5.1: KalshiNR on port 8228, TLS;
+    /// The FIX order-entry acceptor (the exchange's KalshiNR session on port 8228, over TLS;
     /// the simulator's acceptor is plain TCP).
     pub fn fix_addr(self) -> &'static str {
         match self {
@@ -84,7 +84,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     Rest,
-    /// A FIX session (DESIGN.md §10); reads stay on REST.
+    /// A FIX session; reads stay on REST.
     Fix,
 }
 

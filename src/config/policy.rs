@@ -1,4 +1,4 @@
-//! Policy files, one per strategy (DESIGN.md §6).
+//! Policy files, one per strategy.
 
 use std::path::Path;
 use std::time::Duration;

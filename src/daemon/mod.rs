@@ -633,7 +633,7 @@ impl Shell {
         }
     }
 
-    /// Answers one admin API call (DESIGN.md §8). A mutation is answered once its record is
+    /// Answers one admin API call. A mutation is answered once its record is
     /// durable (its exchange commands are already on their way).
     async fn admin(&mut self, call: crate::http::admin::AdminCall) {
         use crate::http::admin::AdminRequest as R;
@@ -1224,7 +1224,7 @@ pub async fn run(
         })
     };
 
-    // READY=1 once subscribed (DESIGN §7), so nothing published after READY is missed. If the
+    // READY=1 once subscribed, so nothing published after READY is missed. If the
     // stream cannot connect within `blind_after`, start anyway: REST works, and the daemon is
     // blind, says so and acts on it.
     let subscribed = tokio::time::timeout(d.blind_after, async {

@@ -45,7 +45,7 @@ pub struct Store {
     audit: File,
 }
 
-/// One audit line (DESIGN.md §8): `ts`, `event`, `strategy`, `group_id`, `reason`, `evidence`,
+/// One audit line: `ts`, `event`, `strategy`, `group_id`, `reason`, `evidence`,
 /// `actor`.
 #[derive(Debug, Serialize)]
 struct AuditLine<'a> {

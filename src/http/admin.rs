@@ -1,4 +1,4 @@
-//! The admin API: HTTP/1.1 + JSON on a unix socket (DESIGN.md §8). The socket's file mode
+//! The admin API: HTTP/1.1 + JSON on a unix socket. The socket's file mode
 //! (0660) is the access control; every mutation is audited with the caller's uid, read from the
 //! socket's peer credentials.
 //!

@@ -1,4 +1,4 @@
-//! The daemon's Prometheus metrics (DESIGN.md §8): prefix `kalshi_riskd_`, base units, counters
+//! The daemon's Prometheus metrics: prefix `kalshi_riskd_`, base units, counters
 //! ending in `_total`, and every series present from the first scrape (label values known at
 //! start are created at zero). `exchange_requests_total`'s `status` is a bounded class
 //! (`2xx`, `4xx`, `429`, `5xx`, `error`) so it too is known at start.

@@ -1,4 +1,4 @@
-//! The metrics and health listener (TCP, DESIGN.md §8): `GET /metrics` (Prometheus text),
+//! The metrics and health listener (TCP): `GET /metrics` (Prometheus text),
 //! `/healthz` (the process is alive) and `/readyz` (the stream is connected, groups are
 //! reconciled and durable writes succeed: 200, else 503 with the reason).
 

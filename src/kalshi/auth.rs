@@ -180,7 +180,7 @@ impl Signer {
     }
 }
 
-/// The credential name under systemd's `LoadCredential=` (DESIGN.md §5).
+/// The credential name under systemd's `LoadCredential=`.
 pub const CREDENTIAL_NAME: &str = "kalshi-key";
 
 /// Where the private key is read from: `$CREDENTIALS_DIRECTORY/kalshi-key` when systemd passes

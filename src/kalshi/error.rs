@@ -1,6 +1,6 @@
 //! What can go wrong talking to the exchange, classified for retry decisions.
 //!
-//! The exchange answers errors in three body shapes (`kalshi-api.md` §1.2): nested
+//! The exchange answers errors in three body shapes: nested
 //! `{"error":{"code","message","details"}}`, flat `{"code","message","details"}` and bare
 //! `{"msg"}`, plus `429 {"error":"too many requests"}`. All are parsed into one [`ExchangeError`].
 //!
@@ -86,7 +86,7 @@ pub fn session_reject_reason(r: u32) -> &'static str {
     }
 }
 
-/// 380 BusinessRejectReason names (`kalshi-api.md` §5.5).
+/// 380 BusinessRejectReason names.
 pub fn business_reject_reason(r: u32) -> &'static str {
     match r {
         0 => "other",
@@ -122,7 +122,7 @@ fn fmt_fix(
 
 /// The 58 Text the exchange gives when a group does not exist (or is not the subaccount's).
 pub const FIX_GROUP_NOT_FOUND: &str = "ORDER_GROUP_NOT_FOUND";
-/// The 58 Text for "outcome unknown" (`kalshi-api.md` §5.5).
+/// The 58 Text for "outcome unknown".
 pub const FIX_EXCHANGE_UNAVAILABLE: &str = "EXCHANGE_UNAVAILABLE";
 
 fn fmt_reason(code: &Option<String>, message: &Option<String>, details: &Option<String>) -> String {

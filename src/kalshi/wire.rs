@@ -1,5 +1,5 @@
-//! The exchange's JSON shapes, with the exchange's field names (`kalshi-api.md` §1–§4, checked
-//! against the official `kalshi-typescript` 3.30 models).
+//! The exchange's JSON shapes, with the exchange's field names (as Kalshi documents its REST and
+//! WebSocket APIs, checked against the official `kalshi-typescript` 3.30 models).
 //!
 //! Optional and legacy fields are `Option` so that a field the exchange adds or drops does not
 //! break parsing; unknown fields are ignored. Counts and prices stay strings here, as on the wire;
@@ -311,7 +311,7 @@ pub struct OrderGroupUpdateMsg {
     pub ts_ms: Option<i64>,
 }
 
-/// WebSocket error codes the exchange documents (`kalshi-api.md` §4.2).
+/// WebSocket error codes the exchange documents.
 pub mod ws_error {
     pub const UNABLE_TO_PROCESS: u32 = 1;
     pub const PARAMS_REQUIRED: u32 = 2;

@@ -218,7 +218,7 @@ pub enum DecisionKind {
     OrphanDeleted,
 }
 
-/// One decision, with enough to audit it (DESIGN.md §8 `audit.jsonl`).
+/// One decision, with enough to audit it (a line of `audit.jsonl`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub ts_ms: i64,
@@ -237,7 +237,7 @@ pub enum Output {
     Decision(Decision),
 }
 
-/// The persisted state (`state.json`, DESIGN.md §8): what was decided, so a restart restores it.
+/// The persisted state (`state.json`): what was decided, so a restart restores it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub kill: Option<KillRecord>,

@@ -1,4 +1,4 @@
-//! Daemon-side limits (DESIGN.md §6): contracts, notional dollars and fill count, each over its
+//! Daemon-side limits: contracts, notional dollars and fill count, each over its
 //! own rolling window, with a warn ratio.
 //!
 //! A limit is **breached** when a measure *exceeds* its maximum (`value > max`), mirroring the

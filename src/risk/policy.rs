@@ -1,5 +1,5 @@
 //! What the risk core is told to enforce: pure data, built from the policy files by the config
-//! module (DESIGN.md §5–§6) and validated there.
+//! module and validated there.
 
 use serde::{Deserialize, Serialize};
 

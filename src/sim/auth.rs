@@ -2,8 +2,8 @@
 //! carry `KALSHI-ACCESS-KEY`, `-TIMESTAMP` (ms) and `-SIGNATURE` (base64 RSA-PSS SHA-256 over
 //! `timestamp + METHOD + path`, path without query), checked against the registered public keys.
 //!
-//! Timestamp window: the exchange's is measured only loosely (`kalshi-api.md` §3: 5 s old and
-//! 30 s ahead are accepted, 30 s old is refused). The simulator takes the strictest reading
+//! Timestamp window: the exchange's is measured only loosely (5 s old and 30 s ahead are
+//! accepted, 30 s old is refused). The simulator takes the strictest reading
 //! consistent with that: at most [`MAX_AGE_MS`] old and [`MAX_AHEAD_MS`] ahead. A client that
 //! pre-signs requests must refresh them inside 5 s to pass here, and so will pass on the exchange.
 

@@ -5,7 +5,7 @@
 //! would publish them. The REST layer maps [`EngineError`] to the exchange's status codes and
 //! error bodies.
 //!
-//! Rules (`kalshi-api.md` §7), with the choices made where the exchange is silent:
+//! Rules, with the choices made where the exchange is silent:
 //! - A group's volume is the sum of its filled contracts over a rolling 15 s window: a fill at
 //!   `t` counts while `now < t + 15 s`, and has expired at exactly `t + 15 s`.
 //! - The group triggers when that volume *exceeds* its limit (`volume > limit`, the overview's

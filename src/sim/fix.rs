@@ -1,6 +1,6 @@
 //! The simulator's FIX acceptor: FIXT.1.1 order-entry sessions (`KalshiNR`, `KalshiRT`) that
 //! answer OrderGroupRequest (35=UOG) with OrderGroupResponse (35=UOH) or a reject, on the same
-//! order-group engine as REST (`seeds/fix-order-groups.md`, `kalshi-api.md` §5).
+//! order-group engine as REST, as Kalshi's FIX documents describe them.
 //!
 //! Logon (35=A) must be the first message and is checked as the exchange documents it: 49 a
 //! registered API key, 56 a session type, 34=1 with `141=Y` (required on KalshiNR), `98=0`,

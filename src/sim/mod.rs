@@ -5,7 +5,8 @@
 //! part of the exchange's paths). Every REST request and WebSocket upgrade must carry a valid
 //! RSA-PSS signature from a registered key; requests are rate-limited per account tier; faults
 //! (errors, 429 bursts, latency, dropped and silent streams) can be switched on by flag or at
-//! run time. It follows `kalshi-api.md`, including where the exchange is awkward; the choices
+//! run time. It follows the exchange's documented behaviour, including where the exchange is
+//! awkward; the choices
 //! made where the exchange is silent are documented in [`engine`], [`auth`] and [`ratelimit`].
 //!
 //! A FIX acceptor ([`fix`]) can be added on its own port ([`Simulator::start_fix`]), plain or

@@ -1,4 +1,4 @@
-//! The exchange's token-bucket rate limits (`kalshi-api.md` §6): separate Read and Write budgets
+//! The exchange's token-bucket rate limits: separate Read and Write budgets
 //! per account tier, refilled continuously; a request costs 10 tokens unless the exchange lists
 //! another cost. Capacity is two seconds of budget for Write above Basic and for Read at Basic
 //! and Advanced, one second otherwise. Exceeding it is a 429 with no penalty.

@@ -1,7 +1,6 @@
 //! The exchange's REST paths under `/trade-api/v2`, with its status codes and error bodies.
 //!
-//! Error bodies come in the three shapes the exchange is recorded sending (`kalshi-api.md`
-//! §1.2): nested `{"error":{"code","message"}}` for most 4xx, flat `{"code","message","details"}`
+//! Error bodies come in the three shapes the exchange is recorded sending: nested `{"error":{"code","message"}}` for most 4xx, flat `{"code","message","details"}`
 //! for a body that is not valid JSON, and bare `{"msg"}` for a malformed query parameter; plus
 //! `429 {"error":"too many requests"}`.
 

@@ -1,4 +1,4 @@
-//! The user WebSocket at `/trade-api/ws/v2` (`kalshi-api.md` §4).
+//! The user WebSocket at `/trade-api/ws/v2`.
 //!
 //! The upgrade is authenticated like REST (signature over `timestamp + "GET" +
 //! "/trade-api/ws/v2"`); a failed check answers 401 with the REST error body instead of

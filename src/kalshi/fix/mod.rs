@@ -1,4 +1,4 @@
-//! The FIX control channel (DESIGN.md §10): FIXT.1.1 / FIX50SP2 order-group messages
+//! The FIX control channel: FIXT.1.1 / FIX50SP2 order-group messages
 //! (35=UOG request, 35=UOH response, 35=j business reject) over a session of our own.
 //!
 //! - [`codec`]: tag=value framing (BodyLength, CheckSum, data fields), total and fuzzed.

@@ -1,7 +1,7 @@
 //! The FIX session layer, initiator side: FIXT.1.1 with FIX50SP2 as the application version,
 //! over TLS (or plain TCP to a local stunnel or the simulator).
 //!
-//! - **Logon** (`kalshi-api.md` §5.2): `98=0`, `108=HeartBtInt`, `141=Y` (the KalshiNR session
+//! - **Logon**: `98=0`, `108=HeartBtInt`, `141=Y` (the KalshiNR session
 //!   has no retransmission and wants sequence numbers reset at every logon), `1137=9`, and the
 //!   RSA-PSS signature of `SendingTime␁A␁MsgSeqNum␁SenderCompID␁TargetCompID` in `96 RawData`
 //!   with `95 RawDataLength` before it (the docs' examples omit 95, but QuickFIX refuses a 96
@@ -14,7 +14,7 @@
 //!   a number lower than expected without PossDupFlag ends the session, as FIX requires. A
 //!   ResendRequest is answered with a gap fill: group actions are never replayed late.
 //! - **Requests** are serialised: one in flight at a time, because the exchange's answer (UOH)
-//!   carries no request id (`kalshi-api.md` §5.4). Triggers go ahead of queued requests. An
+//!   carries no request id. Triggers go ahead of queued requests. An
 //!   answer that does not come within `answer_timeout` fails the request as "outcome unknown"
 //!   and drops the connection, so a late answer can never be taken for the next request's.
 //! - **Rejects**: a session Reject (35=3) or BusinessMessageReject (35=j) whose RefSeqNum is the
@@ -171,7 +171,7 @@ pub fn parse_sending_time(text: &str) -> Option<i64> {
     i64::try_from(d.as_millis()).ok()
 }
 
-/// The bytes the Logon signature covers (`kalshi-api.md` §5.2).
+/// The bytes the Logon signature covers.
 pub fn logon_prehash(sending_time: &str, seq: u64, sender: &str, target: &str) -> Vec<u8> {
     format!("{sending_time}\x01A\x01{seq}\x01{sender}\x01{target}").into_bytes()
 }

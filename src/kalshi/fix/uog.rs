@@ -1,4 +1,4 @@
-//! Order groups over FIX (`seeds/fix-order-groups.md`, `kalshi-api.md` §5.3–5.5):
+//! Order groups over FIX, as Kalshi's FIX order-group document describes them:
 //! OrderGroupRequest (35=UOG) with `20131 OrderGroupAction` 1 Create, 2 Reset, 3 Delete,
 //! 4 Trigger, 5 Update; `20130 OrderGroupID` (never on Create); `20132 OrderGroupContractsLimit`
 //! (whole contracts, on Create and Update); `79 AllocAccount` (subaccount) and
