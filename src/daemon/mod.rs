@@ -206,6 +206,8 @@ struct Backfilling {
     again: Option<(i64, &'static str)>,
     /// The last one failed: the next waits.
     pause: bool,
+    /// Failures in a row (the wait doubles with each, up to a minute).
+    failures: u32,
 }
 
 /// The account's fills from `since_ms` on, as risk-core inputs: first each fill's order and its
@@ -841,6 +843,7 @@ impl Shell {
         self.backfilling.running = false;
         match read {
             Ok(inputs) => {
+                self.backfilling.failures = 0;
                 let fills = self.feed_orders(inputs);
                 self.handle(Input::Backfill {
                     fills,
@@ -856,15 +859,19 @@ impl Shell {
                 });
                 let again = self.backfilling.again.get_or_insert((since_ms, reason));
                 again.0 = again.0.min(since_ms);
-                // Paced: the next try waits a little.
+                // Paced: the next try waits, longer after each failure in a row.
                 self.backfilling.pause = true;
+                self.backfilling.failures = self.backfilling.failures.saturating_add(1);
             }
         }
         if let Some((since, reason)) = self.backfilling.again.take() {
             if std::mem::take(&mut self.backfilling.pause) {
                 let done = self.backfill_retry.clone();
+                let wait = RECONCILE_GAP
+                    .saturating_mul(1 << self.backfilling.failures.saturating_sub(1).min(5))
+                    .min(Duration::from_secs(60));
                 tokio::spawn(async move {
-                    tokio::time::sleep(RECONCILE_GAP).await;
+                    tokio::time::sleep(wait).await;
                     let _ = done.send((since, reason));
                 });
             } else {
@@ -970,6 +977,9 @@ impl Shell {
 
 /// How long a start waits for the orders of rebuilt fills to be mapped to their groups.
 const REBUILD_WAIT: Duration = Duration::from_secs(30);
+/// How long a start may spend reading the exchange's fills before it gives up on them (and
+/// comes up with its strategies Unknown rather than not at all).
+const REBUILD_READ_LIMIT: Duration = Duration::from_secs(300);
 
 /// Rebuilds every window from the exchange's fills since `since_ms`, before READY: a restart,
 /// clean or not, never empties a window. Fills go through the risk core like streamed ones
@@ -985,7 +995,27 @@ async fn rebuild_windows(
 ) {
     let started = tokio::time::Instant::now();
     let subaccounts: Vec<u8> = shell.loaded.enabled().map(|p| p.subaccount).collect();
-    let inputs = match read_fills(rest, since_ms, &subaccounts).await {
+    // A long read must not run into systemd's start timeout: say so, and ask for more time.
+    let extender = tokio::spawn(async {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            notify(&[
+                sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000),
+                sd_notify::NotifyState::Status("rebuilding windows from the exchange's fills"),
+            ]);
+        }
+    });
+    let read = tokio::time::timeout(REBUILD_READ_LIMIT, read_fills(rest, since_ms, &subaccounts))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ExchangeError::Decode {
+                op: "list_fills",
+                reason: format!("not done within {REBUILD_READ_LIMIT:?}"),
+            })
+        });
+    extender.abort();
+    let inputs = match read {
         Ok(inputs) => inputs,
         Err(e) => {
             tracing::error!(error = %e, "cannot rebuild windows from the exchange's fills");
