@@ -997,7 +997,9 @@ async fn rebuild_windows(
     let subaccounts: Vec<u8> = shell.loaded.enabled().map(|p| p.subaccount).collect();
     // A long read must not run into systemd's start timeout: say so, and ask for more time.
     let extender = tokio::spawn(async {
-        let mut every = tokio::time::interval(Duration::from_secs(10));
+        // Nothing to say for a quick rebuild: the first word comes after 10 s.
+        let ten = Duration::from_secs(10);
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + ten, ten);
         loop {
             every.tick().await;
             notify(&[
