@@ -222,7 +222,10 @@ async fn random_crashes_during_group_creation_never_leave_two_groups() {
         .map(|(n, p)| (n.as_str(), p.as_str()))
         .collect();
     let dir = setup(&t, &refs, "");
-    t.set_faults(json!({"latency_ms": 30})).await;
+    // Creates take effect at once and are answered 30 ms later, so a crash can land between
+    // a group existing and the daemon hearing of it.
+    t.set_faults(json!({"latency_ms": 30, "latency_after_apply": true}))
+        .await;
     let mut rng = fastrand::Rng::with_seed(20_261_130);
     let runs = 24;
     // Each run adds a strategy with two groups to create, then kills the daemon at a random
@@ -256,8 +259,17 @@ async fn random_crashes_during_group_creation_never_leave_two_groups() {
             }
             None => Daemon::spawn(dir.path(), &[]),
         };
-        let wait = if in_reload { 0..250 } else { 0..400 };
-        tokio::time::sleep(Duration::from_millis(rng.u64(wait))).await;
+        if run % 3 == 0 {
+            // Aimed: the moment a new group exists on the exchange, before its answer.
+            let before = exchange_groups(&t).await.len();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while exchange_groups(&t).await.len() == before && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        } else {
+            let wait = if in_reload { 0..250 } else { 0..400 };
+            tokio::time::sleep(Duration::from_millis(rng.u64(wait))).await;
+        }
         d.crash();
     }
     t.set_faults(json!({})).await;

@@ -212,6 +212,7 @@ async fn stats(State(st): State<Arc<SimState>>) -> Response {
         "rejected_429": s.rejected_429.load(Ordering::Relaxed),
         "injected_errors": s.injected_errors.load(Ordering::Relaxed),
         "ws_sessions": s.ws_sessions.load(Ordering::Relaxed),
+        "ws_fill_subscribed": s.ws_fill_subscribed.load(Ordering::Relaxed),
         "ws_messages": s.ws_messages.load(Ordering::Relaxed),
         "ws_pongs": s.ws_pongs.load(Ordering::Relaxed),
         "status_requests": s.status_requests.load(Ordering::Relaxed),

@@ -184,6 +184,18 @@ pub struct GroupView {
     pub orders: Vec<String>,
 }
 
+/// One fill as the exchange recorded it (see [`Engine::ledger`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LedgerFill {
+    pub ts_ms: i64,
+    pub trade_id: String,
+    pub order_id: String,
+    /// The order's group, if it was in one.
+    pub group: Option<String>,
+    pub subaccount: i64,
+    pub count: Contracts,
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub max_groups: usize,
@@ -887,6 +899,22 @@ impl Engine {
             .map(|(_, f)| f.clone())
             .collect();
         (page, matching.next().is_some())
+    }
+
+    /// Every fill remembered, oldest first, with the group its order was in: the exchange's
+    /// truth, for harnesses that check a client's counts against it.
+    pub fn ledger(&self) -> Vec<LedgerFill> {
+        self.fills
+            .iter()
+            .map(|(ts_ms, f)| LedgerFill {
+                ts_ms: *ts_ms,
+                trade_id: f.trade_id.clone(),
+                order_id: f.order_id.clone(),
+                group: self.orders.get(&f.order_id).and_then(|o| o.group.clone()),
+                subaccount: f.subaccount.unwrap_or(0),
+                count: Contracts::parse(&f.count_fp).unwrap_or(Contracts::ZERO),
+            })
+            .collect()
     }
 
     /// Internal state of every group, for tests.

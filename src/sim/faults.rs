@@ -21,6 +21,9 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Only requests whose path starts with this are delayed (all when absent).
     pub latency_path: Option<String>,
+    /// The delay comes after the request took effect, before its answer (a slow way back):
+    /// a client that dies meanwhile never learns what it did.
+    pub latency_after_apply: bool,
     /// Every WebSocket goes silent: no data, no pings, commands unread, sockets left open.
     /// Data published meanwhile is lost (`order_group_updates` `seq` still advances, so a
     /// reader sees the gap once the stream speaks again).

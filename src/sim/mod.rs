@@ -162,6 +162,8 @@ struct Stats {
     rejected_429: AtomicU64,
     injected_errors: AtomicU64,
     ws_sessions: AtomicU64,
+    /// Sessions subscribed to `fill` and not silenced.
+    ws_fill_subscribed: AtomicU64,
     ws_messages: AtomicU64,
     ws_pongs: AtomicU64,
     status_requests: AtomicU64,
@@ -255,6 +257,17 @@ impl SimState {
     pub fn groups(&self) -> Vec<GroupView> {
         let now = self.now_ms();
         lock(&self.engine).group_views(now)
+    }
+
+    /// Every fill the exchange made, oldest first, with its order's group.
+    pub fn ledger(&self) -> Vec<engine::LedgerFill> {
+        lock(&self.engine).ledger()
+    }
+
+    /// WebSocket connections subscribed to `fill` and not silenced: those that would deliver a
+    /// fill made now.
+    pub fn fill_subscribers(&self) -> u64 {
+        self.stats.ws_fill_subscribed.load(Ordering::Relaxed)
     }
 
     pub fn faults(&self) -> Faults {

@@ -328,16 +328,20 @@ async fn no_such_path() -> ApiError {
 async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
     st.stats.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_owned();
-    let latency_ms = {
+    let (latency_ms, answer_late) = {
         let f = lock(&st.faults);
         let applies = f
             .latency_path
             .as_deref()
             .is_none_or(|p| path.starts_with(p));
-        if applies { f.latency_ms } else { 0 }
+        (
+            if applies { f.latency_ms } else { 0 },
+            f.latency_after_apply,
+        )
     };
-    if latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(latency_ms)).await;
+    let latency = Duration::from_millis(latency_ms);
+    if latency_ms > 0 && !answer_late {
+        tokio::time::sleep(latency).await;
     }
     let now = crate::kalshi::auth::now_ms();
     if let Err(f) = st
@@ -365,6 +369,9 @@ async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Res
         return ApiError::Injected.into_response();
     }
     let resp = next.run(req).await;
+    if latency_ms > 0 && answer_late {
+        tokio::time::sleep(latency).await;
+    }
     if inject {
         st.stats.injected_errors.fetch_add(1, Ordering::Relaxed);
         return ApiError::Injected.into_response();

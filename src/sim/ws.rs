@@ -70,7 +70,9 @@ async fn upgrade(State(st): State<Arc<SimState>>, mut req: Request) -> Response 
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
                 st.stats.ws_sessions.fetch_add(1, Ordering::Relaxed);
-                Session::default().run(&st, ws).await;
+                let mut session = Session::default();
+                session.run(&st, ws).await;
+                session.count_delivering(&st, false);
                 st.stats.ws_sessions.fetch_sub(1, Ordering::Relaxed);
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -99,6 +101,8 @@ struct Subscription {
 struct Session {
     subs: BTreeMap<u64, Subscription>,
     next_sid: u64,
+    /// Whether this session counts in the `fill` deliverers gauge.
+    delivering: bool,
 }
 
 fn error_reply(id: u64, code: u32, msg: &str) -> String {
@@ -115,7 +119,19 @@ fn terminal_text(code: u32) -> &'static str {
 }
 
 impl Session {
-    async fn run(mut self, st: &SimState, ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) {
+    /// Keeps the gauge of sessions that would deliver a fill now in step with this one.
+    fn count_delivering(&mut self, st: &SimState, now: bool) {
+        if now != self.delivering {
+            self.delivering = now;
+            if now {
+                st.stats.ws_fill_subscribed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                st.stats.ws_fill_subscribed.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn run(&mut self, st: &SimState, ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) {
         let (mut sink, mut stream) = ws.split();
         let mut events = st.events.subscribe();
         let mut inject = st.inject.subscribe();
@@ -127,6 +143,8 @@ impl Session {
         ping.tick().await;
         loop {
             let quiet = *silent.borrow_and_update();
+            let fills = self.subs.values().any(|s| s.channel == Channel::Fill);
+            self.count_delivering(st, fills && !quiet);
             let out: Vec<Message> = tokio::select! {
                 // Abrupt drop: the socket closes without a close frame.
                 _ = dropped.cancelled() => return,
