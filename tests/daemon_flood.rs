@@ -186,3 +186,40 @@ async fn an_admin_command_that_gets_no_answer_times_out_with_its_own_exit_code()
     assert!(started.elapsed() < PATIENCE);
     held.abort();
 }
+
+/// Found by the chaos suite: each reload tells the service manager RELOADING=1 and READY=1.
+/// A manager that stops reading (the datagram queue holds about ten) must cost dropped
+/// notifications, never the risk loop: before, the eleventh-odd send blocked the loop for good
+/// and `status`, breaches and SIGTERM all went unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_manager_that_stops_reading_notifications_stalls_nothing() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY)], "");
+    // READY=1 is read; nothing after it ever is.
+    let d = support::daemon::start(dir.path()).await;
+    for n in 1..=30 {
+        d.signal("-HUP");
+        let reloads = || d.audit().iter().filter(|v| v["event"] == "reload").count();
+        let deadline = Instant::now() + PATIENCE;
+        while reloads() < n {
+            assert!(
+                Instant::now() < deadline,
+                "reload {n} never landed: the loop is stalled\n{}",
+                d.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let (code, out, err) = cli(dir.path(), &["status", "--timeout", "5s"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let g = group_of(&d.state(), "runaway");
+    t.order(Some(&g), "21").await;
+    d.until_state("tripped", |s| {
+        s["strategies"]["runaway"]["state"] == "tripped"
+    });
+    assert!(
+        d.log().contains("service manager notification not sent"),
+        "the dropped notifications are logged"
+    );
+    assert_eq!(stop(d).await, Some(0));
+}

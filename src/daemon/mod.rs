@@ -96,10 +96,34 @@ pub fn register_early_signals() -> std::io::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, &KILL_SIGNALLED).map(drop)
 }
 
+/// Tells the service manager about a state change, without ever waiting for it: the send is
+/// non-blocking, so a manager that stops reading (its socket buffer full) costs a dropped
+/// notification and a warning, never a stalled risk loop.
 fn notify(states: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::warn!(error = %e, "sd_notify failed");
+    if let Err(e) = notify_to(std::env::var_os("NOTIFY_SOCKET").as_deref(), states) {
+        tracing::warn!(error = %e, "service manager notification not sent");
     }
+}
+
+fn notify_to(
+    socket: Option<&std::ffi::OsStr>,
+    states: &[sd_notify::NotifyState],
+) -> std::io::Result<()> {
+    let Some(path) = socket else {
+        return Ok(());
+    };
+    let msg: String = states.iter().map(|s| format!("{s}\n")).collect();
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    sock.connect(path)?;
+    sock.set_nonblocking(true)?;
+    let sent = sock.send(msg.as_bytes())?;
+    if sent != msg.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            "incomplete notification",
+        ));
+    }
+    Ok(())
 }
 
 /// The price paid per contract: the YES price for YES, one dollar less it for NO, the larger
