@@ -444,7 +444,11 @@ impl Daemon {
 
 fn policy(i: usize, limit: u32) -> String {
     let indexes = if i.is_multiple_of(3) { "[0, 1]" } else { "[0]" };
-    let blind = if i.is_multiple_of(5) { "trigger" } else { "alert" };
+    let blind = if i.is_multiple_of(5) {
+        "trigger"
+    } else {
+        "alert"
+    };
     format!(
         "subaccount = {}\nexchange_indexes = {indexes}\n\n[group]\ncontracts_limit = {limit}\n\n\
          [[limit]]\nname = \"fast\"\nwindow = \"20s\"\nmax_contracts = {FAST_MAX}\n\n\

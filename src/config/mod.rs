@@ -162,6 +162,17 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
+/// Checks a config file's text alone (no environment overrides, no policy files): the config,
+/// or every error in it at once. Nothing is read from disk.
+pub fn parse_daemon(path: &Path, text: &str) -> Result<DaemonConfig, ConfigErrors> {
+    let src = Source::parse(path, text).map_err(|e| ConfigErrors(vec![e]))?;
+    let mut errors = Vec::new();
+    match read_daemon(&src, &mut errors) {
+        Some(d) if errors.is_empty() => Ok(d),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
 fn read_daemon(src: &Source, errors: &mut Vec<ConfigError>) -> Option<DaemonConfig> {
     let mut r = Reader::new(src);
     let path = src.path.clone();

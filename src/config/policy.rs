@@ -41,14 +41,30 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3_600);
 
 /// Reads one policy file; `errors` collects everything wrong with it.
 pub fn read_policy(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Policy> {
-    let src = match Source::read(path) {
-        Ok(s) => s,
+    match Source::read(path) {
+        Ok(src) => from_source(&src, errors),
         Err(e) => {
             errors.push(e);
-            return None;
+            None
         }
-    };
-    let mut r = Reader::new(&src);
+    }
+}
+
+/// Checks a policy's text as if read from `path` (the file name is the strategy's name unless
+/// the policy says otherwise); `errors` collects everything wrong with it.
+pub fn parse_policy(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Option<Policy> {
+    match Source::parse(path, text) {
+        Ok(src) => from_source(&src, errors),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
+fn from_source(src: &Source, errors: &mut Vec<ConfigError>) -> Option<Policy> {
+    let path = src.path.as_path();
+    let mut r = Reader::new(src);
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -89,7 +89,7 @@ async fn ask(tx: &mpsc::Sender<AdminCall>, caller: Caller, request: AdminRequest
     }
 }
 
-type Tx = mpsc::Sender<AdminCall>;
+pub type Tx = mpsc::Sender<AdminCall>;
 
 async fn status(State(tx): State<Tx>, ConnectInfo(c): ConnectInfo<Caller>) -> Response {
     ask(&tx, c, AdminRequest::Status).await
@@ -128,6 +128,26 @@ async fn not_found() -> Response {
         .into_response()
 }
 
+/// The admin routes; each request becomes an [`AdminCall`] on `tx`, answered by the daemon.
+pub fn router(tx: Tx) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/groups", get(groups))
+        .route("/v1/kill", post(kill))
+        .route("/v1/release", post(release))
+        .route("/v1/reload", post(reload))
+        .route("/v1/strategies/{name}/trigger", post(trigger))
+        .route("/v1/strategies/{name}/reset", post(reset))
+        .fallback(not_found)
+        .with_state(tx)
+}
+
+/// [`router`] for one connection whose peer is `uid` (from its credentials; `None` when the
+/// kernel would not say), so every call is audited with who made it.
+pub fn for_caller(app: &Router, uid: Option<u32>) -> Router {
+    app.clone().layer(axum::Extension(ConnectInfo(Caller(uid))))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("admin socket {path}: {source}")]
@@ -163,16 +183,7 @@ pub async fn serve(
     }
     let listener = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
-    let app = Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/groups", get(groups))
-        .route("/v1/kill", post(kill))
-        .route("/v1/release", post(release))
-        .route("/v1/reload", post(reload))
-        .route("/v1/strategies/{name}/trigger", post(trigger))
-        .route("/v1/strategies/{name}/reset", post(reset))
-        .fallback(not_found)
-        .with_state(tx);
+    let app = router(tx);
     let owned = path.to_owned();
     let connections = std::sync::Arc::new(super::serve::Connections::default());
     Ok(tokio::spawn(async move {
@@ -182,8 +193,7 @@ pub async fn serve(
                 _ = stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        let caller = Caller(stream.peer_cred().ok().map(|c| c.uid()));
-                        let app = app.clone().layer(axum::Extension(ConnectInfo(caller)));
+                        let app = for_caller(&app, stream.peer_cred().ok().map(|c| c.uid()));
                         super::serve::spawn_connection(
                             stream,
                             app,
