@@ -50,6 +50,9 @@ const BREACH: u32 = 45;
 const EDGE_MS: i64 = 1_500;
 /// The bound every oracle holds the daemon to, from the first unimpaired moment.
 const BOUND_MS: i64 = 2_000;
+/// How long the daemon's counts may take to match the ledger once the flows are held: its
+/// periodic sweep (every 10 s) and a margin.
+const COUNT_PATIENCE_MS: i64 = 14_000;
 /// How long a start may take before it counts as never ready.
 const START_PATIENCE: Duration = Duration::from_secs(90);
 
@@ -765,7 +768,8 @@ async fn settle_checks(w: &Arc<World>, d: &Arc<Mutex<Daemon>>, calm_from: i64) {
     let _hold = w.quiet.write().await;
     let mut last_diff = String::new();
     let mut agreed = None;
-    let deadline = now_ms() + 4_000;
+    // A fill the stream dropped without a trace waits for the daemon's periodic sweep.
+    let deadline = now_ms() + COUNT_PATIENCE_MS;
     while now_ms() < deadline {
         let d2 = d.clone();
         let status = tokio::task::spawn_blocking(move || {
@@ -788,7 +792,8 @@ async fn settle_checks(w: &Arc<World>, d: &Arc<Mutex<Daemon>>, calm_from: i64) {
     match agreed {
         Some(at) => lock(&w.seen).lag("counts agree (flows held)", at - started),
         None => lock(&w.seen).violation(format!(
-            "fills counted: the daemon's long windows differ from the exchange's ledger 4 s after the flows were held: {last_diff}"
+            "fills counted: the daemon's long windows differ from the exchange's ledger {} s after the flows were held: {last_diff}",
+            COUNT_PATIENCE_MS / 1000
         )),
     }
     lock(&w.seen).count("settle checks");
@@ -1284,6 +1289,17 @@ async fn run(args: Args, bin: PathBuf, fix: bool) -> anyhow::Result<bool> {
 
         // Storm.
         let storm_start = Instant::now();
+        let acts: Vec<String> = storm
+            .acts
+            .iter()
+            .map(|(at, act)| format!("+{at}ms {act:?}"))
+            .collect();
+        println!(
+            "  storm {:>3} at {}: {}",
+            n + 1,
+            stamp(now_ms()),
+            acts.join(", ")
+        );
         lock(&seen).impair(now_ms());
         for (at, act) in &storm.acts {
             tokio::time::sleep_until(storm_start + Duration::from_millis(*at)).await;

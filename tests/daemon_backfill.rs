@@ -236,3 +236,59 @@ async fn at_the_basic_tiers_budget_a_trigger_does_not_wait_for_a_long_backfill()
     t.set_faults(json!({})).await;
     assert_eq!(stop(d).await, Some(0));
 }
+
+/// Found by the chaos suite: a stream that drops fills without ever going quiet long enough to
+/// be blind (the `fill` channel has no sequence numbers to show the loss) must not lose them
+/// for good. The periodic sweep reads the recent fills back and counts the missing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_the_stream_silently_dropped_is_found_by_the_periodic_sweep() {
+    let t = TestSim::start().await;
+    let dir = setup(
+        &t,
+        &[("runaway.toml", RUNAWAY)],
+        "\n[stream]\nblind_after = \"5s\"\n",
+    );
+    let d = start(dir.path()).await;
+    let g = group_of(&d.state(), "runaway");
+    d.until_audit("the read after the start", |v| {
+        v["event"] == "backfill"
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("after the start"))
+    });
+    // Half a second of silence, far short of blind: the breaching fill is published into it.
+    t.set_faults(json!({"ws_silent": true})).await;
+    t.order(Some(&g), "21").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    t.set_faults(json!({})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = d.state();
+        if state["strategies"]["runaway"]["state"] == "tripped" {
+            assert_eq!(
+                state["strategies"]["runaway"]["trip"]["evidence"]["contracts"],
+                "21.00"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped fill was never counted: {state}\n{:#?}",
+            d.audit()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let audit = d.audit();
+    assert!(
+        audit.iter().any(|v| v["event"] == "backfill"
+            && v["reason"].as_str().is_some_and(
+                |r| r.starts_with("periodic sweep") && r.contains("1 not seen before")
+            )),
+        "{audit:#?}"
+    );
+    assert!(
+        !audit.iter().any(|v| v["event"] == "blind"),
+        "never blind: the sweep found it"
+    );
+    assert_eq!(stop(d).await, Some(0));
+}

@@ -377,4 +377,72 @@ proptest! {
             Contracts::from_whole(made.len() as i64)
         );
     }
+
+    /// The stream stays up but silently drops some fills (the `fill` channel has no sequence
+    /// numbers to show it). Ticks bring the periodic sweep; the exchange answers each with
+    /// every fill from the time it asks. However the drops fall, every fill is counted exactly
+    /// once, and none waits longer than a sweep period and a tick to be counted.
+    #[test]
+    fn the_sweep_counts_every_silently_dropped_fill_once(
+        // Per fill: milliseconds since the previous one, and whether the stream delivers it.
+        fills in proptest::collection::vec((0i64..7_000, any::<bool>()), 1..60),
+    ) {
+        use kalshi_riskd::risk::engine::{Command, SWEEP_EVERY_MS, SWEEP_REASON};
+        let mut cfg = config(vec![policy("a", vec![limit("day", 86_400_000, 1_000_000)])]);
+        cfg.kill_scope = KillScope::Managed;
+        let mut h = Harness::new(cfg, 1);
+        h.send(Input::OrderGroup { order_id: "o-a".into(), group: Some(group("a", 0).id) });
+        h.send(Input::Stream(StreamHealth::Connected));
+        h.send(Input::Tick);
+        let mut made: Vec<kalshi_riskd::risk::engine::Fill> = Vec::new();
+        let mut dropped_at: Vec<i64> = Vec::new();
+        let tick = 500;
+        let step = |h: &mut Harness, made: &[kalshi_riskd::risk::engine::Fill]| {
+            let out = h.send(Input::Tick);
+            for o in &out {
+                if let Output::Command(Command::Sweep { since_ms }) = o {
+                    let listed: Vec<_> =
+                        made.iter().filter(|f| f.ts_ms >= *since_ms).cloned().collect();
+                    h.send(Input::Backfill {
+                        fills: listed,
+                        since_ms: *since_ms,
+                        reason: SWEEP_REASON.into(),
+                    });
+                }
+            }
+        };
+        for (n, (dt, delivered)) in fills.iter().enumerate() {
+            // Time passes in ticks, as in the daemon.
+            let mut left = *dt;
+            while left > 0 {
+                let d = left.min(tick);
+                h.advance(d);
+                left -= d;
+                step(&mut h, &made);
+                let late = dropped_at.iter().filter(|t| **t <= h.now - SWEEP_EVERY_MS - tick);
+                let due = made.len() - dropped_at.len() + late.count();
+                let counted = h.engine.counters().fills as usize;
+                prop_assert!(counted >= due, "{counted} counted, {due} due by {}", h.now);
+                prop_assert!(counted <= made.len(), "a fill counted twice");
+            }
+            let now = h.now;
+            let f = fill_at(&mut h, n, now);
+            made.push(f.clone());
+            if *delivered {
+                h.send(Input::Fill(f));
+            } else {
+                dropped_at.push(now);
+            }
+        }
+        // One sweep period and a tick later, everything is counted.
+        for _ in 0..=(SWEEP_EVERY_MS / tick) {
+            h.advance(tick);
+            step(&mut h, &made);
+        }
+        prop_assert_eq!(h.engine.counters().fills, made.len() as u64);
+        prop_assert_eq!(
+            h.engine.strategies()[0].contracts_total,
+            Contracts::from_whole(made.len() as i64)
+        );
+    }
 }

@@ -43,7 +43,7 @@ use crate::kalshi::{ExchangeError, GroupAddress, GroupControl, RestClient, Signe
 use crate::risk::Dollars;
 use crate::risk::engine::{
     Action, BACKFILL_MARGIN_MS, Command, DecisionKind, Fill, GroupChange, Input, OperatorCommand,
-    Output, RiskEngine, StreamHealth,
+    Output, RiskEngine, SWEEP_REASON, StreamHealth,
 };
 use groups::Prepared;
 use intents::IntentLog;
@@ -875,6 +875,10 @@ impl Shell {
                     reason: reason.into(),
                 });
             }
+            Err(why) if reason == SWEEP_REASON => {
+                // Not retried: the next sweep comes soon, and a real gap has its own backfill.
+                tracing::warn!(error = %why, "periodic sweep of the fills failed");
+            }
             Err(why) => {
                 tracing::warn!(error = %why, "backfill failed; trying again");
                 self.handle(Input::BackfillFailed {
@@ -941,6 +945,13 @@ impl Shell {
         if let Command::Backfill { since_ms } = c {
             return self.backfill(since_ms, "after a gap in the stream");
         }
+        if let Command::Sweep { since_ms } = c {
+            // A backfill under way reads the same fills.
+            if !self.backfilling.running {
+                self.backfill(since_ms, SWEEP_REASON);
+            }
+            return;
+        }
         let (control, tx, stop) = (
             self.control.clone(),
             self.results.clone(),
@@ -992,7 +1003,7 @@ impl Shell {
                     Input::OrderLookup { order_id, group }
                 }
                 // Never here: reconciles and backfills go through their own Shell methods.
-                Command::Reconcile | Command::Backfill { .. } => return,
+                Command::Reconcile | Command::Backfill { .. } | Command::Sweep { .. } => return,
             };
             let _ = tx.send(input);
         });

@@ -41,6 +41,12 @@ pub const DEDUP_RETENTION_MS: i64 = 10 * 60_000;
 /// out of order around a gap is not missed. Fills of that margin are remembered by their
 /// exchange time as well, so the overlap is never counted twice however long the gap.
 pub const BACKFILL_MARGIN_MS: i64 = 60_000;
+/// How often the fills are swept while the stream looks healthy. The `fill` channel has no
+/// sequence numbers: a fill the exchange never delivered leaves no trace on the stream, so the
+/// daemon reads the recent fills back this often and counts any it never saw.
+pub const SWEEP_EVERY_MS: i64 = 10_000;
+/// The reason a sweep's backfill carries; a sweep that finds nothing new is not audited.
+pub const SWEEP_REASON: &str = "periodic sweep (fills the stream never delivered)";
 
 /// How long an order's group is remembered after its last message (a later fill looks it up
 /// again).
@@ -173,6 +179,12 @@ pub enum Command {
     Reconcile,
     /// Read the account's fills from `since_ms` on (and answer with [`Input::Backfill`]).
     Backfill {
+        since_ms: i64,
+    },
+    /// The periodic sweep: read the fills from `since_ms` on, unless a backfill is already
+    /// reading them (answer with [`Input::Backfill`] and [`SWEEP_REASON`]); a failed one is
+    /// not retried, the next comes soon.
+    Sweep {
         since_ms: i64,
     },
 }
@@ -386,6 +398,8 @@ pub struct RiskEngine {
     last_fill_ms: Option<i64>,
     /// The stream was down, blind or lossy since the last backfill was asked for.
     gap: bool,
+    /// When the last periodic sweep was asked for (the first tick sets it).
+    last_sweep_ms: Option<i64>,
     account: Option<LimitState>,
     kill: KillLatch,
     /// Records of strategies whose policy was removed, by name (see [`StrategySnapshot::retired`]).
@@ -439,6 +453,7 @@ impl RiskEngine {
             kill_foreign_sent: BTreeSet::new(),
             blind: false,
             disconnected_since: None,
+            last_sweep_ms: None,
             counters: Counters::default(),
             cfg,
         };
@@ -758,6 +773,9 @@ impl RiskEngine {
             .map(Vec::len)
             .sum::<usize>()
             .saturating_sub(parked_before);
+        if reason == SWEEP_REASON && new == 0 && parked == 0 {
+            return;
+        }
         out.push(Output::Decision(decision(
             now_ms,
             DecisionKind::Backfill,
@@ -1065,9 +1083,10 @@ impl RiskEngine {
                     Command::Trigger { group } => ("trigger", Some(group)),
                     Command::Reset { group } => ("reset", Some(group)),
                     Command::UpdateLimit { group, .. } => ("update the limit of", Some(group)),
-                    Command::LookupOrder { .. } | Command::Reconcile | Command::Backfill { .. } => {
-                        ("run", None)
-                    }
+                    Command::LookupOrder { .. }
+                    | Command::Reconcile
+                    | Command::Backfill { .. }
+                    | Command::Sweep { .. } => ("run", None),
                 };
                 let mut d = decision(
                     now_ms,
@@ -1448,12 +1467,33 @@ impl RiskEngine {
         out.push(Output::Command(Command::Backfill { since_ms }));
     }
 
+    /// Asks for the periodic sweep while the stream is up (a gap has its own backfill). It
+    /// reads from shortly before the last fill counted, but never from further back than two
+    /// periods before the last sweep, so its cost follows the fill rate, not the uptime.
+    fn sweep_if_due(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        let Some(last) = self.last_sweep_ms else {
+            self.last_sweep_ms = Some(now_ms);
+            return;
+        };
+        if now_ms - last < SWEEP_EVERY_MS || self.disconnected_since.is_some() || self.blind {
+            return;
+        }
+        self.last_sweep_ms = Some(now_ms);
+        let floor = last - SWEEP_EVERY_MS;
+        let since_ms = self
+            .last_fill_ms
+            .map_or(floor, |l| (l - BACKFILL_MARGIN_MS).max(floor))
+            .max(0);
+        out.push(Output::Command(Command::Sweep { since_ms }));
+    }
+
     fn on_tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         if let Some(since) = self.disconnected_since
             && now_ms - since >= self.cfg.blind_after_ms
         {
             self.go_blind(now_ms, out);
         }
+        self.sweep_if_due(now_ms, out);
         for i in 0..self.strategies.len() {
             self.record_warnings(i, now_ms, out);
             let may_reset = !self.kill.is_engaged() && !self.blind;
