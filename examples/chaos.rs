@@ -109,8 +109,11 @@ enum Act {
     Crash {
         twice: bool,
     },
+    /// Rewrite a strategy's policy (broken or not), or add a new strategy (its groups are
+    /// created by the reload), then SIGHUP.
     Reload {
         broken: bool,
+        adds: bool,
         strategy: usize,
     },
     Kill {
@@ -175,6 +178,7 @@ fn schedule(seed: u64, minutes: f64, strategies: usize, fix: bool, crash_share: 
                 rng.u64(0..storm_ms - 500),
                 Act::Reload {
                     broken: rng.bool(),
+                    adds: rng.bool(),
                     strategy: rng.usize(..strategies),
                 },
             ));
@@ -478,7 +482,8 @@ struct World {
     /// Current REST and stream faults, combined into the simulator's fault set.
     faults: Mutex<Vec<(u64, Fault)>>,
     fault_ids: std::sync::atomic::AtomicU64,
-    strategies: usize,
+    /// Strategy files written: the first `--strategies`, then those reloads added.
+    strategies: std::sync::atomic::AtomicUsize,
 }
 
 impl World {
@@ -708,7 +713,7 @@ async fn restart(w: &Arc<World>, d: &Arc<Mutex<Daemon>>, twice: bool, rng: &mut 
 
 fn restore_policies(w: &World, d: &Arc<Mutex<Daemon>>) {
     let dir = d.lock().unwrap_or_else(|e| e.into_inner()).dir.clone();
-    for i in 0..w.strategies {
+    for i in 0..w.strategies.load(std::sync::atomic::Ordering::Relaxed) {
         let p = dir.join("policies").join(format!("{}.toml", name(i)));
         let text = std::fs::read_to_string(&p).unwrap_or_default();
         if text.contains("window = \"nope\"") {
@@ -1216,7 +1221,7 @@ async fn run(args: Args, bin: PathBuf, fix: bool) -> anyhow::Result<bool> {
         quiet: RwLock::new(()),
         faults: Mutex::new(Vec::new()),
         fault_ids: Default::default(),
-        strategies: args.strategies,
+        strategies: args.strategies.into(),
     });
     let d = Arc::new(Mutex::new(Daemon {
         bin,
@@ -1306,19 +1311,30 @@ async fn run(args: Args, bin: PathBuf, fix: bool) -> anyhow::Result<bool> {
             match act {
                 Act::Fault { fault, for_ms } => w.start_fault(fault.clone(), *for_ms).await,
                 Act::Breach(s) => breach(&w, *s).await,
-                Act::Reload { broken, strategy } => {
+                Act::Reload {
+                    broken,
+                    adds,
+                    strategy,
+                } => {
+                    let strategy = if *adds && !*broken {
+                        lock(&seen).count("reloads adding a strategy (group creates)");
+                        w.strategies
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    } else {
+                        *strategy
+                    };
                     let p = dir
                         .join("policies")
-                        .join(format!("{}.toml", name(*strategy)));
+                        .join(format!("{}.toml", name(strategy)));
                     let text = if *broken {
                         lock(&seen).count("reloads (broken)");
                         format!(
                             "{}[[limit]]\nname = \"bad\"\nwindow = \"nope\"\n",
-                            policy(*strategy, 1000)
+                            policy(strategy, 1000)
                         )
                     } else {
                         lock(&seen).count("reloads (valid)");
-                        policy(*strategy, if rng.bool() { 1000 } else { 1001 })
+                        policy(strategy, if rng.bool() { 1000 } else { 1001 })
                     };
                     let _ = std::fs::write(&p, text);
                     d.lock().unwrap_or_else(|e| e.into_inner()).signal("-HUP");
@@ -1406,7 +1422,7 @@ async fn run(args: Args, bin: PathBuf, fix: bool) -> anyhow::Result<bool> {
             }
         }
         let on_exchange = w.sim.groups().len();
-        let slots: usize = (0..args.strategies)
+        let slots: usize = (0..w.strategies.load(std::sync::atomic::Ordering::Relaxed))
             .map(|i| if i.is_multiple_of(3) { 2 } else { 1 })
             .sum();
         if on_exchange != slots {
