@@ -722,37 +722,43 @@ fn restore_policies(w: &World, d: &Arc<Mutex<Daemon>>) {
     }
 }
 
+/// The daemon's `status --json`, off the async threads; `None` while it does not answer.
+async fn status_of(d: &Arc<Mutex<Daemon>>) -> Option<Value> {
+    let d = d.clone();
+    tokio::task::spawn_blocking(move || d.lock().unwrap_or_else(|e| e.into_inner()).status())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Polls the daemon's status until `check` passes or `deadline` (epoch ms): the moment it
+/// passed, or the last difference seen.
+async fn until_agrees(
+    w: &Arc<World>,
+    d: &Arc<Mutex<Daemon>>,
+    deadline: i64,
+    check: impl Fn(&World, &Value) -> Result<(), String>,
+) -> Result<i64, String> {
+    let mut last_diff = "no status from the daemon".to_owned();
+    while now_ms() < deadline {
+        if let Some(status) = status_of(d).await {
+            learn_groups(&w.seen, &status);
+            match check(w, &status) {
+                Ok(()) => return Ok(now_ms()),
+                Err(diff) => last_diff = diff,
+            }
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    Err(last_diff)
+}
+
 /// The checks after a storm: state truth, one group per slot, the long window against the
 /// ledger, trips only cleared by audited resets, state.json parses.
 async fn settle_checks(w: &Arc<World>, d: &Arc<Mutex<Daemon>>, calm_from: i64) {
     // State truth: poll until the daemon's view equals the simulator's.
-    let deadline = calm_from + 6_000;
-    let mut last_diff = String::new();
-    let mut agreed = None;
-    while now_ms() < deadline {
-        let d2 = d.clone();
-        let status = tokio::task::spawn_blocking(move || {
-            d2.lock().unwrap_or_else(|e| e.into_inner()).status()
-        })
-        .await
-        .ok()
-        .flatten();
-        if let Some(status) = status {
-            learn_groups(&w.seen, &status);
-            match compare(&status, &w.sim.groups()) {
-                Ok(()) => {
-                    agreed = Some(now_ms());
-                    break;
-                }
-                Err(diff) => last_diff = diff,
-            }
-        } else {
-            last_diff = "no status from the daemon".into();
-        }
-        sleep(Duration::from_millis(100)).await;
-    }
-    match agreed {
-        Some(at) => {
+    match until_agrees(w, d, calm_from + 6_000, |w, s| compare(s, &w.sim.groups())).await {
+        Ok(at) => {
             let lag = at - calm_from;
             lock(&w.seen).lag("state truth after a storm", lag);
             if lag > BOUND_MS {
@@ -762,42 +768,24 @@ async fn settle_checks(w: &Arc<World>, d: &Arc<Mutex<Daemon>>, calm_from: i64) {
                 ));
             }
         }
-        None => lock(&w.seen).violation(format!(
-            "state truth: the daemon's view still differs from the exchange's 6 s after the storm ended at {}: {last_diff}",
+        Err(diff) => lock(&w.seen).violation(format!(
+            "state truth: the daemon's view still differs from the exchange's 6 s after the storm ended at {}: {diff}",
             stamp(calm_from)
         )),
     }
 
-    // Counts: hold the flows, let the last fills land, then compare the long window.
+    // Counts: hold the flows, let the last fills land, then compare the long window. A fill the
+    // stream dropped without a trace waits for the daemon's periodic sweep.
     let started = now_ms();
     let _hold = w.quiet.write().await;
-    let mut last_diff = String::new();
-    let mut agreed = None;
-    // A fill the stream dropped without a trace waits for the daemon's periodic sweep.
-    let deadline = now_ms() + COUNT_PATIENCE_MS;
-    while now_ms() < deadline {
-        let d2 = d.clone();
-        let status = tokio::task::spawn_blocking(move || {
-            d2.lock().unwrap_or_else(|e| e.into_inner()).status()
-        })
-        .await
-        .ok()
-        .flatten();
-        if let Some(status) = status {
-            match compare_counts(&status, &w.sim.ledger(), &lock(&w.seen).groups) {
-                Ok(()) => {
-                    agreed = Some(now_ms());
-                    break;
-                }
-                Err(diff) => last_diff = diff,
-            }
-        }
-        sleep(Duration::from_millis(100)).await;
-    }
-    match agreed {
-        Some(at) => lock(&w.seen).lag("counts agree (flows held)", at - started),
-        None => lock(&w.seen).violation(format!(
-            "fills counted: the daemon's long windows differ from the exchange's ledger {} s after the flows were held: {last_diff}",
+    let counts = until_agrees(w, d, now_ms() + COUNT_PATIENCE_MS, |w, s| {
+        compare_counts(s, &w.sim.ledger(), &lock(&w.seen).groups)
+    })
+    .await;
+    match counts {
+        Ok(at) => lock(&w.seen).lag("counts agree (flows held)", at - started),
+        Err(diff) => lock(&w.seen).violation(format!(
+            "fills counted: the daemon's long windows differ from the exchange's ledger {} s after the flows were held: {diff}",
             COUNT_PATIENCE_MS / 1000
         )),
     }
@@ -1083,7 +1071,18 @@ fn judge_kills(seen: &mut Seen, end: i64) {
     let all: BTreeSet<String> = seen.groups.values().flatten().cloned().collect();
     let kills = seen.kills.clone();
     for t in kills {
-        let trig = seen.all_triggered_from(&all, t);
+        // The groups that existed when the kill was engaged (a reload may add some later).
+        let existing: BTreeSet<String> = all
+            .iter()
+            .filter(|g| {
+                seen.triggered
+                    .get(*g)
+                    .and_then(|c| c.first())
+                    .is_some_and(|(first, _)| *first <= t)
+            })
+            .cloned()
+            .collect();
+        let trig = seen.all_triggered_from(&existing, t);
         let good = seen.good_from(t, end);
         let first = good.first().map_or(t, |g| g.0);
         match (trig, good.iter().find(|(a, b)| b - a >= BOUND_MS)) {
@@ -1092,12 +1091,28 @@ fn judge_kills(seen: &mut Seen, end: i64) {
                 seen.lag("kill to every group triggered", at - first)
             }
             (_, None) => seen.count("kills unjudged (run ended)"),
-            (at, Some(&(a, _))) => seen.violation(format!(
-                "kill at {}: every group triggered {} (unimpaired from {})",
-                stamp(t),
-                at.map_or("never".into(), stamp),
-                stamp(a)
-            )),
+            (at, Some(&(a, _))) => {
+                let deadline = a + BOUND_MS;
+                let late: Vec<String> = existing
+                    .iter()
+                    .filter(|g| !seen.triggered_at(g, deadline))
+                    .map(|g| {
+                        let owner = seen
+                            .groups
+                            .iter()
+                            .find(|(_, gs)| gs.contains(*g))
+                            .map_or("?", |(s, _)| s.as_str());
+                        format!("{g} ({owner})")
+                    })
+                    .collect();
+                seen.violation(format!(
+                    "kill at {}: every group triggered {} (unimpaired from {}); not triggered by then: {}",
+                    stamp(t),
+                    at.map_or("never".into(), stamp),
+                    stamp(a),
+                    late.join(", ")
+                ))
+            }
         }
     }
 }
@@ -1365,14 +1380,7 @@ async fn run(args: Args, bin: PathBuf, fix: bool) -> anyhow::Result<bool> {
                     d.lock().unwrap_or_else(|e| e.into_inner()).crash();
                     restart(&w, &d, *twice, &mut rng).await;
                     if killed {
-                        let d2 = d.clone();
-                        let latched = tokio::task::spawn_blocking(move || {
-                            d2.lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .status()
-                                .is_some_and(|s| !s["kill"].is_null())
-                        })
-                        .await?;
+                        let latched = status_of(&d).await.is_some_and(|s| !s["kill"].is_null());
                         if !latched {
                             lock(&seen)
                                 .violation("the kill latch did not survive a kill -9".into());

@@ -214,6 +214,30 @@ async fn an_unsettled_create_names_what_could_not_be_settled() {
     );
 }
 
+/// Found by the chaos suite: under a 3 s network delay an armed signature (up to 3 s old when
+/// taken) reached the exchange older than its 5 s window; the 401 was final, and every retry
+/// took another armed signature, so a kill's Triggers failed for as long as the delay lasted.
+/// An expired signature is signed afresh and sent again at once.
+#[tokio::test]
+async fn a_signature_that_expired_on_the_way_is_signed_afresh() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|c| c.armory.fresh_for = std::time::Duration::from_secs(60));
+    let g = api.create_group(1, 0, c(5)).await.unwrap();
+    api.armory().arm(&g).unwrap();
+    // Armed 6 s ago: past the exchange's window by the time it arrives.
+    let stale = kalshi_riskd::kalshi::auth::now_ms() - 6_000;
+    assert_eq!(api.armory().refresh_at(stale, 16), 1);
+    api.trigger_group(&g)
+        .await
+        .expect("the expired signature is replaced, and the Trigger lands");
+    assert_eq!(t.group_state(g.id.as_str()).await["triggered"], true);
+    assert_eq!(
+        t.stats().await["rejected_auth"],
+        1,
+        "one refused, then one accepted"
+    );
+}
+
 #[tokio::test]
 async fn an_armed_trigger_fires_without_signing() {
     let t = TestSim::start().await;

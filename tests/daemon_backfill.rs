@@ -62,14 +62,8 @@ async fn fills_made_while_the_stream_is_down_are_counted_when_it_returns() {
     );
     let d = start(dir.path()).await;
     let g = group_of(&d.state(), "runaway");
-    // READY comes once subscribed; the read of the fills made between the rebuild and the
-    // subscription lands just after it. Let it land, or it would count the fill below.
-    d.until_audit("the read after the start", |v| {
-        v["event"] == "backfill"
-            && v["reason"]
-                .as_str()
-                .is_some_and(|r| r.starts_with("after the start"))
-    });
+    // Or the read that follows the start would count the fill below.
+    d.until_read_after_start();
     // The stream goes silent: what is published meanwhile never reaches the daemon.
     t.set_faults(json!({"ws_silent": true})).await;
     t.order(Some(&g), "21").await;
@@ -250,12 +244,7 @@ async fn a_fill_the_stream_silently_dropped_is_found_by_the_periodic_sweep() {
     );
     let d = start(dir.path()).await;
     let g = group_of(&d.state(), "runaway");
-    d.until_audit("the read after the start", |v| {
-        v["event"] == "backfill"
-            && v["reason"]
-                .as_str()
-                .is_some_and(|r| r.starts_with("after the start"))
-    });
+    d.until_read_after_start();
     // Half a second of silence, far short of blind: the breaching fill is published into it.
     t.set_faults(json!({"ws_silent": true})).await;
     t.order(Some(&g), "21").await;

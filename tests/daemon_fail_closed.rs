@@ -641,3 +641,43 @@ async fn a_state_write_that_fails_is_retried_shown_and_never_dropped() {
     assert!(state["kill"].is_object(), "{state}");
     assert_eq!(stop(d).await, Some(0));
 }
+
+/// Found by the chaos suite: a Trigger the exchange kept refusing was still being retried when
+/// the operator reset the strategy; once the exchange took it again, the retry triggered the
+/// freshly reset group, and the daemon showed the strategy active over a blocked group. A reset
+/// the exchange confirms ends the group's Trigger retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_ends_the_trigger_retries_it_supersedes() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("runaway.toml", RUNAWAY)], "");
+    let d = start(dir.path()).await;
+    let g = group_of(&d.state(), "runaway");
+    // Every Trigger of this group fails; its reset does not.
+    t.set_faults(json!({
+        "error_rate": 1.0,
+        "error_path": format!("/trade-api/v2/portfolio/order_groups/{g}/trigger"),
+    }))
+    .await;
+    t.order(Some(&g), "21").await;
+    until_log(&d, "the Trigger being retried", |l| {
+        l.contains("trigger not confirmed; retrying")
+    });
+    let (code, out, err) = cli(dir.path(), &["reset", "runaway"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    d.until_audit("the retries given up", |v| {
+        v["event"] == "action_failed"
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("superseded"))
+    });
+    t.set_faults(json!({})).await;
+    // Longer than the retries' longest pause: a retry still running would land by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        t.group_state(&g).await["triggered"],
+        false,
+        "the reset stands"
+    );
+    assert_eq!(d.state()["strategies"]["runaway"]["state"], "active");
+    assert_eq!(stop(d).await, Some(0));
+}

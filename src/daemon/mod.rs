@@ -24,7 +24,7 @@ pub mod intents;
 pub mod store;
 pub mod writer;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -40,11 +40,11 @@ use crate::kalshi::fix::{FixConfig, FixSession};
 use crate::kalshi::rest::{RestConfig, RetryPolicy};
 use crate::kalshi::stream::{self, Health, StreamConfig, StreamEvent};
 use crate::kalshi::{ExchangeError, GroupAddress, GroupControl, RestClient, Signer};
-use crate::risk::Dollars;
 use crate::risk::engine::{
     Action, BACKFILL_MARGIN_MS, Command, DecisionKind, Fill, GroupChange, Input, OperatorCommand,
     Output, RiskEngine, SWEEP_REASON, StreamHealth,
 };
+use crate::risk::{Dollars, GroupId};
 use groups::Prepared;
 use intents::IntentLog;
 use store::{StateFile, Store, StoreError};
@@ -217,6 +217,9 @@ struct Shell {
     backfill_retry: mpsc::UnboundedSender<(i64, &'static str)>,
     /// Where a backfill asked for "since the start" begins: the start-up rebuild's time.
     backfill_floor_ms: i64,
+    /// The Trigger retry loop of each group, if one may still be running: a reset the exchange
+    /// confirmed later ends it, or its next attempt would undo the reset.
+    triggering: HashMap<GroupId, CancellationToken>,
 }
 
 /// A finished backfill read: from when, why, and the inputs it read (or why it could not).
@@ -938,6 +941,20 @@ impl Shell {
         }
     }
 
+    /// Bookkeeping on a command's outcome before the risk core sees it: a reset the exchange
+    /// confirmed ends the group's Trigger retries, which would otherwise undo it.
+    fn action_done(&mut self, input: &Input) {
+        if let Input::ActionDone {
+            group,
+            action: Action::Reset,
+            result: Ok(()),
+        } = input
+            && let Some(t) = self.triggering.remove(&group.id)
+        {
+            t.cancel();
+        }
+    }
+
     fn spawn(&mut self, c: Command) {
         if c == Command::Reconcile {
             return self.reconcile();
@@ -959,6 +976,16 @@ impl Shell {
         );
         let rest = control.rest_client().clone();
         let metrics = self.metrics.clone();
+        let superseded = match &c {
+            Command::Trigger { group } => {
+                let token = CancellationToken::new();
+                if let Some(older) = self.triggering.insert(group.id.clone(), token.clone()) {
+                    older.cancel();
+                }
+                token
+            }
+            _ => CancellationToken::new(),
+        };
         self.tracker.spawn(async move {
             let input = match c {
                 Command::Trigger { group } => {
@@ -981,7 +1008,12 @@ impl Shell {
                                 if stop.is_cancelled() && attempt > 20 {
                                     break Input::ActionDone { group, action: Action::Trigger, result: Err(e.to_string()) };
                                 }
-                                tokio::time::sleep(backoff.delay(attempt)).await;
+                                tokio::select! {
+                                    _ = superseded.cancelled() => {
+                                        break Input::ActionDone { group, action: Action::Trigger, result: Err(format!("{e}; given up: superseded by a later reset or Trigger")) };
+                                    }
+                                    _ = tokio::time::sleep(backoff.delay(attempt)) => {}
+                                }
                             }
                         }
                     }
@@ -1245,6 +1277,7 @@ pub async fn run(
         reconciling: Reconciling::default(),
         reconcile_done: reconcile_tx,
         backfilling: Backfilling::default(),
+        triggering: HashMap::new(),
         backfill_done: backfill_tx,
         backfill_retry: backfill_retry_tx,
         backfill_floor_ms: rebuild_since_ms,
@@ -1355,6 +1388,7 @@ pub async fn run(
             Some((since, why, read)) = backfill_rx.recv() => shell.finish_backfill(since, why, read),
             Some((since, why)) = backfill_retry_rx.recv() => shell.backfill(since, why),
             Some(input) = results_rx.recv() => {
+                shell.action_done(&input);
                 shell.handle(input);
             }
             ev = events.recv() => match ev {

@@ -195,6 +195,12 @@ impl ExchangeError {
         self.status() == Some(404) || self.code() == Some(FIX_GROUP_NOT_FOUND)
     }
 
+    /// The exchange refused the request's signature as too old (401 `header_timestamp_expired`):
+    /// it was not applied, and the same request signed afresh may well pass.
+    pub fn is_timestamp_expired(&self) -> bool {
+        self.status() == Some(401) && self.code() == Some("header_timestamp_expired")
+    }
+
     /// Whether trying again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

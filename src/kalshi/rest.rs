@@ -334,6 +334,12 @@ impl RestClient {
             }
             unclear |= err.outcome_unknown();
             attempt += 1;
+            // A signature that aged past the exchange's window on the way (an armed Trigger's
+            // plus a slow path) proves nothing was applied: sign afresh and go again at once.
+            if err.is_timestamp_expired() && attempt < self.retry.attempts {
+                tracing::warn!(op, attempt, "signature expired on the way; signing afresh");
+                continue;
+            }
             let may_retry = err.is_retryable() && (idempotent || !err.outcome_unknown());
             if !may_retry || attempt >= self.retry.attempts {
                 return Err(err);

@@ -1468,8 +1468,9 @@ impl RiskEngine {
     }
 
     /// Asks for the periodic sweep while the stream is up (a gap has its own backfill). It
-    /// reads from shortly before the last fill counted, but never from further back than two
-    /// periods before the last sweep, so its cost follows the fill rate, not the uptime.
+    /// reads from shortly before the last fill counted, but never from further back than three
+    /// periods before the last sweep (room for 30 s of skew between the daemon's clock and the
+    /// exchange's), so its cost follows the fill rate, not the uptime.
     fn sweep_if_due(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         let Some(last) = self.last_sweep_ms else {
             self.last_sweep_ms = Some(now_ms);
@@ -1479,7 +1480,7 @@ impl RiskEngine {
             return;
         }
         self.last_sweep_ms = Some(now_ms);
-        let floor = last - SWEEP_EVERY_MS;
+        let floor = last - 3 * SWEEP_EVERY_MS;
         let since_ms = self
             .last_fill_ms
             .map_or(floor, |l| (l - BACKFILL_MARGIN_MS).max(floor))

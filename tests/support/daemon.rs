@@ -144,6 +144,18 @@ impl Daemon {
             .collect()
     }
 
+    /// Waits for the read of the fills made between the start-up rebuild and the
+    /// subscription, which lands just after READY: until it has, a fill made now may be
+    /// counted by it rather than by what a test means to exercise.
+    pub fn until_read_after_start(&self) {
+        self.until_audit("the read after the start", |v| {
+            v["event"] == "backfill"
+                && v["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("after the start"))
+        });
+    }
+
     /// Waits (bounded) until `f` holds for the state file.
     pub fn until_state(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + PATIENCE;
