@@ -1100,7 +1100,7 @@ fn judge_kills(seen: &mut Seen, end: i64) {
                         let owner = seen
                             .groups
                             .iter()
-                            .find(|(_, gs)| gs.contains(*g))
+                            .find(|(_, gs)| gs.contains(g))
                             .map_or("?", |(s, _)| s.as_str());
                         format!("{g} ({owner})")
                     })
