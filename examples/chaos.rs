@@ -1373,9 +1373,9 @@ async fn run(args: Args, bin: PathBuf, fix: bool) -> anyhow::Result<bool> {
                         continue;
                     }
                     crashes += 1 + usize::from(*twice);
-                    lock(&seen).count("kill -9");
+                    lock(&seen).count("kill -9 at a random moment of a storm");
                     if *twice {
-                        lock(&seen).count("kill -9 during a start");
+                        lock(&seen).count("kill -9 again during the restart");
                     }
                     d.lock().unwrap_or_else(|e| e.into_inner()).crash();
                     restart(&w, &d, *twice, &mut rng).await;
