@@ -994,7 +994,15 @@ impl Shell {
                     let backoff = RetryPolicy { attempts: u32::MAX, initial: Duration::from_millis(100), max: Duration::from_secs(2) };
                     let mut attempt = 0;
                     loop {
-                        match control.trigger_group(&group).await {
+                        // A reset confirmed meanwhile ends an attempt still waiting for its
+                        // budget, its connection or a fresh signature, not only the next one.
+                        let attempted = tokio::select! {
+                            r = control.trigger_group(&group) => r,
+                            _ = superseded.cancelled() => {
+                                break Input::ActionDone { group, action: Action::Trigger, result: Err("given up: superseded by a later reset or Trigger".into()) };
+                            }
+                        };
+                        match attempted {
                             Ok(channel) => {
                                 metrics.trigger_confirmed(channel);
                                 break Input::ActionDone { group, action: Action::Trigger, result: Ok(()) };
