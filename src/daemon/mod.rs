@@ -220,6 +220,9 @@ struct Shell {
     /// The Trigger retry loop of each group, if one may still be running: a reset the exchange
     /// confirmed later ends it, or its next attempt would undo the reset.
     triggering: HashMap<GroupId, CancellationToken>,
+    /// Trigger loops that were running when a reset of their group was sent: ended once the
+    /// exchange confirms that reset (a Trigger decided after the reset is not among them).
+    reset_supersedes: HashMap<GroupId, Vec<CancellationToken>>,
 }
 
 /// A finished backfill read: from when, why, and the inputs it read (or why it could not).
@@ -942,16 +945,18 @@ impl Shell {
     }
 
     /// Bookkeeping on a command's outcome before the risk core sees it: a reset the exchange
-    /// confirmed ends the group's Trigger retries, which would otherwise undo it.
+    /// confirmed ends the Trigger retries that were running when it was sent (they would undo
+    /// it); a Trigger decided after it, a re-trip, goes on.
     fn action_done(&mut self, input: &Input) {
         if let Input::ActionDone {
             group,
             action: Action::Reset,
-            result: Ok(()),
+            result,
         } = input
-            && let Some(t) = self.triggering.remove(&group.id)
+            && let Some(loops) = self.reset_supersedes.remove(&group.id)
+            && result.is_ok()
         {
-            t.cancel();
+            loops.iter().for_each(CancellationToken::cancel);
         }
     }
 
@@ -983,6 +988,15 @@ impl Shell {
                     older.cancel();
                 }
                 token
+            }
+            Command::Reset { group } => {
+                if let Some(running) = self.triggering.remove(&group.id) {
+                    self.reset_supersedes
+                        .entry(group.id.clone())
+                        .or_default()
+                        .push(running);
+                }
+                CancellationToken::new()
             }
             _ => CancellationToken::new(),
         };
@@ -1286,6 +1300,7 @@ pub async fn run(
         reconcile_done: reconcile_tx,
         backfilling: Backfilling::default(),
         triggering: HashMap::new(),
+        reset_supersedes: HashMap::new(),
         backfill_done: backfill_tx,
         backfill_retry: backfill_retry_tx,
         backfill_floor_ms: rebuild_since_ms,
