@@ -1,22 +1,27 @@
 //! kalshi-riskd: a risk-management daemon for automated trading on the Kalshi exchange.
 //!
-//! The crate is one library with a thin binary (`src/main.rs`). Its parts, by directory:
-//! - [`config`]: the daemon config and policy files, validated.
-//! - [`daemon`]: the running service around the risk core.
-//! - [`demo`]: the embedded demo (simulator, daemon, synthetic strategies).
-//! - [`http`]: the metrics and health listener.
-//! - [`kalshi`]: the exchange edge (request signing, wire types).
-//! - [`risk`]: pure risk logic and the fixed-point units it computes with.
-//! - [`sim`]: a faithful exchange simulator for tests, the demo and benchmarks.
-//! - [`cli`]: the command line.
+//! The workspace's dependency graph is its architecture (ARCHITECTURE.md draws it):
+//! - `riskd-units`: fixed-point contracts and dollars, group ids. Depends on nothing of ours.
+//! - `riskd-core` ([`risk`]): the pure risk core. Depends only on the units, serde and a hasher.
+//! - `riskd-kalshi` ([`kalshi`]): the exchange edge (signing, REST, WebSocket, FIX).
+//! - `riskd-sim` ([`sim`], feature `sim`): the exchange simulator for tests, the demo and benches.
+//! - this crate: the daemon around them, with
+//!   - [`config`]: the daemon config and policy files, validated;
+//!   - [`daemon`]: the running service around the risk core;
+//!   - [`http`]: the metrics, health and admin listeners;
+//!   - [`cli`]: the command line;
+//!   - [`demo`] (feature `sim`): the embedded demo (simulator, daemon, synthetic strategies).
 
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod http;
-pub mod kalshi;
-pub mod risk;
-pub mod sim;
+
+pub use riskd_core as risk;
+pub use riskd_kalshi as kalshi;
+#[cfg(feature = "sim")]
+pub use riskd_sim as sim;

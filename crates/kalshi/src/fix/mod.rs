@@ -6,7 +6,7 @@
 //!   Logout, reconnect, rejects as typed errors), requests serialised one at a time.
 //! - [`uog`]: the five order-group actions on a session, mirroring the REST client's calls.
 //!
-//! The simulator's acceptor (`crate::sim`) speaks the other side on the same engine as REST.
+//! The simulator's acceptor (the `riskd-sim` crate) speaks the other side on the same engine as REST.
 
 pub mod codec;
 pub mod session;

@@ -3,7 +3,7 @@
 //!
 //! Optional and legacy fields are `Option` so that a field the exchange adds or drops does not
 //! break parsing; unknown fields are ignored. Counts and prices stay strings here, as on the wire;
-//! they become [`crate::risk::Contracts`] and [`crate::risk::Dollars`] where they are used.
+//! they become [`riskd_units::Contracts`] and [`riskd_units::Dollars`] where they are used.
 
 use serde::{Deserialize, Serialize};
 

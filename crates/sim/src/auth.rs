@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::HeaderMap;
 
-use crate::kalshi::auth::{HEADER_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use riskd_kalshi::auth::{HEADER_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 
 pub const MAX_AGE_MS: i64 = 5_000;
 pub const MAX_AHEAD_MS: i64 = 30_000;

@@ -40,16 +40,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::EngineError;
 use super::{SimState, lock, ratelimit};
-use crate::kalshi::auth::now_ms;
-use crate::kalshi::fix::codec::{self, DecodeError, Message};
-use crate::kalshi::fix::session::{
+use riskd_kalshi::auth::now_ms;
+use riskd_kalshi::fix::codec::{self, DecodeError, Message};
+use riskd_kalshi::fix::session::{
     APPL_VER_FIX50SP2, BEGIN_STRING, logon_prehash, parse_sending_time, sending_time,
 };
-use crate::kalshi::fix::uog::{
+use riskd_kalshi::fix::uog::{
     Action, MSG_REQUEST, MSG_RESPONSE, TAG_ACTION, TAG_ALLOC_ACCOUNT, TAG_EX_DESTINATION,
     TAG_GROUP_ID, TAG_LIMIT,
 };
-use crate::risk::Contracts;
+use riskd_units::Contracts;
 
 /// The session types that take order groups.
 const TARGETS: [&str; 2] = ["KalshiNR", "KalshiRT"];

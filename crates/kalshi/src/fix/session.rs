@@ -37,10 +37,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, DecodeError, Message};
-use crate::kalshi::auth::now_ms;
-use crate::kalshi::budget::{Budget, Priority};
-use crate::kalshi::rest::Observer;
-use crate::kalshi::{ExchangeError, Signer};
+use crate::auth::now_ms;
+use crate::budget::{Budget, Priority};
+use crate::rest::Observer;
+use crate::{ExchangeError, Signer};
 
 /// The transport version FIX 5.0 rides on.
 pub const BEGIN_STRING: &str = "FIXT.1.1";

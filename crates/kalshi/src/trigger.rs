@@ -168,8 +168,8 @@ impl Armory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kalshi::auth::generate_key;
-    use crate::kalshi::group::GroupId;
+    use crate::auth::generate_key;
+    use crate::group::GroupId;
 
     fn armory(max: usize) -> Armory {
         let key = generate_key().unwrap();

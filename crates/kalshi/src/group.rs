@@ -1,7 +1,7 @@
 //! Typed order-group values, converted once from the exchange's strings.
 
-use crate::risk::Contracts;
-pub use crate::risk::ids::{GroupAddress, GroupId};
+use riskd_units::Contracts;
+pub use riskd_units::ids::{GroupAddress, GroupId};
 
 /// One group as `GET /portfolio/order_groups` lists it (no state, no subaccount).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -229,7 +229,7 @@ impl SimState {
     /// The simulator's clock in epoch milliseconds: wall time plus whatever tests advanced.
     /// Rolling windows and `ts_ms` fields use it; signature timestamps use the wall clock.
     pub fn now_ms(&self) -> i64 {
-        crate::kalshi::auth::now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
+        riskd_kalshi::auth::now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
     }
 
     /// Moves the simulator's clock forward (windows expire as if time had passed).

@@ -24,11 +24,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::kalshi::wire::{
+use riskd_kalshi::wire::{
     CreateOrderV2Request, CreateOrderV2Response, FillMsg, GetOrderGroupResponse, Order, OrderGroup,
     OrderGroupUpdateMsg, RestFill, UserOrderMsg,
 };
-use crate::risk::{Contracts, Dollars};
+use riskd_units::{Contracts, Dollars};
 
 /// The exchange's rolling window for order groups.
 pub const GROUP_WINDOW_MS: i64 = 15_000;

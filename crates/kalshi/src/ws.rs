@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::group::GroupId;
 use super::wire::{FillMsg, OrderGroupUpdateMsg, UserOrderMsg};
-use crate::risk::{Contracts, Dollars};
+use riskd_units::{Contracts, Dollars};
 
 /// The largest fill the decoder accepts: ten million contracts, far above any order the
 /// exchange takes, and small enough that sums of fills cannot overflow.

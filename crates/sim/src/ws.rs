@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::rest::ApiError;
 use super::{Channel, Published, SimState, SubscriptionEnd};
-use crate::kalshi::wire::ws_error;
+use riskd_kalshi::wire::ws_error;
 
 pub(super) const WS_PATH: &str = "/trade-api/ws/v2";
 
@@ -45,7 +45,7 @@ pub(super) fn router(st: Arc<SimState>) -> Router {
 }
 
 async fn upgrade(State(st): State<Arc<SimState>>, mut req: Request) -> Response {
-    let now = crate::kalshi::auth::now_ms();
+    let now = riskd_kalshi::auth::now_ms();
     if let Err(f) = st.keys.verify(req.headers(), "GET", WS_PATH, now) {
         st.stats.rejected_auth.fetch_add(1, Ordering::Relaxed);
         return ApiError::Auth(f).into_response();

@@ -320,7 +320,7 @@ mod tests {
     fn loads_pkcs1_keys_too() {
         // A test-only key written by `openssl genrsa -traditional`: PKCS#1, as Kalshi's
         // downloaded keys may be.
-        let pem = include_bytes!("../../tests/fixtures/pkcs1-test-key.pem");
+        let pem = include_bytes!("../../../tests/fixtures/pkcs1-test-key.pem");
         assert!(pem.starts_with(b"-----BEGIN RSA PRIVATE KEY-----"));
         let signer = Signer::from_pem("k1", pem, "fixture").unwrap();
         assert_eq!(signer.sign(1, "GET", "/x").signature.len(), 344);

@@ -11,10 +11,10 @@
 
 use super::codec::Message;
 use super::session::FixSession;
-use crate::kalshi::budget::Priority;
-use crate::kalshi::rest::RetryPolicy;
-use crate::kalshi::{ExchangeError, GroupAddress, GroupId};
-use crate::risk::Contracts;
+use crate::budget::Priority;
+use crate::rest::RetryPolicy;
+use crate::{ExchangeError, GroupAddress, GroupId};
+use riskd_units::Contracts;
 
 pub const MSG_REQUEST: &str = "UOG";
 pub const MSG_RESPONSE: &str = "UOH";

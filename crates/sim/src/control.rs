@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::engine::EngineError;
 use super::rest::ApiError;
 use super::{Faults, SimState, lock};
-use crate::risk::Contracts;
+use riskd_units::Contracts;
 
 fn bad(msg: impl Into<String>) -> Response {
     (
@@ -187,7 +187,7 @@ async fn end_subscription(State(st): State<Arc<SimState>>, bytes: Bytes) -> Resp
             b.channel
         ));
     };
-    if !b.silent && !crate::kalshi::wire::ws_error::is_terminal(b.code as u64) {
+    if !b.silent && !riskd_kalshi::wire::ws_error::is_terminal(b.code as u64) {
         return bad(format!(
             "code: {} is not a terminal channel error (10 or 25)",
             b.code

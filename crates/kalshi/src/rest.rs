@@ -26,7 +26,7 @@ use super::error::{ExchangeError, error_chain};
 use super::group::{GroupAddress, GroupDetail, GroupId, ListedGroup, OrderInfo};
 use super::trigger::{Armory, ArmoryConfig};
 use super::wire;
-use crate::risk::Contracts;
+use riskd_units::Contracts;
 
 /// Backoff between attempts: exponential from `initial`, capped at `max`, with full jitter.
 #[derive(Debug, Clone)]
@@ -743,7 +743,7 @@ fn order_info(o: wire::Order) -> OrderInfo {
 
 /// A listed fill in the stream's terms, bounded as the stream decoder bounds it.
 fn rest_fill(f: &wire::RestFill) -> Result<super::ws::Fill, String> {
-    use crate::risk::Dollars;
+    use riskd_units::Dollars;
     let count = Contracts::parse(&f.count_fp).map_err(|e| format!("count_fp: {e}"))?;
     let yes_price =
         Dollars::parse(&f.yes_price_dollars).map_err(|e| format!("yes_price_dollars: {e}"))?;

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::auth::AuthFailure;
 use super::engine::{EngineError, parse_limit};
 use super::{SimState, lock, ratelimit};
-use crate::kalshi::wire::{
+use riskd_kalshi::wire::{
     CreateOrderGroupRequest, CreateOrderGroupResponse, CreateOrderV2Request, GetFillsResponse,
     GetOrderGroupsResponse, GetOrderResponse, GetOrdersResponse, UpdateOrderGroupLimitRequest,
 };
@@ -343,7 +343,7 @@ async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Res
     if latency_ms > 0 && !answer_late {
         tokio::time::sleep(latency).await;
     }
-    let now = crate::kalshi::auth::now_ms();
+    let now = riskd_kalshi::auth::now_ms();
     if let Err(f) = st
         .keys
         .verify(req.headers(), req.method().as_str(), &path, now)

@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::fix::FixSession;
 use super::rest::{CreateError, CreateOutcome};
 use super::{ExchangeError, GroupAddress, GroupId, RestClient};
-use crate::risk::Contracts;
+use riskd_units::Contracts;
 
 /// How long a Trigger over FIX may go unanswered before it is sent over REST too.
 pub const FIX_TRIGGER_PROMPT: Duration = Duration::from_millis(250);
