@@ -19,9 +19,12 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::admin::request;
+use crate::admin::api::Status;
+use crate::admin::{AdminClient, status_table};
 use crate::kalshi::Signer;
 use crate::kalshi::auth::{generate_key, public_key_der_from_pem};
+use crate::risk::guard::GuardState;
+use crate::risk::{Contracts, Evidence};
 use crate::sim::{KeyRegistry, SimConfig, Simulator, Tier};
 
 const RUNAWAY_POLICY: &str = include_str!("../config/policies/btc-daily-mm.toml");
@@ -96,35 +99,27 @@ fn write_setup(
     Ok(path)
 }
 
-fn line_for(status: &Value, elapsed: Duration) -> String {
-    let parts: Vec<String> = status["strategies"]
-        .as_array()
-        .into_iter()
-        .flatten()
+fn line_for(status: &Status, elapsed: Duration) -> String {
+    let parts: Vec<String> = status
+        .strategies
+        .iter()
         .map(|s| {
-            let fast = s["limits"]
-                .as_array()
-                .and_then(|l| l.iter().find(|l| l["name"] == "fast"))
+            let fast = s
+                .limits
+                .iter()
+                .find(|l| l.name == "fast")
                 .map(|l| {
-                    format!(
-                        "fast {}/{}",
-                        l["contracts"].as_str().unwrap_or("0"),
-                        l["max_contracts"].as_str().unwrap_or("-")
-                    )
+                    let max = l.max_contracts.map_or("-".to_owned(), |m| m.to_string());
+                    format!("fast {}/{max}", l.contracts)
                 })
                 .unwrap_or_default();
-            format!(
-                "{} {} {}",
-                s["name"].as_str().unwrap_or("?"),
-                s["state"].as_str().unwrap_or("?"),
-                fast
-            )
+            format!("{} {} {}", s.name, s.state.as_str(), fast)
         })
         .collect();
     format!(
         "t={:>4.1}s  kill switch {}  |  {}",
         elapsed.as_secs_f64(),
-        if status["kill"].is_object() {
+        if status.kill.is_some() {
             "ENGAGED"
         } else {
             "off"
@@ -212,6 +207,7 @@ async fn demo(duration: Duration) -> Result<(), String> {
         tokio::spawn(async move { crate::daemon::run(&config, loaded, signer, stop).await })
     };
     let sock = dir.join("admin.sock");
+    let admin = AdminClient::new(sock, crate::admin::client::DEFAULT_TIMEOUT);
     let started = Instant::now();
     let groups = loop {
         if daemon.is_finished() {
@@ -220,10 +216,8 @@ async fn demo(duration: Duration) -> Result<(), String> {
                 dir.join("daemon.log").display()
             ));
         }
-        if let Ok((200, g)) = request(&sock, "GET", "/v1/groups").await
-            && g["strategies"][CALM]
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
+        if let Ok(g) = admin.groups().await
+            && g.strategies.get(CALM).is_some_and(|a| !a.is_empty())
         {
             break g;
         }
@@ -233,10 +227,12 @@ async fn demo(duration: Duration) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let group = |s: &str| {
-        groups["strategies"][s][0]["id"]
-            .as_str()
+        groups
+            .strategies
+            .get(s)
+            .and_then(|gs| gs.first())
+            .map(|g| g.id.as_str().to_owned())
             .unwrap_or_default()
-            .to_owned()
     };
     let order = |ticker: &str, count: &str, group: String, subaccount: i64| {
         json!({"ticker": ticker, "side": "bid", "count": count, "price": "0.45",
@@ -275,18 +271,16 @@ async fn demo(duration: Duration) -> Result<(), String> {
     while t0.elapsed() < duration {
         tick.tick().await;
         if killed_at.is_none() && t0.elapsed() >= kill_at {
-            let (code, body) = request(&sock, "POST", "/v1/kill").await?;
-            if code != 200 {
-                return Err(format!("kill refused: {body}"));
-            }
+            admin
+                .kill()
+                .await
+                .map_err(|e| format!("kill refused: {e}"))?;
             killed_at = Some(t0.elapsed());
         }
-        let (_, status) = request(&sock, "GET", "/v1/status").await?;
-        let runaway_tripped = status["strategies"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| s["name"] == RUNAWAY && s["state"] == "tripped");
+        let status = admin.status().await?;
+        let runaway_tripped = status
+            .strategy(RUNAWAY)
+            .is_some_and(|s| s.state == GuardState::Tripped);
         if runaway_tripped && tripped_at.is_none() {
             tripped_at = Some(t0.elapsed());
         }
@@ -297,7 +291,7 @@ async fn demo(duration: Duration) -> Result<(), String> {
                 t0.elapsed().as_secs_f64(),
                 duration.as_secs_f64()
             );
-            print!("{}", crate::cli::status_table(&status));
+            print!("{}", status_table(&status));
             println!(
                 "\norders  {CALM}: {} filled, {} rejected   {RUNAWAY}: {} filled, {} rejected",
                 calm.filled.load(Ordering::Relaxed),
@@ -311,7 +305,7 @@ async fn demo(duration: Duration) -> Result<(), String> {
         let _ = std::io::stdout().flush();
     }
     traders.cancel();
-    let (_, status) = request(&sock, "GET", "/v1/status").await?;
+    let status = admin.status().await?;
     let exchange = sim.state().groups();
     stop_daemon.cancel();
     match daemon.await {
@@ -322,23 +316,24 @@ async fn demo(duration: Duration) -> Result<(), String> {
     sim.shutdown().await;
 
     println!("\nSummary");
-    let runaway_row = status["strategies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == RUNAWAY);
-    match (runaway_row.and_then(|s| s["trip"].as_object()), tripped_at) {
+    match (
+        status.strategy(RUNAWAY).and_then(|s| s.trip.as_ref()),
+        tripped_at,
+    ) {
         (Some(trip), Some(_)) => {
-            let ev = &trip["evidence"];
-            let at = Duration::from_millis(
-                (trip["at_ms"].as_i64().unwrap_or(t0_ms) - t0_ms).max(0) as u64,
-            );
+            let figure = |f: fn(&Evidence) -> Option<Contracts>| {
+                trip.evidence
+                    .as_ref()
+                    .and_then(f)
+                    .map_or("?".to_owned(), |c| c.to_string())
+            };
+            let at = Duration::from_millis((trip.at_ms - t0_ms).max(0) as u64);
             println!(
                 "- {RUNAWAY}: tripped by the daemon about {:.1} s in: {} ({} of {} contracts in 15 s). Its group's\n  exchange-side limit is 500, so the daemon acted before the exchange would have. Orders: {} filled, {} rejected after the trip.",
                 at.as_secs_f64(),
-                trip["detail"].as_str().unwrap_or("?"),
-                ev["contracts"].as_str().unwrap_or("?"),
-                ev["max_contracts"].as_str().unwrap_or("?"),
+                trip.detail,
+                figure(|e| Some(e.contracts)),
+                figure(|e| e.max_contracts),
                 runaway.filled.load(Ordering::Relaxed),
                 runaway.rejected.load(Ordering::Relaxed)
             );

@@ -6,14 +6,16 @@
 //! - `riskd-kalshi` ([`kalshi`]): the exchange edge (signing, REST, WebSocket, FIX).
 //! - `riskd-sim` ([`sim`], feature `sim`): the exchange simulator for tests, the demo and benches.
 //! - this crate: the daemon around them, with
+//!   - [`admin`]: the admin API (typed requests and answers, server, client);
 //!   - [`config`]: the daemon config and policy files, validated;
 //!   - [`daemon`]: the running service around the risk core;
-//!   - [`http`]: the metrics, health and admin listeners;
+//!   - [`http`]: the metrics and health listener;
 //!   - [`cli`]: the command line;
 //!   - [`demo`] (feature `sim`): the embedded demo (simulator, daemon, synthetic strategies).
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -589,7 +589,7 @@ async fn the_admin_api_and_its_cli_clients() {
     assert_eq!(v["strategies"].as_array().unwrap().len(), 2);
 
     // GET /v1/groups: what strategies read to tag their orders.
-    let (status, groups) = kalshi_riskd::http::admin::request(&sock, "GET", "/v1/groups")
+    let (status, groups) = kalshi_riskd::admin::request(&sock, "GET", "/v1/groups")
         .await
         .unwrap();
     assert_eq!(status, 200);
@@ -664,18 +664,16 @@ async fn the_admin_api_and_its_cli_clients() {
     assert_eq!((code, out.trim()), (Some(0), "2 strategies reset"));
 
     // Trigger through the API; unknown strategies are 404s.
-    let (status, _) =
-        kalshi_riskd::http::admin::request(&sock, "POST", "/v1/strategies/calm/trigger")
-            .await
-            .unwrap();
+    let (status, _) = kalshi_riskd::admin::request(&sock, "POST", "/v1/strategies/calm/trigger")
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     d.until_state("calm tripped by an operator", |s| {
         s["strategies"]["calm"]["trip"]["reason"] == "manual"
     });
-    let (status, body) =
-        kalshi_riskd::http::admin::request(&sock, "POST", "/v1/strategies/nobody/reset")
-            .await
-            .unwrap();
+    let (status, body) = kalshi_riskd::admin::request(&sock, "POST", "/v1/strategies/nobody/reset")
+        .await
+        .unwrap();
     assert_eq!(
         (status, body["error"].as_str().unwrap()),
         (404, "no strategy named \"nobody\"")
@@ -685,7 +683,7 @@ async fn the_admin_api_and_its_cli_clients() {
     assert!(err.contains("404"), "{err}");
 
     // Reload through the API.
-    let (status, body) = kalshi_riskd::http::admin::request(&sock, "POST", "/v1/reload")
+    let (status, body) = kalshi_riskd::admin::request(&sock, "POST", "/v1/reload")
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");

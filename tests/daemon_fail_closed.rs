@@ -364,7 +364,7 @@ async fn a_reload_never_clears_a_trip() {
         .clone();
     assert_eq!(runaway["state"], "tripped", "{status}");
     let sock = dir.path().join("admin.sock");
-    let (code, groups) = kalshi_riskd::http::admin::request(&sock, "GET", "/v1/groups")
+    let (code, groups) = kalshi_riskd::admin::request(&sock, "GET", "/v1/groups")
         .await
         .unwrap();
     assert_eq!(code, 200);
@@ -377,7 +377,7 @@ async fn a_reload_never_clears_a_trip() {
     for f in ["runaway.toml", "calm.toml"] {
         std::fs::remove_file(dir.path().join("policies").join(f)).unwrap();
     }
-    let (code, body) = kalshi_riskd::http::admin::request(&sock, "POST", "/v1/reload")
+    let (code, body) = kalshi_riskd::admin::request(&sock, "POST", "/v1/reload")
         .await
         .unwrap();
     assert_eq!(code, 422, "{body}");

@@ -6,7 +6,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kalshi_riskd::http::admin::{AdminCall, for_caller, router};
+use kalshi_riskd::admin::api::Reloaded;
+use kalshi_riskd::admin::{AdminAnswer, AdminCall, for_caller, router};
 use kalshi_riskd::http::serve::{Connections, Limits, spawn_connection};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -29,11 +30,8 @@ fn world() -> &'static World {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<AdminCall>(64);
         rt.spawn(async move {
             while let Some(call) = rx.recv().await {
-                let body = serde_json::json!({
-                    "request": format!("{:?}", call.request),
-                    "actor": call.actor,
-                });
-                let _ = call.reply.send((200, body));
+                let reloaded = format!("{:?} by {}", call.request, call.actor);
+                let _ = call.reply.send(Ok(AdminAnswer::Reloaded(Reloaded { reloaded })));
             }
         });
         World {

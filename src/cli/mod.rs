@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin::{AdminClient, ClientError, ClientErrorKind};
 use crate::kalshi::auth;
 
 #[cfg(feature = "sim")]
@@ -222,206 +223,73 @@ fn admin_command(cli: &AdminTarget, cmd: AdminCmd) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let client = AdminClient::new(socket, timeout);
     rt.block_on(async move {
-        use crate::http::admin::{ClientErrorKind, request_within};
-        let request = |method, path: String| {
-            let socket = socket.clone();
-            async move { request_within(&socket, method, &path, timeout).await }
-        };
-        let result = match &cmd {
-            AdminCmd::Status { .. } => request("GET", "/v1/status".into()).await,
-            AdminCmd::Kill => request("POST", "/v1/kill".into()).await,
-            AdminCmd::Release => request("POST", "/v1/release".into()).await,
-            AdminCmd::Reset {
-                strategy: Some(name),
-            } => request("POST", format!("/v1/strategies/{name}/reset")).await,
-            AdminCmd::Reset { strategy: None } => reset_all(&socket, timeout).await,
-        };
-        match result {
+        match admin_call(&client, &cmd).await {
             Err(e) => {
-                eprintln!("kalshi-riskd: {e}");
+                match e.kind {
+                    ClientErrorKind::Refused(status) => {
+                        eprintln!("kalshi-riskd: refused ({status}): {e}")
+                    }
+                    _ => eprintln!("kalshi-riskd: {e}"),
+                }
                 ExitCode::from(match e.kind {
-                    ClientErrorKind::Unreachable => exit::UNREACHABLE,
+                    ClientErrorKind::Refused(_) => exit::REFUSED,
+                    ClientErrorKind::Unreachable | ClientErrorKind::Failed => exit::UNREACHABLE,
                     ClientErrorKind::Denied => exit::DENIED,
                     ClientErrorKind::TimedOut => exit::TIMED_OUT,
-                    ClientErrorKind::Failed => exit::UNREACHABLE,
                 })
             }
-            Ok((status, body)) if !(200..300).contains(&status) => {
-                let why = body
-                    .get("error")
-                    .and_then(|e| e.as_str())
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| body.to_string());
-                eprintln!("kalshi-riskd: refused ({status}): {why}");
-                ExitCode::from(exit::REFUSED)
-            }
-            Ok((_, body)) => {
-                // `status` says in its exit code whether anything needs an operator.
-                let attention = matches!(cmd, AdminCmd::Status { .. })
-                    && body["strategies"].as_array().is_some_and(|ss| {
-                        ss.iter()
-                            .any(|s| s["state"] == "tripped" || s["state"] == "unknown")
-                    });
-                match cmd {
-                    AdminCmd::Status { json: true } => println!(
-                        "{}",
-                        serde_json::to_string_pretty(&body).unwrap_or_default()
-                    ),
-                    AdminCmd::Status { json: false } => print!("{}", status_table(&body)),
-                    AdminCmd::Kill => {
-                        println!("kill switch engaged; every group in scope is being triggered")
-                    }
-                    AdminCmd::Release => {
-                        if body["released"] == true {
-                            println!("kill switch released; groups stay triggered until reset");
-                        } else {
-                            println!("the kill switch was not engaged");
-                        }
-                    }
-                    AdminCmd::Reset { strategy } => match strategy {
-                        Some(name) => println!("{name}: reset; its groups accept orders again"),
-                        None => println!("{}", body["summary"].as_str().unwrap_or("reset")),
-                    },
-                }
-                if attention {
-                    ExitCode::from(exit::ATTENTION)
-                } else {
-                    ExitCode::SUCCESS
-                }
-            }
+            // `status` says in its exit code whether anything needs an operator.
+            Ok(true) => ExitCode::from(exit::ATTENTION),
+            Ok(false) => ExitCode::SUCCESS,
         }
     })
 }
 
-/// `reset --all`: every strategy, one request each; the first refusal stops it.
-async fn reset_all(
-    socket: &Path,
-    timeout: Duration,
-) -> Result<(u16, serde_json::Value), crate::http::admin::ClientError> {
-    use crate::http::admin::request_within;
-    let (status, body) = request_within(socket, "GET", "/v1/status", timeout).await?;
-    if status != 200 {
-        return Ok((status, body));
-    }
-    let names: Vec<String> = body["strategies"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    for name in &names {
-        let path = format!("/v1/strategies/{name}/reset");
-        let (status, body) = request_within(socket, "POST", &path, timeout).await?;
-        if status != 200 {
-            return Ok((status, body));
-        }
-    }
-    Ok((
-        200,
-        serde_json::json!({"summary": format!("{} strategies reset", names.len())}),
-    ))
-}
-
-/// The `status` table.
-pub fn status_table(body: &serde_json::Value) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    match body["kill"].as_object() {
-        Some(k) => {
-            let _ = writeln!(
-                out,
-                "KILL SWITCH ENGAGED by {} ({}) at {}",
-                k["actor"].as_str().unwrap_or("?"),
-                k["reason"].as_str().unwrap_or("?"),
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + Duration::from_millis(k["at_ms"].as_u64().unwrap_or(0))
-                )
-            );
-        }
-        None => out.push_str("kill switch: released\n"),
-    }
-    let _ = writeln!(
-        out,
-        "stream: {}",
-        if body["blind"] == true { "BLIND" } else { "ok" }
-    );
-    if body["durable"]["failing"] == true {
-        let _ = writeln!(
-            out,
-            "durable writes: FAILING, retrying ({})",
-            body["durable"]["last_error"].as_str().unwrap_or("?")
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{:<20} {:<8} {:<8} {:<8} {:<46} LAST TRIP",
-        "STRATEGY", "MODE", "STATE", "GROUPS", "WINDOWS (used / limit)"
-    );
-    for s in body["strategies"].as_array().into_iter().flatten() {
-        let limits: Vec<String> = s["limits"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|l| {
-                let mut parts = Vec::new();
-                if let Some(max) = l["max_contracts"].as_str() {
-                    parts.push(format!(
-                        "{}/{}",
-                        l["contracts"].as_str().unwrap_or("0"),
-                        max
-                    ));
-                }
-                if let Some(max) = l["max_notional_dollars"].as_str() {
-                    let cents = |v: &str| {
-                        crate::risk::Dollars::parse(v)
-                            .map(|d| d.to_string_with(2))
-                            .unwrap_or_else(|_| v.to_owned())
-                    };
-                    parts.push(format!(
-                        "${}/${}",
-                        cents(l["notional_dollars"].as_str().unwrap_or("0")),
-                        cents(max)
-                    ));
-                }
-                if let Some(max) = l["max_fills"].as_i64() {
-                    parts.push(format!("{} fills/{max}", l["fills"]));
-                }
-                format!("{} {}", l["name"].as_str().unwrap_or("?"), parts.join(" "))
-            })
-            .collect();
-        let trip = match s["trip"].as_object() {
-            Some(t) => format!(
-                "{}: {}",
-                t["reason"].as_str().unwrap_or("?"),
-                t["detail"].as_str().unwrap_or("")
-            ),
-            None => "-".to_owned(),
-        };
-        let state = match (s["state"].as_str().unwrap_or("?"), s["warned"] == true) {
-            ("active", true) => "WARNED".to_owned(),
-            ("tripped", _) => "TRIPPED".to_owned(),
-            ("unknown", _) => "UNKNOWN".to_owned(),
-            (st, _) => st.to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "{:<20} {:<8} {:<8} {:<8} {:<46} {}",
-            s["name"].as_str().unwrap_or("?"),
-            s["mode"].as_str().unwrap_or("?"),
-            state,
-            s["groups"].as_array().map_or(0, Vec::len),
-            if limits.is_empty() {
-                "-".to_owned()
+/// Makes one admin command's calls and prints what they answered; true when `status` found
+/// something that needs an operator.
+async fn admin_call(client: &AdminClient, cmd: &AdminCmd) -> Result<bool, ClientError> {
+    match cmd {
+        AdminCmd::Status { json } => {
+            let status = client.status().await?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
             } else {
-                limits.join("; ")
-            },
-            trip
-        );
+                print!("{}", crate::admin::status_table(&status));
+            }
+            return Ok(status.needs_attention());
+        }
+        AdminCmd::Kill => {
+            client.kill().await?;
+            println!("kill switch engaged; every group in scope is being triggered");
+        }
+        AdminCmd::Release => {
+            if client.release().await?.released {
+                println!("kill switch released; groups stay triggered until reset");
+            } else {
+                println!("the kill switch was not engaged");
+            }
+        }
+        AdminCmd::Reset {
+            strategy: Some(name),
+        } => {
+            client.reset(name).await?;
+            println!("{name}: reset; its groups accept orders again");
+        }
+        AdminCmd::Reset { strategy: None } => {
+            // Every strategy, one request each; the first refusal stops it.
+            let status = client.status().await?;
+            for s in &status.strategies {
+                client.reset(&s.name).await?;
+            }
+            println!("{} strategies reset", status.strategies.len());
+        }
     }
-    out
+    Ok(false)
 }
 
 /// `groups`: the account's order groups straight from the exchange.

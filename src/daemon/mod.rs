@@ -19,6 +19,7 @@
 //! the state with `clean_stop`, exit 0. Groups stay as they are: the exchange's limits keep
 //! holding.
 
+mod admin;
 pub mod groups;
 pub mod intents;
 pub mod store;
@@ -33,6 +34,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::api::Reloaded;
+use crate::admin::{AdminAnswer, AdminError, AdminResult};
 use crate::config::Loaded;
 use crate::http::{HealthState, Metrics};
 use crate::kalshi::auth::now_ms;
@@ -77,7 +80,7 @@ pub enum DaemonError {
     #[error("{0}")]
     Metrics(#[from] crate::http::metrics::MetricsError),
     #[error("{0}")]
-    Admin(crate::http::admin::AdminError),
+    Admin(crate::admin::SocketError),
     #[error("FIX control channel: {0}")]
     Fix(String),
     #[error(
@@ -182,7 +185,7 @@ fn to_input(ev: StreamEvent) -> Option<Input> {
 }
 
 /// An admin caller waiting for an answer.
-type AdminReply = tokio::sync::oneshot::Sender<(u16, serde_json::Value)>;
+type AdminReply = tokio::sync::oneshot::Sender<crate::admin::AdminResult>;
 
 /// A reload whose exchange work is running outside the loop.
 struct ReloadInFlight {
@@ -426,7 +429,7 @@ impl Shell {
             shell.dispatch(vec![Output::Decision(d)]);
             notify(&[sd_notify::NotifyState::Ready]);
             for r in replies {
-                let _ = r.send((422, serde_json::json!({ "error": why })));
+                let _ = r.send(Err(AdminError::ReloadFailed(why.clone())));
             }
         };
         let new = match crate::config::load(&self.config_path, std::env::vars()) {
@@ -489,7 +492,7 @@ impl Shell {
                 tracing::error!(reason = %why, "reload refused");
                 let d = decision(now, DecisionKind::ReloadFailed, why.clone(), &actor);
                 self.dispatch(vec![Output::Decision(d)]);
-                (422, serde_json::json!({ "error": why }))
+                Err(AdminError::ReloadFailed(why))
             }
             Ok(prepared) => {
                 let old = &self.loaded.daemon;
@@ -620,7 +623,7 @@ impl Shell {
                 // The intents close once state.json names their groups.
                 self.close_after_save.extend(prepared.settled_intents);
                 self.dispatch(out);
-                (200, serde_json::json!({ "reloaded": summary }))
+                Ok(AdminAnswer::Reloaded(Reloaded { reloaded: summary }))
             }
         };
         notify(&[sd_notify::NotifyState::Ready]);
@@ -632,7 +635,7 @@ impl Shell {
 
     /// Answers admin callers once everything recorded so far is durable, without holding up
     /// the loop.
-    fn answer_when_durable(&self, replies: Vec<AdminReply>, answer: (u16, serde_json::Value)) {
+    fn answer_when_durable(&self, replies: Vec<AdminReply>, answer: AdminResult) {
         if replies.is_empty() {
             return;
         }
@@ -663,138 +666,6 @@ impl Shell {
         if self.writer.send(job).is_ok() {
             let _ = durable.await;
         }
-    }
-
-    /// Answers one admin API call. A mutation is answered once its record is
-    /// durable (its exchange commands are already on their way).
-    async fn admin(&mut self, call: crate::http::admin::AdminCall) {
-        use crate::http::admin::AdminRequest as R;
-        use serde_json::json;
-        let known = |shell: &Shell, name: &str| {
-            shell
-                .engine
-                .strategies()
-                .iter()
-                .any(|s| s.policy.name == name)
-        };
-        let no_such = |name: &str| (404, json!({"error": format!("no strategy named {name:?}")}));
-        let actor = call.actor.clone();
-        let mutation = !matches!(call.request, R::Status | R::Groups);
-        let answer = match call.request {
-            R::Status => (200, self.status_json()),
-            R::Groups => {
-                let mut map = serde_json::Map::new();
-                for s in self.engine.strategies() {
-                    map.insert(s.policy.name.clone(), json!(s.groups));
-                }
-                (200, json!({"strategies": map}))
-            }
-            R::Kill => {
-                self.handle(Input::Operator {
-                    command: OperatorCommand::Kill,
-                    actor: actor.clone(),
-                });
-                (200, json!({"kill": self.engine.kill()}))
-            }
-            R::Release => {
-                let was = self.engine.kill().is_some();
-                self.handle(Input::Operator {
-                    command: OperatorCommand::Release,
-                    actor: actor.clone(),
-                });
-                (200, json!({"released": was, "kill": self.engine.kill()}))
-            }
-            R::Reload => {
-                // Answered when the reload is applied (its exchange work runs off the loop).
-                self.begin_reload(&actor, vec![call.reply]);
-                return;
-            }
-            R::Trigger(name) if !known(self, &name) => no_such(&name),
-            R::Trigger(name) => {
-                self.handle(Input::Operator {
-                    command: OperatorCommand::Trigger(name.clone()),
-                    actor: actor.clone(),
-                });
-                (200, json!({"strategy": name, "state": "tripped"}))
-            }
-            R::Reset(name) if !known(self, &name) => no_such(&name),
-            R::Reset(name) => {
-                let decisions = self.handle(Input::Operator {
-                    command: OperatorCommand::Reset(Some(name.clone())),
-                    actor: actor.clone(),
-                });
-                match decisions
-                    .iter()
-                    .find(|d| d.event == DecisionKind::ResetRefused)
-                {
-                    Some(d) => (409, json!({"error": d.reason})),
-                    None => (200, json!({"strategy": name, "state": "active"})),
-                }
-            }
-        };
-        if answer.0 == 200 && mutation {
-            self.flush().await;
-        }
-        let _ = call.reply.send(answer);
-    }
-
-    /// `GET /v1/status`: what the daemon knows, per strategy.
-    fn status_json(&mut self) -> serde_json::Value {
-        use serde_json::json;
-        let now = now_ms();
-        let figures = self.engine.window_figures(now);
-        let strategies: Vec<serde_json::Value> = self
-            .engine
-            .strategies()
-            .iter()
-            .map(|s| {
-                let limits: Vec<serde_json::Value> = figures
-                    .iter()
-                    .filter(|(name, _, _)| *name == s.policy.name)
-                    .map(|(_, spec, u)| {
-                        json!({
-                            "name": spec.name,
-                            "window_ms": spec.window_ms,
-                            "contracts": u.contracts,
-                            "max_contracts": spec.max_contracts,
-                            "notional_dollars": u.notional,
-                            "max_notional_dollars": spec.max_notional,
-                            "fills": u.fills,
-                            "max_fills": spec.max_fills,
-                        })
-                    })
-                    .collect();
-                json!({
-                    "name": s.policy.name,
-                    "mode": s.policy.mode,
-                    "state": s.state,
-                    "warned": s.is_warned(),
-                    "trip": s.trip,
-                    "groups": s.groups,
-                    "group_contracts_limit": s.policy.group_limit,
-                    "limits": limits,
-                })
-            })
-            .collect();
-        let control = match self.control.fix_session() {
-            None => json!({"channel": "rest"}),
-            Some(f) => json!({
-                "channel": "fix",
-                "fix_addr": f.addr().to_string(),
-                "logged_on": f.is_logged_on(),
-                "logons": f.logons(),
-            }),
-        };
-        json!({
-            "kill": self.engine.kill(),
-            "blind": self.engine.is_blind(),
-            "durable": {
-                "failing": self.writes.is_failing(),
-                "last_error": self.writes.last_error(),
-            },
-            "control": control,
-            "strategies": strategies,
-        })
     }
 
     /// Lists the account's groups for the risk core. Reconciles are coalesced (one at a time;
@@ -1270,7 +1141,7 @@ pub async fn run(
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let (admin_tx, mut admin_rx) = mpsc::channel(64);
     let admin_stop = CancellationToken::new();
-    let admin_task = crate::http::admin::serve(&d.admin_socket, admin_tx, admin_stop.clone())
+    let admin_task = crate::admin::serve(&d.admin_socket, admin_tx, admin_stop.clone())
         .await
         .map_err(DaemonError::Admin)?;
     tracing::info!(path = %d.admin_socket.display(), "admin API listening");

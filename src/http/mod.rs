@@ -2,7 +2,6 @@
 //! `/healthz` (the process is alive) and `/readyz` (the stream is connected, groups are
 //! reconciled and durable writes succeed: 200, else 503 with the reason).
 
-pub mod admin;
 pub mod metrics;
 pub mod serve;
 

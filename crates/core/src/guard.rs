@@ -32,6 +32,17 @@ pub enum GuardState {
     Unknown,
 }
 
+impl GuardState {
+    /// The name the admin API and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardState::Active => "active",
+            GuardState::Tripped => "tripped",
+            GuardState::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TripReason {
