@@ -31,7 +31,9 @@ fn world() -> &'static World {
         rt.spawn(async move {
             while let Some(call) = rx.recv().await {
                 let reloaded = format!("{:?} by {}", call.request, call.actor);
-                let _ = call.reply.send(Ok(AdminAnswer::Reloaded(Reloaded { reloaded })));
+                let _ = call
+                    .reply
+                    .send(Ok(AdminAnswer::Reloaded(Reloaded { reloaded })));
             }
         });
         World {
