@@ -1,0 +1,133 @@
+//! The executor: carries out the risk core's commands, each on its own task, and returns
+//! every outcome to the loop as an input. It speaks to the exchange only through the group
+//! control channel and the REST client; it keeps no state of its own beyond which Trigger loops
+//! may still be running.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::shell::Shell;
+use crate::kalshi::rest::RetryPolicy;
+use crate::risk::engine::{Action, Command, Input, SWEEP_REASON};
+
+impl Shell {
+    /// Bookkeeping on a command's outcome before the risk core sees it: a reset the exchange
+    /// confirmed ends the Trigger retries that were running when it was sent (they would undo
+    /// it); a Trigger decided after it, a re-trip, goes on.
+    pub(super) fn action_done(&mut self, input: &Input) {
+        if let Input::ActionDone {
+            group,
+            action: Action::Reset,
+            result,
+        } = input
+            && let Some(loops) = self.reset_supersedes.remove(&group.id)
+            && result.is_ok()
+        {
+            loops.iter().for_each(CancellationToken::cancel);
+        }
+    }
+
+    pub(super) fn spawn(&mut self, c: Command) {
+        if c == Command::Reconcile {
+            return self.reconcile();
+        }
+        if let Command::Backfill { since_ms } = c {
+            return self.backfill(since_ms, "after a gap in the stream");
+        }
+        if let Command::Sweep { since_ms } = c {
+            // A backfill under way reads the same fills.
+            if !self.backfilling.running {
+                self.backfill(since_ms, SWEEP_REASON);
+            }
+            return;
+        }
+        let (control, tx, stop) = (
+            self.control.clone(),
+            self.results.clone(),
+            self.stop.clone(),
+        );
+        let rest = control.rest_client().clone();
+        let metrics = self.metrics.clone();
+        let superseded = match &c {
+            Command::Trigger { group } => {
+                let token = CancellationToken::new();
+                if let Some(older) = self.triggering.insert(group.id.clone(), token.clone()) {
+                    older.cancel();
+                }
+                token
+            }
+            Command::Reset { group } => {
+                if let Some(running) = self.triggering.remove(&group.id) {
+                    self.reset_supersedes
+                        .entry(group.id.clone())
+                        .or_default()
+                        .push(running);
+                }
+                CancellationToken::new()
+            }
+            _ => CancellationToken::new(),
+        };
+        self.tracker.spawn(async move {
+            let input = match c {
+                Command::Trigger { group } => {
+                    // Retried until the exchange confirms it; a group that no longer exists
+                    // cannot be triggered.
+                    let backoff = RetryPolicy { attempts: u32::MAX, initial: Duration::from_millis(100), max: Duration::from_secs(2) };
+                    let mut attempt = 0;
+                    loop {
+                        // A reset confirmed meanwhile ends an attempt still waiting for its
+                        // budget, its connection or a fresh signature, not only the next one.
+                        let attempted = tokio::select! {
+                            r = control.trigger_group(&group) => r,
+                            _ = superseded.cancelled() => {
+                                break Input::ActionDone { group, action: Action::Trigger, result: Err("given up: superseded by a later reset or Trigger".into()) };
+                            }
+                        };
+                        match attempted {
+                            Ok(channel) => {
+                                metrics.trigger_confirmed(channel);
+                                break Input::ActionDone { group, action: Action::Trigger, result: Ok(()) };
+                            }
+                            Err(e) if e.is_not_found() => {
+                                break Input::ActionDone { group, action: Action::Trigger, result: Err(e.to_string()) };
+                            }
+                            Err(e) => {
+                                attempt += 1;
+                                tracing::error!(group = %group.id, attempt, error = %e, "trigger not confirmed; retrying");
+                                if stop.is_cancelled() && attempt > 20 {
+                                    break Input::ActionDone { group, action: Action::Trigger, result: Err(e.to_string()) };
+                                }
+                                tokio::select! {
+                                    _ = superseded.cancelled() => {
+                                        break Input::ActionDone { group, action: Action::Trigger, result: Err(format!("{e}; given up: superseded by a later reset or Trigger")) };
+                                    }
+                                    _ = tokio::time::sleep(backoff.delay(attempt)) => {}
+                                }
+                            }
+                        }
+                    }
+                }
+                Command::Reset { group } => {
+                    let result = control.reset_group(&group).await.map_err(|e| e.to_string());
+                    Input::ActionDone { group, action: Action::Reset, result }
+                }
+                Command::UpdateLimit { group, limit } => {
+                    let result = control.update_limit(&group, limit).await.map_err(|e| e.to_string());
+                    Input::ActionDone { group, action: Action::UpdateLimit, result }
+                }
+                Command::LookupOrder { order_id } => {
+                    let group = match rest.get_order(&order_id).await {
+                        Ok(info) => Ok(info.group_id),
+                        Err(e) if e.is_not_found() => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    Input::OrderLookup { order_id, group }
+                }
+                // Never here: reconciles and backfills go through their own Shell methods.
+                Command::Reconcile | Command::Backfill { .. } | Command::Sweep { .. } => return,
+            };
+            let _ = tx.send(input);
+        });
+    }
+}
