@@ -815,3 +815,60 @@ fn trade_ids_are_remembered_for_ten_minutes_across_generations() {
     fill(&mut h, uuid); // 20 minutes: forgotten, counted again (the documented bound)
     assert_eq!(h.engine.counters().fills, 4);
 }
+
+#[test]
+fn a_reload_keeps_what_it_learnt_of_orders_groups() {
+    let mut h = Harness::new(
+        config(vec![
+            policy("gone", vec![]),
+            policy("mm", vec![limit("fast", 15_000, 100)]),
+        ]),
+        1,
+    );
+    let out = h.send(Input::OrderGroup {
+        order_id: "o-known".into(),
+        group: Some(group("mm", 0).id),
+    });
+    assert!(commands(&out).is_empty());
+    // "gone" leaves: "mm" is now the first strategy, its group unchanged.
+    h.send(Input::Policies(vec![policy(
+        "mm",
+        vec![limit("fast", 15_000, 100)],
+    )]));
+    let fill = h.make_fill("o-known", c(101), "0.50");
+    let out = h.send(Input::Fill(fill));
+    assert!(
+        !commands(&out)
+            .iter()
+            .any(|c| matches!(c, Command::LookupOrder { .. })),
+        "a known order's fill is not parked behind a lookup after a reload"
+    );
+    assert_eq!(
+        triggered(&out),
+        ["g-mm-0"],
+        "and it counts at once, to its own strategy"
+    );
+}
+
+#[test]
+fn a_strategy_that_comes_back_gets_its_known_orders_back() {
+    let mm = || policy("mm", vec![limit("fast", 15_000, 100)]);
+    let mut h = Harness::new(config(vec![mm(), policy("calm", vec![])]), 1);
+    h.send(Input::OrderGroup {
+        order_id: "o-known".into(),
+        group: Some(group("mm", 0).id),
+    });
+    h.send(Input::Policies(vec![policy("calm", vec![])]));
+    h.send(Input::Policies(vec![mm(), policy("calm", vec![])]));
+    h.send(Input::GroupsAssigned {
+        strategy: "mm".into(),
+        groups: vec![group("mm", 0)],
+    });
+    let fill = h.make_fill("o-known", c(101), "0.50");
+    let out = h.send(Input::Fill(fill));
+    assert!(
+        decisions(&out, DecisionKind::UnmappedFill).is_empty(),
+        "its group is managed again, so its orders' fills are not unmapped"
+    );
+    assert_eq!(triggered(&out), ["g-mm-0"]);
+}
