@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# FIX interoperability check, outside CI: our FIX session (src/kalshi/fix) against a real
+# FIX interoperability check, outside CI: our FIX session (crates/kalshi/src/fix) against a real
 # QuickFIX acceptor (PyPI `quickfix` 1.16.0, the C++ engine behind a Python binding) whose
 # data dictionary adds the exchange's order-group messages (35=UOG / 35=UOH) and fields
 # (20130-20132). The acceptor checks the signed Logon (96 RawData, RSA-PSS over
