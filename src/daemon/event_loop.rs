@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::to_input;
 use super::signals::{KILL_SIGNALLED, Signals, notify};
-use super::start::{Inbox, Running};
+use super::start::Running;
 use crate::kalshi::auth::now_ms;
 use crate::kalshi::fix::FixSession;
 use crate::risk::engine::{Input, OperatorCommand};
@@ -28,14 +28,6 @@ impl Running {
             health,
             ..
         } = self;
-        let Inbox {
-            results,
-            admin,
-            reload,
-            reconcile,
-            backfill,
-            backfill_retry,
-        } = inbox;
         let watchdog = sd_notify::watchdog_enabled();
         let mut tick = tokio::time::interval(TICK);
         let mut last_watchdog = tokio::time::Instant::now();
@@ -54,12 +46,12 @@ impl Running {
                     tracing::info!("SIGHUP: reloading");
                     shell.begin_reload("signal", Vec::new());
                 }
-                Some(call) = admin.recv() => shell.admin(call).await,
-                Some(prepared) = reload.recv() => shell.finish_reload(prepared),
-                Some(listed) = reconcile.recv() => shell.finish_reconcile(listed),
-                Some((since, why, read)) = backfill.recv() => shell.finish_backfill(since, why, read),
-                Some((since, why)) = backfill_retry.recv() => shell.backfill(since, why),
-                Some(input) = results.recv() => {
+                Some(call) = inbox.admin.recv() => shell.admin(call).await,
+                Some(prepared) = inbox.reload.recv() => shell.finish_reload(prepared),
+                Some(listed) = inbox.reconcile.recv() => shell.finish_reconcile(listed),
+                Some((since, why, read)) = inbox.backfill.recv() => shell.finish_backfill(since, why, read),
+                Some((since, why)) = inbox.backfill_retry.recv() => shell.backfill(since, why),
+                Some(input) = inbox.results.recv() => {
                     shell.action_done(&input);
                     shell.handle(input);
                 }

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use super::intents::{CreateIntent, IntentLog};
 use super::store::StoreError;
 use crate::config::Loaded;
+use crate::kalshi::Op;
 use crate::kalshi::auth::now_ms;
 use crate::kalshi::group::ListedGroup;
 use crate::kalshi::rest::{CreateError, CreateOutcome};
@@ -253,7 +254,7 @@ pub async fn prepare(
                     let why = "a create whose answer was lost landed more than once";
                     let Some(a) = work.keep_one(name, &candidates, true, why).await else {
                         return Err(PrepareError::Exchange(ExchangeError::Decode {
-                            op: "create_order_group",
+                            op: Op::CreateOrderGroup.as_str(),
                             reason: "an ambiguous create listed no candidate".into(),
                         }));
                     };

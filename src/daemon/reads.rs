@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::events::to_input;
 use super::shell::Shell;
 use super::signals::notify;
+use crate::kalshi::Op;
 use crate::kalshi::stream::StreamEvent;
 use crate::kalshi::{ExchangeError, GroupAddress, RestClient};
 use crate::risk::engine::{Fill, Input, SWEEP_REASON};
@@ -284,7 +285,7 @@ pub(super) async fn rebuild_windows(
         .await
         .unwrap_or_else(|_| {
             Err(ExchangeError::Decode {
-                op: "list_fills",
+                op: Op::ListFills.as_str(),
                 reason: format!("not done within {REBUILD_READ_LIMIT:?}"),
             })
         });

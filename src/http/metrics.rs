@@ -19,19 +19,6 @@ use crate::kalshi::stream::StreamCounters;
 use crate::risk::engine::RiskEngine;
 use crate::risk::guard::{GuardState, TripReason};
 
-/// The exchange calls the REST client makes, for label initialisation.
-pub const OPS: [&str; 10] = [
-    "create_order_group",
-    "list_order_groups",
-    "get_order_group",
-    "delete_order_group",
-    "reset_order_group",
-    "trigger_order_group",
-    "update_order_group_limit",
-    "get_order",
-    "list_orders",
-    "list_fills",
-];
 pub const STATUS_CLASSES: [&str; 5] = ["2xx", "4xx", "429", "5xx", "error"];
 const RESET_REASONS: [&str; 2] = ["manual", "auto"];
 
@@ -293,7 +280,7 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        for op in OPS {
+        for op in crate::kalshi::Op::ALL.map(crate::kalshi::Op::as_str) {
             m.exchange_request_duration_seconds.with_label_values(&[op]);
             for s in STATUS_CLASSES {
                 m.exchange_requests_total.with_label_values(&[op, s]);

@@ -11,6 +11,7 @@ pub mod control;
 pub mod error;
 pub mod fix;
 pub mod group;
+pub mod op;
 pub mod rest;
 pub mod stream;
 pub mod trigger;
@@ -21,6 +22,7 @@ pub use auth::{KeyError, SignedHeaders, Signer};
 pub use control::GroupControl;
 pub use error::ExchangeError;
 pub use group::{GroupAddress, GroupId};
+pub use op::Op;
 pub use rest::{RestClient, RestConfig};
 
 /// Makes aws-lc-rs the process's TLS crypto provider (rustls needs exactly one). Safe to call

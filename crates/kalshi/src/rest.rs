@@ -24,6 +24,7 @@ use super::auth::{SignedHeaders, Signer, now_ms};
 use super::budget::{Budget, Priority};
 use super::error::{ExchangeError, error_chain};
 use super::group::{GroupAddress, GroupDetail, GroupId, ListedGroup, OrderInfo};
+use super::op::Op;
 use super::trigger::{Armory, ArmoryConfig};
 use super::wire;
 use riskd_units::Contracts;
@@ -394,7 +395,7 @@ impl RestClient {
         .unwrap_or(Value::Null);
         let bytes = self
             .call(Call {
-                op: "create_order_group",
+                op: Op::CreateOrderGroup.as_str(),
                 method: Method::POST,
                 path: "/portfolio/order_groups/create",
                 body: Some(&body),
@@ -404,7 +405,8 @@ impl RestClient {
                 gone_ok: false,
             })
             .await?;
-        let r: wire::CreateOrderGroupResponse = Self::decode("create_order_group", &bytes)?;
+        let r: wire::CreateOrderGroupResponse =
+            Self::decode(Op::CreateOrderGroup.as_str(), &bytes)?;
         Ok(GroupAddress {
             id: GroupId::new(r.order_group_id),
             subaccount,
@@ -491,7 +493,7 @@ impl RestClient {
             // Not there after settling: the create did not happen; try again.
         }
         Err(unsettled(last.unwrap_or(ExchangeError::Decode {
-            op: "create_order_group",
+            op: Op::CreateOrderGroup.as_str(),
             reason: "no attempt made".into(),
         })))
     }
@@ -506,7 +508,11 @@ impl RestClient {
             None => "/portfolio/order_groups".to_owned(),
         };
         let r: wire::GetOrderGroupsResponse = self
-            .get_json("list_order_groups", &path, Bill::Write(Priority::Normal))
+            .get_json(
+                Op::ListOrderGroups.as_str(),
+                &path,
+                Bill::Write(Priority::Normal),
+            )
             .await?;
         Ok(r.order_groups
             .into_iter()
@@ -557,7 +563,11 @@ impl RestClient {
             None => format!("/portfolio/order_groups/{id}"),
         };
         let r: wire::GetOrderGroupResponse = self
-            .get_json("get_order_group", &path, Bill::Write(Priority::Normal))
+            .get_json(
+                Op::GetOrderGroup.as_str(),
+                &path,
+                Bill::Write(Priority::Normal),
+            )
             .await?;
         Ok(GroupDetail {
             orders: r.orders,
@@ -572,7 +582,7 @@ impl RestClient {
     pub async fn delete_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
         let path = format!("/portfolio/order_groups/{}{}", g.id, query(g));
         self.call(Call {
-            op: "delete_order_group",
+            op: Op::DeleteOrderGroup.as_str(),
             method: Method::DELETE,
             path: &path,
             body: None,
@@ -586,33 +596,37 @@ impl RestClient {
     }
 
     pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let path = format!("/portfolio/order_groups/{}/reset{}", g.id, query(g));
-        self.call(Call {
-            op: "reset_order_group",
-            method: Method::PUT,
-            path: &path,
-            body: Some(&json!({})),
-            bill: Bill::Write(Priority::Normal),
-            idempotent: true,
-            presigned: None,
-            gone_ok: false,
-        })
-        .await
-        .map(drop)
+        let op = Op::ResetOrderGroup;
+        self.put_action(g, op, "reset", Priority::Normal, None)
+            .await
     }
 
     /// Triggers a group: first in line for the budget, using an armed signature when fresh.
     pub async fn trigger_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let path = format!("/portfolio/order_groups/{}/trigger{}", g.id, query(g));
         let armed = self.armory.take(g, now_ms());
+        let op = Op::TriggerOrderGroup;
+        self.put_action(g, op, "trigger", Priority::Trigger, armed)
+            .await
+    }
+
+    /// `PUT /portfolio/order_groups/{id}/{action}` with an empty object: reset or trigger.
+    async fn put_action(
+        &self,
+        g: &GroupAddress,
+        op: Op,
+        action: &str,
+        priority: Priority,
+        presigned: Option<SignedHeaders>,
+    ) -> Result<(), ExchangeError> {
+        let path = format!("/portfolio/order_groups/{}/{action}{}", g.id, query(g));
         self.call(Call {
-            op: "trigger_order_group",
+            op: op.as_str(),
             method: Method::PUT,
             path: &path,
             body: Some(&json!({})),
-            bill: Bill::Write(Priority::Trigger),
+            bill: Bill::Write(priority),
             idempotent: true,
-            presigned: armed,
+            presigned,
             gone_ok: false,
         })
         .await
@@ -627,7 +641,7 @@ impl RestClient {
         let path = format!("/portfolio/order_groups/{}/limit{}", g.id, query(g));
         let body = json!({"contracts_limit_fp": limit.to_string()});
         self.call(Call {
-            op: "update_order_group_limit",
+            op: Op::UpdateOrderGroupLimit.as_str(),
             method: Method::PUT,
             path: &path,
             body: Some(&body),
@@ -643,7 +657,9 @@ impl RestClient {
     /// An order's group and status (read budget).
     pub async fn get_order(&self, order_id: &str) -> Result<OrderInfo, ExchangeError> {
         let path = format!("/portfolio/orders/{order_id}");
-        let r: wire::GetOrderResponse = self.get_json("get_order", &path, Bill::Read).await?;
+        let r: wire::GetOrderResponse = self
+            .get_json(Op::GetOrder.as_str(), &path, Bill::Read)
+            .await?;
         Ok(order_info(r.order))
     }
 
@@ -667,7 +683,9 @@ impl RestClient {
             if !cursor.is_empty() {
                 path.push_str(&format!("&cursor={cursor}"));
             }
-            let r: wire::GetFillsResponse = self.get_json("list_fills", &path, Bill::Read).await?;
+            let r: wire::GetFillsResponse = self
+                .get_json(Op::ListFills.as_str(), &path, Bill::Read)
+                .await?;
             for f in r.fills {
                 match rest_fill(&f) {
                     Ok(fill) => out.push(fill),
@@ -695,7 +713,9 @@ impl RestClient {
         if !cursor.is_empty() {
             path.push_str(&format!("&cursor={cursor}"));
         }
-        let r: wire::GetOrdersResponse = self.get_json("list_orders", &path, Bill::Read).await?;
+        let r: wire::GetOrdersResponse = self
+            .get_json(Op::ListOrders.as_str(), &path, Bill::Read)
+            .await?;
         Ok((r.orders.into_iter().map(order_info).collect(), r.cursor))
     }
 
@@ -712,8 +732,9 @@ impl RestClient {
             if !cursor.is_empty() {
                 path.push_str(&format!("&cursor={cursor}"));
             }
-            let r: wire::GetOrdersResponse =
-                self.get_json("list_orders", &path, Bill::Read).await?;
+            let r: wire::GetOrdersResponse = self
+                .get_json(Op::ListOrders.as_str(), &path, Bill::Read)
+                .await?;
             out.extend(r.orders.into_iter().map(order_info));
             if r.cursor.is_empty() || r.cursor == cursor {
                 return Ok(out);

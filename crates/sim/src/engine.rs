@@ -301,6 +301,14 @@ pub struct Engine {
 /// How many fills the simulator remembers.
 pub const FILL_HISTORY: usize = 1_000_000;
 
+/// What [`Engine::act`] does to a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupAct {
+    Delete,
+    Reset,
+    Trigger,
+}
+
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         Engine {
@@ -398,24 +406,13 @@ impl Engine {
         }
     }
 
-    pub fn delete_group(
+    /// Deletes, resets or triggers a group addressed by its subaccount and exchange index.
+    /// Delete cancels its resting orders and removes it; reset clears its window and lets it
+    /// accept orders again; trigger (of a group not yet triggered) cancels its resting orders
+    /// and blocks new ones.
+    pub fn act(
         &mut self,
-        id: &str,
-        subaccount: i64,
-        exchange_index: i64,
-        now_ms: i64,
-        events: &mut Vec<Event>,
-    ) -> Result<(), EngineError> {
-        self.addressed(id, subaccount, exchange_index)?;
-        self.cancel_resting(id, now_ms, events);
-        if let Some(g) = self.groups.remove(id) {
-            events.push(self.group_update("deleted", &g, now_ms, false));
-        }
-        Ok(())
-    }
-
-    pub fn reset_group(
-        &mut self,
+        act: GroupAct,
         id: &str,
         subaccount: i64,
         exchange_index: i64,
@@ -423,28 +420,22 @@ impl Engine {
         events: &mut Vec<Event>,
     ) -> Result<(), EngineError> {
         let g = self.addressed(id, subaccount, exchange_index)?;
-        g.triggered = false;
-        g.window.clear();
-        g.volume = Contracts::ZERO;
-        let ev = {
-            let g = &self.groups[id];
-            self.group_update("reset", g, now_ms, false)
-        };
-        events.push(ev);
-        Ok(())
-    }
-
-    pub fn trigger_group(
-        &mut self,
-        id: &str,
-        subaccount: i64,
-        exchange_index: i64,
-        now_ms: i64,
-        events: &mut Vec<Event>,
-    ) -> Result<(), EngineError> {
-        let g = self.addressed(id, subaccount, exchange_index)?;
-        if !g.triggered {
-            self.trigger(id, now_ms, events);
+        match act {
+            GroupAct::Delete => {
+                self.cancel_resting(id, now_ms, events);
+                if let Some(g) = self.groups.remove(id) {
+                    events.push(self.group_update("deleted", &g, now_ms, false));
+                }
+            }
+            GroupAct::Reset => {
+                g.triggered = false;
+                g.window.clear();
+                g.volume = Contracts::ZERO;
+                let ev = self.group_update("reset", &self.groups[id], now_ms, false);
+                events.push(ev);
+            }
+            GroupAct::Trigger if !g.triggered => self.trigger(id, now_ms, events),
+            GroupAct::Trigger => {}
         }
         Ok(())
     }

@@ -38,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::EngineError;
+use super::engine::{EngineError, GroupAct};
 use super::{SimState, lock, ratelimit};
 use riskd_kalshi::auth::now_ms;
 use riskd_kalshi::fix::codec::{self, DecodeError, Message};
@@ -518,9 +518,15 @@ impl Session {
         let limit_or_zero = limit.unwrap_or(Contracts::ZERO);
         let result = self.st.with_engine(|e, now, ev| match action {
             Action::Create => e.create_group(sub, ex, limit_or_zero, now, ev),
-            Action::Reset => e.reset_group(&id, sub, ex, now, ev).map(|_| id.clone()),
-            Action::Delete => e.delete_group(&id, sub, ex, now, ev).map(|_| id.clone()),
-            Action::Trigger => e.trigger_group(&id, sub, ex, now, ev).map(|_| id.clone()),
+            Action::Reset => e
+                .act(GroupAct::Reset, &id, sub, ex, now, ev)
+                .map(|_| id.clone()),
+            Action::Delete => e
+                .act(GroupAct::Delete, &id, sub, ex, now, ev)
+                .map(|_| id.clone()),
+            Action::Trigger => e
+                .act(GroupAct::Trigger, &id, sub, ex, now, ev)
+                .map(|_| id.clone()),
             Action::Update => e
                 .update_limit(&id, sub, ex, limit_or_zero, now, ev)
                 .map(|_| id.clone()),

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::auth::AuthFailure;
-use super::engine::{EngineError, parse_limit};
+use super::engine::{EngineError, GroupAct, parse_limit};
 use super::{SimState, lock, ratelimit};
 use riskd_kalshi::wire::{
     CreateOrderGroupRequest, CreateOrderGroupResponse, CreateOrderV2Request, GetFillsResponse,
@@ -196,44 +196,36 @@ async fn delete_group(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let (sub, ex) = address(&q)?;
-    st.with_engine(|e, now, ev| e.delete_group(&id, sub, ex, now, ev))?;
+    st.with_engine(|e, now, ev| e.act(GroupAct::Delete, &id, sub, ex, now, ev))?;
     ok_empty()
 }
 
-async fn reset_group(
+/// `PUT …/{id}/reset`, `…/trigger` and `…/limit`, the group addressed by the query. Reset and
+/// trigger take an empty JSON object; limit takes the new limit.
+async fn group_action(
     State(st): State<Arc<SimState>>,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     bytes: Bytes,
 ) -> ApiResult {
     let (sub, ex) = address(&q)?;
-    let _: Value = body(&bytes)?;
-    st.with_engine(|e, now, ev| e.reset_group(&id, sub, ex, now, ev))?;
-    ok_empty()
-}
-
-async fn trigger_group(
-    State(st): State<Arc<SimState>>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-    bytes: Bytes,
-) -> ApiResult {
-    let (sub, ex) = address(&q)?;
-    let _: Value = body(&bytes)?;
-    st.with_engine(|e, now, ev| e.trigger_group(&id, sub, ex, now, ev))?;
-    ok_empty()
-}
-
-async fn update_limit(
-    State(st): State<Arc<SimState>>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-    bytes: Bytes,
-) -> ApiResult {
-    let (sub, ex) = address(&q)?;
-    let req: UpdateOrderGroupLimitRequest = body(&bytes)?;
-    let limit = parse_limit(req.contracts_limit, req.contracts_limit_fp.as_deref())?;
-    st.with_engine(|e, now, ev| e.update_limit(&id, sub, ex, limit, now, ev))?;
+    match action.as_str() {
+        "reset" | "trigger" => {
+            let _: Value = body(&bytes)?;
+            let act = if action == "reset" {
+                GroupAct::Reset
+            } else {
+                GroupAct::Trigger
+            };
+            st.with_engine(|e, now, ev| e.act(act, &id, sub, ex, now, ev))?;
+        }
+        "limit" => {
+            let req: UpdateOrderGroupLimitRequest = body(&bytes)?;
+            let limit = parse_limit(req.contracts_limit, req.contracts_limit_fp.as_deref())?;
+            st.with_engine(|e, now, ev| e.update_limit(&id, sub, ex, limit, now, ev))?;
+        }
+        _ => return Err(ApiError::NoSuchPath),
+    }
     ok_empty()
 }
 
@@ -397,16 +389,8 @@ pub(super) fn router(st: Arc<SimState>) -> Router {
             get(get_group).delete(delete_group),
         )
         .route(
-            &format!("{GROUPS}/{{order_group_id}}/reset"),
-            put(reset_group),
-        )
-        .route(
-            &format!("{GROUPS}/{{order_group_id}}/trigger"),
-            put(trigger_group),
-        )
-        .route(
-            &format!("{GROUPS}/{{order_group_id}}/limit"),
-            put(update_limit),
+            &format!("{GROUPS}/{{order_group_id}}/{{action}}"),
+            put(group_action),
         )
         .route("/trade-api/v2/portfolio/events/orders", post(create_order))
         .route("/trade-api/v2/portfolio/orders", get(list_orders))

@@ -12,6 +12,7 @@
 use super::codec::Message;
 use super::session::FixSession;
 use crate::budget::Priority;
+use crate::op::Op;
 use crate::rest::RetryPolicy;
 use crate::{ExchangeError, GroupAddress, GroupId};
 use riskd_units::Contracts;
@@ -50,11 +51,11 @@ impl Action {
     /// The operation name used in errors and metrics (the REST client's names).
     pub fn op(self) -> &'static str {
         match self {
-            Action::Create => "create_order_group",
-            Action::Reset => "reset_order_group",
-            Action::Delete => "delete_order_group",
-            Action::Trigger => "trigger_order_group",
-            Action::Update => "update_order_group_limit",
+            Action::Create => Op::CreateOrderGroup.as_str(),
+            Action::Reset => Op::ResetOrderGroup.as_str(),
+            Action::Delete => Op::DeleteOrderGroup.as_str(),
+            Action::Trigger => Op::TriggerOrderGroup.as_str(),
+            Action::Update => Op::UpdateOrderGroupLimit.as_str(),
         }
     }
 }
