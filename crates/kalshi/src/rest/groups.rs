@@ -1,0 +1,308 @@
+//! The order-group calls: create (settled by listing when its outcome is unknown), list, get,
+//! delete, reset, trigger and limit updates.
+
+use std::collections::HashSet;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{Bill, Call, CreateError, CreateOutcome, RestClient};
+use crate::auth::{SignedHeaders, now_ms};
+use crate::budget::Priority;
+use crate::error::ExchangeError;
+use crate::group::{GroupAddress, GroupDetail, GroupId, ListedGroup};
+use crate::op::Op;
+use crate::wire;
+use riskd_units::Contracts;
+
+/// The query string order-group mutators carry: the group's own subaccount and exchange index.
+pub(super) fn query(g: &GroupAddress) -> String {
+    format!(
+        "?subaccount={}&exchange_index={}",
+        g.subaccount, g.exchange_index
+    )
+}
+
+pub(super) fn parse_limit(fp: Option<&str>, legacy: Option<i64>) -> Option<Contracts> {
+    match fp {
+        Some(t) => Contracts::parse(t).ok(),
+        None => legacy.map(Contracts::from_whole),
+    }
+}
+
+impl RestClient {
+    /// One create attempt (retried only while certainly not applied).
+    pub async fn create_group(
+        &self,
+        subaccount: u8,
+        exchange_index: u32,
+        limit: Contracts,
+    ) -> Result<GroupAddress, ExchangeError> {
+        let body = serde_json::to_value(wire::CreateOrderGroupRequest {
+            subaccount: Some(subaccount.into()),
+            contracts_limit: None,
+            contracts_limit_fp: Some(limit.to_string()),
+            exchange_index: Some(exchange_index.into()),
+        })
+        .unwrap_or(Value::Null);
+        let bytes = self
+            .call(Call {
+                op: Op::CreateOrderGroup.as_str(),
+                method: Method::POST,
+                path: "/portfolio/order_groups/create",
+                body: Some(&body),
+                bill: Bill::Write(Priority::Normal),
+                idempotent: false,
+                presigned: None,
+                gone_ok: false,
+            })
+            .await?;
+        let r: wire::CreateOrderGroupResponse =
+            Self::decode(Op::CreateOrderGroup.as_str(), &bytes)?;
+        Ok(GroupAddress {
+            id: GroupId::new(r.order_group_id),
+            subaccount,
+            exchange_index,
+        })
+    }
+
+    /// A create that settles an unknown outcome by listing: a new group (not in `known`) in
+    /// the same subaccount with the same exchange index and limit is the one this call made.
+    /// The exchange's reads may lag a write by some hundreds of milliseconds, so an empty
+    /// listing is checked again before the create is tried once more.
+    pub async fn create_group_reconciled(
+        &self,
+        subaccount: u8,
+        exchange_index: u32,
+        limit: Contracts,
+        known: &HashSet<GroupId>,
+    ) -> Result<CreateOutcome, CreateError> {
+        self.settle_create(
+            || self.create_group(subaccount, exchange_index, limit),
+            subaccount,
+            exchange_index,
+            limit,
+            known,
+        )
+        .await
+    }
+
+    /// [`RestClient::create_group_reconciled`] with the create made by `create` (over REST or
+    /// FIX); the settling is always by REST listing.
+    pub async fn settle_create<F>(
+        &self,
+        create: impl Fn() -> F,
+        subaccount: u8,
+        exchange_index: u32,
+        limit: Contracts,
+        known: &HashSet<GroupId>,
+    ) -> Result<CreateOutcome, CreateError>
+    where
+        F: std::future::Future<Output = Result<GroupAddress, ExchangeError>>,
+    {
+        const SETTLE_ROUNDS: u32 = 3;
+        let unsettled = |last| CreateError::Unsettled {
+            subaccount,
+            exchange_index,
+            limit,
+            last,
+        };
+        let mut last = None;
+        for _ in 0..self.retry.attempts.max(1) {
+            match create().await {
+                Ok(g) => return Ok(CreateOutcome::Created(g)),
+                Err(e) if !e.outcome_unknown() => return Err(CreateError::Refused(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, subaccount, exchange_index, %limit, "order-group create outcome unknown; settling by listing");
+                    last = Some(e);
+                }
+            }
+            for round in 0..SETTLE_ROUNDS {
+                tokio::time::sleep(self.retry.initial * (round + 1) * 4).await;
+                let listed = match self.list_groups(Some(subaccount)).await {
+                    Ok(l) => l,
+                    Err(e) => return Err(unsettled(e)),
+                };
+                let new: Vec<GroupAddress> = listed
+                    .into_iter()
+                    .filter(|g| {
+                        !known.contains(&g.id)
+                            && g.exchange_index == exchange_index
+                            && g.contracts_limit == Some(limit)
+                    })
+                    .map(|g| GroupAddress {
+                        id: g.id,
+                        subaccount,
+                        exchange_index,
+                    })
+                    .collect();
+                match new.len() {
+                    0 => continue,
+                    1 => return Ok(CreateOutcome::Adopted(new[0].clone())),
+                    _ => return Ok(CreateOutcome::Ambiguous(new)),
+                }
+            }
+            // Not there after settling: the create did not happen; try again.
+        }
+        Err(unsettled(last.unwrap_or(ExchangeError::Decode {
+            op: Op::CreateOrderGroup.as_str(),
+            reason: "no attempt made".into(),
+        })))
+    }
+
+    /// Every group, or one subaccount's.
+    pub async fn list_groups(
+        &self,
+        subaccount: Option<u8>,
+    ) -> Result<Vec<ListedGroup>, ExchangeError> {
+        let path = match subaccount {
+            Some(s) => format!("/portfolio/order_groups?subaccount={s}"),
+            None => "/portfolio/order_groups".to_owned(),
+        };
+        let r: wire::GetOrderGroupsResponse = self
+            .get_json(
+                Op::ListOrderGroups.as_str(),
+                &path,
+                Bill::Write(Priority::Normal),
+            )
+            .await?;
+        Ok(r.order_groups
+            .into_iter()
+            .map(|g| ListedGroup {
+                id: GroupId::new(g.id),
+                contracts_limit: parse_limit(g.contracts_limit_fp.as_deref(), g.contracts_limit),
+                exchange_index: g.exchange_index.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
+            })
+            .collect())
+    }
+
+    /// Every group on the account with its subaccount and limit. The listing has no subaccount
+    /// field, so each subaccount (0..=63) is listed until every group of the account-wide
+    /// listing has been placed.
+    pub async fn list_account_groups(
+        &self,
+    ) -> Result<Vec<(GroupAddress, Option<Contracts>)>, ExchangeError> {
+        let all = self.list_groups(None).await?;
+        let mut left: HashSet<GroupId> = all.iter().map(|g| g.id.clone()).collect();
+        let mut out = Vec::new();
+        for s in 0..=63u8 {
+            if left.is_empty() {
+                break;
+            }
+            for g in self.list_groups(Some(s)).await? {
+                if left.remove(&g.id) {
+                    out.push((
+                        GroupAddress {
+                            id: g.id,
+                            subaccount: s,
+                            exchange_index: g.exchange_index,
+                        },
+                        g.contracts_limit,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn get_group(
+        &self,
+        id: &GroupId,
+        subaccount: Option<u8>,
+    ) -> Result<GroupDetail, ExchangeError> {
+        let path = match subaccount {
+            Some(s) => format!("/portfolio/order_groups/{id}?subaccount={s}"),
+            None => format!("/portfolio/order_groups/{id}"),
+        };
+        let r: wire::GetOrderGroupResponse = self
+            .get_json(
+                Op::GetOrderGroup.as_str(),
+                &path,
+                Bill::Write(Priority::Normal),
+            )
+            .await?;
+        Ok(GroupDetail {
+            orders: r.orders,
+            contracts_limit: parse_limit(r.contracts_limit_fp.as_deref(), None),
+            exchange_index: r.exchange_index.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
+        })
+    }
+
+    /// Deletes a group; a group already gone after an unclear attempt counts as deleted.
+    /// Deletes a group. Retried like any idempotent call (one layer of retries); a group
+    /// already gone after an attempt whose outcome was unknown counts as deleted.
+    pub async fn delete_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        let path = format!("/portfolio/order_groups/{}{}", g.id, query(g));
+        self.call(Call {
+            op: Op::DeleteOrderGroup.as_str(),
+            method: Method::DELETE,
+            path: &path,
+            body: None,
+            bill: Bill::Write(Priority::Normal),
+            idempotent: true,
+            presigned: None,
+            gone_ok: true,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        let op = Op::ResetOrderGroup;
+        self.put_action(g, op, "reset", Priority::Normal, None)
+            .await
+    }
+
+    /// Triggers a group: first in line for the budget, using an armed signature when fresh.
+    pub async fn trigger_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        let armed = self.armory.take(g, now_ms());
+        let op = Op::TriggerOrderGroup;
+        self.put_action(g, op, "trigger", Priority::Trigger, armed)
+            .await
+    }
+
+    /// `PUT /portfolio/order_groups/{id}/{action}` with an empty object: reset or trigger.
+    pub(super) async fn put_action(
+        &self,
+        g: &GroupAddress,
+        op: Op,
+        action: &str,
+        priority: Priority,
+        presigned: Option<SignedHeaders>,
+    ) -> Result<(), ExchangeError> {
+        let path = format!("/portfolio/order_groups/{}/{action}{}", g.id, query(g));
+        self.call(Call {
+            op: op.as_str(),
+            method: Method::PUT,
+            path: &path,
+            body: Some(&json!({})),
+            bill: Bill::Write(priority),
+            idempotent: true,
+            presigned,
+            gone_ok: false,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn update_limit(
+        &self,
+        g: &GroupAddress,
+        limit: Contracts,
+    ) -> Result<(), ExchangeError> {
+        let path = format!("/portfolio/order_groups/{}/limit{}", g.id, query(g));
+        let body = json!({"contracts_limit_fp": limit.to_string()});
+        self.call(Call {
+            op: Op::UpdateOrderGroupLimit.as_str(),
+            method: Method::PUT,
+            path: &path,
+            body: Some(&body),
+            bill: Bill::Write(Priority::Normal),
+            idempotent: true,
+            presigned: None,
+            gone_ok: false,
+        })
+        .await
+        .map(drop)
+    }
+}

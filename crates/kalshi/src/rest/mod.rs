@@ -1,0 +1,381 @@
+//! The signed REST client: typed order-group and order calls, the client-side budgets, retries
+//! with backoff and jitter for idempotent calls, armed Triggers, and a create that cannot leave
+//! an unaccounted group behind.
+//!
+//! Which calls retry: GET, PUT (reset, trigger, limit) and DELETE are idempotent in effect and
+//! are retried on 429, 5xx and transport errors. A DELETE that finds the group gone after an
+//! attempt whose outcome was unknown has done its job. Create is not idempotent: it is retried
+//! only when the exchange certainly did not apply it (429, or the connection was never made);
+//! when its outcome is unknown, [`RestClient::create_group_reconciled`] settles it by listing.
+//!
+//! Budgets: order-group calls draw on the write budget (the simulator bills even group reads to
+//! Write, the cautious reading of the docs); order reads draw on the read budget. Trigger uses
+//! [`Priority::Trigger`].
+
+mod groups;
+mod portfolio;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::auth::{SignedHeaders, Signer};
+use crate::budget::{Budget, Priority};
+use crate::error::{ExchangeError, error_chain};
+use crate::group::GroupAddress;
+use crate::trigger::{Armory, ArmoryConfig};
+use riskd_units::Contracts;
+
+/// Backoff between attempts: exponential from `initial`, capped at `max`, with full jitter.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before attempt `n` (1-based retry count): uniform in `[0, min(max, initial·2ⁿ)]`.
+    pub fn delay(&self, n: u32) -> Duration {
+        let cap = self.initial.saturating_mul(1u32 << n.min(16)).min(self.max);
+        cap.mul_f64(fastrand::f64())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    /// e.g. `https://external-api.kalshi.com/trade-api/v2` or the simulator's
+    /// `http://127.0.0.1:8280/trade-api/v2`.
+    pub base_url: String,
+    /// Write requests a second (the tier's write tokens / 10); `None` is unlimited.
+    pub write_per_s: Option<f64>,
+    /// Share of the write budget held back for Trigger.
+    pub trigger_reserve: f64,
+    /// Read requests a second; `None` is unlimited.
+    pub read_per_s: Option<f64>,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub armory: ArmoryConfig,
+}
+
+impl RestConfig {
+    pub fn new(base_url: impl Into<String>) -> RestConfig {
+        RestConfig {
+            base_url: base_url.into(),
+            write_per_s: Some(10.0),
+            trigger_reserve: 0.5,
+            read_per_s: Some(20.0),
+            timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            armory: ArmoryConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid exchange URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// How a create whose first answer was unclear was settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The exchange created the group and said so.
+    Created(GroupAddress),
+    /// The answer was lost, but listing found exactly one new group that matches: it is ours.
+    Adopted(GroupAddress),
+    /// Listing found several new matching groups; the caller must decide (and report) which to
+    /// keep. None of them has been adopted.
+    Ambiguous(Vec<GroupAddress>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The exchange refused the create: nothing was created.
+    #[error(transparent)]
+    Refused(ExchangeError),
+    /// The create may or may not have happened and listing could not tell.
+    #[error(
+        "create of a group (subaccount {subaccount}, exchange index {exchange_index}, limit {limit}) is unsettled: {last}"
+    )]
+    Unsettled {
+        subaccount: u8,
+        exchange_index: u32,
+        limit: Contracts,
+        last: ExchangeError,
+    },
+}
+
+/// Called after every attempt with the operation, the HTTP status (none when no answer came)
+/// and how long it took: the metrics hook.
+#[derive(Clone)]
+pub struct Observer(pub Arc<dyn Fn(&'static str, Option<u16>, Duration) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// The exchange's REST API, signed, budgeted and retried. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RestClient {
+    observer: Option<Observer>,
+    http: reqwest::Client,
+    /// `scheme://host[:port]`
+    origin: String,
+    /// `/trade-api/v2`
+    base_path: String,
+    signer: Signer,
+    write: Arc<Budget>,
+    read: Arc<Budget>,
+    retry: RetryPolicy,
+    armory: Arc<Armory>,
+}
+
+enum Bill {
+    Write(Priority),
+    Read,
+}
+
+/// One request: `path` is relative to the base path and may carry a query; `presigned` (an
+/// armed Trigger) is used for the first attempt if given.
+struct Call<'a> {
+    op: &'static str,
+    method: Method,
+    path: &'a str,
+    body: Option<&'a Value>,
+    bill: Bill,
+    idempotent: bool,
+    presigned: Option<SignedHeaders>,
+    /// A 404 after an earlier attempt whose outcome was unknown means that attempt did it
+    /// (a delete): success.
+    gone_ok: bool,
+}
+
+impl RestClient {
+    pub fn new(cfg: &RestConfig, signer: Signer) -> Result<RestClient, ClientError> {
+        let url = reqwest::Url::parse(&cfg.base_url).map_err(|e| ClientError::Url {
+            url: cfg.base_url.clone(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(ClientError::Url {
+                url: cfg.base_url.clone(),
+                reason: "expected http:// or https:// with a host".into(),
+            });
+        }
+        let origin = url.origin().ascii_serialization();
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        // Connections are kept open indefinitely and probed by TCP keepalive, so that a Trigger
+        // never pays a TCP or TLS handshake; `keep_warm` refreshes them.
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(3)))
+            .pool_idle_timeout(None)
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(15))
+            .build()
+            .map_err(|e| ClientError::Http(error_chain(&e)))?;
+        let budget = |rate: Option<f64>, reserve: f64| match rate {
+            Some(r) => Budget::new(r, reserve),
+            None => Budget::unlimited(),
+        };
+        Ok(RestClient {
+            observer: None,
+            http,
+            origin,
+            armory: Arc::new(Armory::new(signer.clone(), &base_path, cfg.armory.clone())),
+            base_path,
+            signer,
+            write: Arc::new(budget(cfg.write_per_s, cfg.trigger_reserve)),
+            read: Arc::new(budget(cfg.read_per_s, 0.0)),
+            retry: cfg.retry.clone(),
+        })
+    }
+
+    /// Reports every attempt to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The write budget, which a FIX session shares (the exchange bills both from the same
+    /// buckets).
+    pub fn write_budget(&self) -> Arc<Budget> {
+        self.write.clone()
+    }
+
+    /// The armed-Trigger set; the owner arms groups and runs [`RestClient::run_armory`].
+    pub fn armory(&self) -> &Arc<Armory> {
+        &self.armory
+    }
+
+    /// Keeps armed Triggers fresh until `stop` fires, signing on a blocking thread.
+    pub async fn run_armory(
+        &self,
+        max_signatures_per_round: usize,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(self.armory.refresh_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    let armory = self.armory.clone();
+                    let _ = tokio::task::spawn_blocking(move || armory.refresh(max_signatures_per_round)).await;
+                }
+            }
+        }
+    }
+
+    /// Keeps `connections` pooled connections open by touching the public exchange-status
+    /// endpoint every `every`, until `stop` fires.
+    pub async fn keep_warm(
+        &self,
+        connections: usize,
+        every: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let url = format!("{}{}/exchange/status", self.origin, self.base_path);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    let probes = (0..connections.max(1)).map(|_| {
+                        let req = self.http.get(&url);
+                        async move {
+                            if let Ok(r) = req.send().await {
+                                let _ = r.bytes().await;
+                            }
+                        }
+                    });
+                    futures_util::future::join_all(probes).await;
+                }
+            }
+        }
+    }
+
+    /// One call, with budget, signing and retries.
+    async fn call(&self, c: Call<'_>) -> Result<bytes::Bytes, ExchangeError> {
+        let Call {
+            op,
+            method,
+            path,
+            body,
+            bill,
+            idempotent,
+            mut presigned,
+            gone_ok,
+        } = c;
+        let full_path = format!("{}{}", self.base_path, path);
+        let url = format!("{}{}", self.origin, full_path);
+        let mut attempt = 0;
+        let mut unclear = false;
+        loop {
+            match &bill {
+                Bill::Write(p) => self.write.acquire(*p).await,
+                Bill::Read => self.read.acquire(Priority::Normal).await,
+            }
+            let headers = match presigned.take() {
+                Some(h) => h,
+                None => self.signer.sign_now(method.as_str(), &full_path),
+            };
+            let mut req = self.http.request(method.clone(), &url);
+            for (k, v) in headers.pairs() {
+                req = req.header(k, v);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let started = tokio::time::Instant::now();
+            let (status, outcome) = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match resp.bytes().await {
+                        Ok(bytes) if (200..300).contains(&status) => (Some(status), Ok(bytes)),
+                        Ok(bytes) => (
+                            Some(status),
+                            Err(ExchangeError::from_response(op, status, &bytes)),
+                        ),
+                        Err(e) => (Some(status), Err(ExchangeError::transport(op, &e))),
+                    }
+                }
+                Err(e) => (None, Err(ExchangeError::transport(op, &e))),
+            };
+            if let Some(o) = &self.observer {
+                (o.0)(op, status, started.elapsed());
+            }
+            let err = match outcome {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => e,
+            };
+            if gone_ok && unclear && err.is_not_found() {
+                return Ok(bytes::Bytes::new());
+            }
+            unclear |= err.outcome_unknown();
+            attempt += 1;
+            // A signature that aged past the exchange's window on the way (an armed Trigger's
+            // plus a slow path) proves nothing was applied: sign afresh and go again at once.
+            if err.is_timestamp_expired() && attempt < self.retry.attempts {
+                tracing::warn!(op, attempt, "signature expired on the way; signing afresh");
+                continue;
+            }
+            let may_retry = err.is_retryable() && (idempotent || !err.outcome_unknown());
+            if !may_retry || attempt >= self.retry.attempts {
+                return Err(err);
+            }
+            tracing::debug!(op, attempt, error = %err, "retrying exchange call");
+            tokio::time::sleep(self.retry.delay(attempt)).await;
+        }
+    }
+
+    /// An idempotent GET whose JSON answer is decoded as `T`.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        path: &str,
+        bill: Bill,
+    ) -> Result<T, ExchangeError> {
+        let bytes = self
+            .call(Call {
+                op,
+                method: Method::GET,
+                path,
+                body: None,
+                bill,
+                idempotent: true,
+                presigned: None,
+                gone_ok: false,
+            })
+            .await?;
+        Self::decode(op, &bytes)
+    }
+
+    fn decode<T: DeserializeOwned>(op: &'static str, bytes: &[u8]) -> Result<T, ExchangeError> {
+        serde_json::from_slice(bytes).map_err(|e| ExchangeError::Decode {
+            op,
+            reason: e.to_string(),
+        })
+    }
+}

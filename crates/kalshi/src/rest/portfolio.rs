@@ -1,0 +1,146 @@
+//! Reading the account back: an order's group, fills and orders, a page at a time.
+
+use super::{Bill, RestClient};
+use crate::error::ExchangeError;
+use crate::group::{GroupId, OrderInfo};
+use crate::op::Op;
+use crate::wire;
+use riskd_units::Contracts;
+
+pub(super) fn order_info(o: wire::Order) -> OrderInfo {
+    OrderInfo {
+        order_id: o.order_id,
+        group_id: o.order_group_id.filter(|g| !g.is_empty()).map(GroupId::new),
+        status: o.status,
+        ticker: o.ticker,
+        subaccount: o.subaccount_number.and_then(|s| u8::try_from(s).ok()),
+    }
+}
+
+/// A listed fill in the stream's terms, bounded as the stream decoder bounds it.
+pub(super) fn rest_fill(f: &wire::RestFill) -> Result<crate::ws::Fill, String> {
+    use riskd_units::Dollars;
+    let count = Contracts::parse(&f.count_fp).map_err(|e| format!("count_fp: {e}"))?;
+    let yes_price =
+        Dollars::parse(&f.yes_price_dollars).map_err(|e| format!("yes_price_dollars: {e}"))?;
+    if count > crate::ws::MAX_FILL_COUNT || yes_price > Dollars::ONE || f.trade_id.is_empty() {
+        return Err(format!(
+            "implausible: {count} contracts at {yes_price}, trade id {:?}",
+            f.trade_id
+        ));
+    }
+    let ts_ms = f
+        .created_time
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .or(f.ts.map(|s| s.saturating_mul(1000)))
+        .ok_or("no created_time or ts")?;
+    Ok(crate::ws::Fill {
+        trade_id: f.trade_id.clone(),
+        order_id: f.order_id.clone(),
+        ticker: f.ticker.clone(),
+        count,
+        yes_price,
+        ts_ms,
+        subaccount: f.subaccount.and_then(|s| u8::try_from(s).ok()),
+        exchange_index: 0,
+        bought_yes: f.side.as_deref().and_then(|s| match s {
+            "yes" => Some(true),
+            "no" => Some(false),
+            _ => None,
+        }),
+    })
+}
+
+impl RestClient {
+    /// An order's group and status (read budget).
+    pub async fn get_order(&self, order_id: &str) -> Result<OrderInfo, ExchangeError> {
+        let path = format!("/portfolio/orders/{order_id}");
+        let r: wire::GetOrderResponse = self
+            .get_json(Op::GetOrder.as_str(), &path, Bill::Read)
+            .await?;
+        Ok(order_info(r.order))
+    }
+
+    /// The account's fills from `min_ts` (Unix seconds) on, oldest first, read from
+    /// `GET /portfolio/fills` a page of 1,000 at a time following cursors (read budget). With
+    /// `subaccount`, that subaccount's only. A fill that cannot be read or is implausible (as
+    /// the stream decoder judges it) is left out and logged. Times come from `created_time`
+    /// (to the millisecond) or, failing that, `ts` (to the second).
+    pub async fn list_fills(
+        &self,
+        min_ts: i64,
+        subaccount: Option<u8>,
+    ) -> Result<Vec<crate::ws::Fill>, ExchangeError> {
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let mut path = format!("/portfolio/fills?limit=1000&min_ts={}", min_ts.max(0));
+            if let Some(s) = subaccount {
+                path.push_str(&format!("&subaccount={s}"));
+            }
+            if !cursor.is_empty() {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let r: wire::GetFillsResponse = self
+                .get_json(Op::ListFills.as_str(), &path, Bill::Read)
+                .await?;
+            for f in r.fills {
+                match rest_fill(&f) {
+                    Ok(fill) => out.push(fill),
+                    Err(why) => {
+                        tracing::warn!(trade_id = %f.trade_id, reason = %why, "a listed fill could not be read; left out")
+                    }
+                }
+            }
+            if r.cursor.is_empty() || r.cursor == cursor {
+                break;
+            }
+            cursor = r.cursor;
+        }
+        out.sort_by_key(|f| f.ts_ms);
+        Ok(out)
+    }
+
+    /// One page of orders, newest first (read budget): the orders and the next page's cursor
+    /// (empty after the last).
+    pub async fn orders_page(
+        &self,
+        cursor: &str,
+    ) -> Result<(Vec<OrderInfo>, String), ExchangeError> {
+        let mut path = "/portfolio/orders?limit=1000".to_owned();
+        if !cursor.is_empty() {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let r: wire::GetOrdersResponse = self
+            .get_json(Op::ListOrders.as_str(), &path, Bill::Read)
+            .await?;
+        Ok((r.orders.into_iter().map(order_info).collect(), r.cursor))
+    }
+
+    /// Orders, newest first, optionally only those with `status` (read budget). Follows the
+    /// exchange's cursors to the last page (an empty cursor), a page of 1,000 at a time.
+    pub async fn list_orders(&self, status: Option<&str>) -> Result<Vec<OrderInfo>, ExchangeError> {
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let mut path = "/portfolio/orders?limit=1000".to_owned();
+            if let Some(s) = status {
+                path.push_str(&format!("&status={s}"));
+            }
+            if !cursor.is_empty() {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let r: wire::GetOrdersResponse = self
+                .get_json(Op::ListOrders.as_str(), &path, Bill::Read)
+                .await?;
+            out.extend(r.orders.into_iter().map(order_info));
+            if r.cursor.is_empty() || r.cursor == cursor {
+                return Ok(out);
+            }
+            cursor = r.cursor;
+        }
+    }
+}
