@@ -18,7 +18,7 @@ fn state(h: &Harness, name: &str) -> GuardState {
         .iter()
         .find(|s| s.policy.name == name)
         .unwrap()
-        .state
+        .state()
 }
 
 fn op(command: OperatorCommand) -> Input {
@@ -517,7 +517,7 @@ fn a_trip_is_confirmed_when_every_group_has_acknowledged_its_trigger() {
             .contains("40 ms")
     );
     assert_eq!(
-        h.engine.strategies()[0].trip.as_ref().unwrap().confirmed_ms,
+        h.engine.strategies()[0].trip().unwrap().confirmed_ms,
         Some(h.now)
     );
 }
@@ -536,7 +536,7 @@ fn a_failed_reset_puts_the_trip_back() {
     assert_eq!(decisions(&out, DecisionKind::ResetFailed).len(), 1);
     assert_eq!(state(&h, "mm"), GuardState::Tripped);
     assert_eq!(
-        h.engine.strategies()[0].trip.as_ref().unwrap().reason,
+        h.engine.strategies()[0].trip().unwrap().reason,
         TripReason::Manual
     );
 }
@@ -584,7 +584,7 @@ fn after_an_unclean_stop_active_strategies_are_unknown_until_settled() {
     assert!(
         e.strategies()
             .iter()
-            .all(|s| s.state == GuardState::Unknown)
+            .all(|s| s.state() == GuardState::Unknown)
     );
     let mut h = Harness {
         engine: e,
@@ -723,7 +723,7 @@ fn a_removed_strategy_that_comes_back_comes_back_as_it_left() {
     let mut h = Harness::new(cfg(), 1);
     h.fill("mm", c(21));
     assert_eq!(state(&h, "mm"), GuardState::Tripped);
-    let trip = h.engine.strategies()[0].trip.clone().unwrap();
+    let trip = h.engine.strategies()[0].trip().cloned().unwrap();
 
     // Removed: retired, its record kept in the snapshot (state.json).
     let out = h.send(Input::Policies(vec![policy("calm", vec![])]));
@@ -752,7 +752,7 @@ fn a_removed_strategy_that_comes_back_comes_back_as_it_left() {
     // Back: tripped with the same trip and group, its groups triggered again; no reset.
     let out = h.send(Input::Policies(cfg().strategies));
     assert_eq!(state(&h, "mm"), GuardState::Tripped);
-    assert_eq!(h.engine.strategies()[1].trip.as_ref(), Some(&trip));
+    assert_eq!(h.engine.strategies()[1].trip(), Some(&trip));
     assert_eq!(triggered(&out), ["g-mm-0"]);
     assert!(decisions(&out, DecisionKind::Reset).is_empty());
     assert!(!h.engine.snapshot().strategies["mm"].retired);
@@ -871,4 +871,33 @@ fn a_strategy_that_comes_back_gets_its_known_orders_back() {
         "its group is managed again, so its orders' fills are not unmapped"
     );
     assert_eq!(triggered(&out), ["g-mm-0"]);
+}
+
+#[test]
+fn a_trip_while_a_reset_is_in_flight_stands_when_that_reset_fails() {
+    let mut h = Harness::new(
+        config(vec![policy("mm", vec![limit("fast", 15_000, 100)])]),
+        1,
+    );
+    h.fill("mm", c(101));
+    let first = h.engine.strategies()[0].trip().cloned().unwrap();
+    h.advance(1_000);
+    h.send(op(OperatorCommand::Reset(Some("mm".into()))));
+    assert_eq!(state(&h, "mm"), GuardState::Active);
+    // Still over the limit: the next fill trips it again while the reset is on its way.
+    h.advance(1_000);
+    assert_eq!(triggered(&h.fill("mm", c(1))), ["g-mm-0"]);
+    let second = h.engine.strategies()[0].trip().cloned().unwrap();
+    assert!(second.at_ms > first.at_ms);
+    h.send(Input::ActionDone {
+        group: group("mm", 0),
+        action: Action::Reset,
+        result: Err("503".into()),
+    });
+    assert_eq!(state(&h, "mm"), GuardState::Tripped);
+    assert_eq!(
+        h.engine.strategies()[0].trip(),
+        Some(&second),
+        "the newer trip is the one on record, not the one the failed reset replaced"
+    );
 }

@@ -95,9 +95,9 @@ impl Shell {
             .map(|s| StrategyStatus {
                 name: s.policy.name.clone(),
                 mode: s.policy.mode,
-                state: s.state,
+                state: s.state(),
                 warned: s.is_warned(),
-                trip: s.trip.clone(),
+                trip: s.trip().cloned(),
                 groups: s.groups.clone(),
                 group_contracts_limit: s.policy.group_limit,
                 limits: figures

@@ -111,7 +111,7 @@ impl Shell {
                 .strategies()
                 .iter()
                 .find(|s| Some(&s.policy.name) == d.strategy.as_ref())
-                .and_then(|s| s.trip.as_ref());
+                .and_then(|s| s.trip());
             if let Some(t) = trip
                 && let Some(done) = t.confirmed_ms
             {

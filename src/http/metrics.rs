@@ -385,7 +385,7 @@ impl Metrics {
             let name = s.policy.name.as_str();
             self.strategy_tripped
                 .with_label_values(&[name])
-                .set(i64::from(s.state == GuardState::Tripped));
+                .set(i64::from(s.state() == GuardState::Tripped));
             for g in &s.groups {
                 self.group_contracts_limit
                     .with_label_values(&[name, &g.exchange_index.to_string()])

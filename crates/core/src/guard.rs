@@ -111,12 +111,29 @@ pub enum WarnChange {
     Cleared(String),
 }
 
+/// Where a strategy stands, with what only that standing has: one value, so its parts cannot
+/// contradict each other. Changed only by [`StrategyGuard`]'s transitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Limits watched. `reset_from` is the trip a reset in flight replaced: it is restored if
+    /// the reset fails (the groups may still be triggered).
+    Active { reset_from: Option<Trip> },
+    /// Every group triggered or being triggered. `unconfirmed`: groups whose Trigger the
+    /// exchange has not yet acknowledged.
+    Tripped {
+        trip: Trip,
+        unconfirmed: BTreeSet<GroupId>,
+    },
+    /// After an unclean stop or a failed rebuild: guarded like Active, never reset
+    /// automatically. `unproven`: groups the exchange has not yet shown active.
+    Unknown { unproven: BTreeSet<GroupId> },
+}
+
 #[derive(Debug, Clone)]
 pub struct StrategyGuard {
     pub policy: StrategyPolicy,
     pub groups: Vec<GroupAddress>,
-    pub state: GuardState,
-    pub trip: Option<Trip>,
+    standing: Standing,
     limits: Vec<LimitState>,
     warned: Vec<bool>,
     /// Per group: filled contracts over the exchange's 15 s window, mirroring its accounting.
@@ -125,12 +142,6 @@ pub struct StrategyGuard {
     pub pending_limits: Vec<(GroupId, Contracts)>,
     /// Auto-resets in the last 24 hours.
     pub auto_resets: VecDeque<i64>,
-    /// Groups whose state an Unknown strategy has not yet proven.
-    pub unproven: BTreeSet<GroupId>,
-    /// Groups whose Trigger the exchange has not yet acknowledged.
-    pub unconfirmed: BTreeSet<GroupId>,
-    /// The trip a reset in flight replaced, restored if the reset fails.
-    pub reset_from: Option<Trip>,
     /// Fills and contracts accounted to this strategy since start.
     pub fills_total: u64,
     pub contracts_total: Contracts,
@@ -144,17 +155,129 @@ impl StrategyGuard {
             limits,
             policy,
             groups: Vec::new(),
-            state: GuardState::Active,
-            trip: None,
+            standing: Standing::Active { reset_from: None },
             group_volume: Vec::new(),
             pending_limits: Vec::new(),
             auto_resets: VecDeque::new(),
-            unproven: BTreeSet::new(),
-            unconfirmed: BTreeSet::new(),
-            reset_from: None,
             fills_total: 0,
             contracts_total: Contracts::ZERO,
         }
+    }
+
+    pub fn standing(&self) -> &Standing {
+        &self.standing
+    }
+
+    pub fn state(&self) -> GuardState {
+        match self.standing {
+            Standing::Active { .. } => GuardState::Active,
+            Standing::Tripped { .. } => GuardState::Tripped,
+            Standing::Unknown { .. } => GuardState::Unknown,
+        }
+    }
+
+    /// The trip, while tripped.
+    pub fn trip(&self) -> Option<&Trip> {
+        match &self.standing {
+            Standing::Tripped { trip, .. } => Some(trip),
+            _ => None,
+        }
+    }
+
+    fn all_groups(&self) -> BTreeSet<GroupId> {
+        self.groups.iter().map(|g| g.id.clone()).collect()
+    }
+
+    /// Trips the strategy; false (and nothing changes) if it is already tripped. A reset in
+    /// flight is forgotten: the new trip is the one to keep if that reset fails.
+    pub fn trip_with(&mut self, trip: Trip) -> bool {
+        if matches!(self.standing, Standing::Tripped { .. }) {
+            return false;
+        }
+        self.standing = Standing::Tripped {
+            trip,
+            unconfirmed: BTreeSet::new(),
+        };
+        true
+    }
+
+    /// Every group's Trigger is on its way: each must be acknowledged again before the trip
+    /// counts as confirmed.
+    pub fn triggers_sent(&mut self) {
+        let all = self.all_groups();
+        if let Standing::Tripped { unconfirmed, .. } = &mut self.standing {
+            *unconfirmed = all;
+        }
+    }
+
+    /// The exchange acknowledged a group's Trigger. When that completes a trip not yet
+    /// confirmed, the trip is stamped and returned (for the record).
+    pub fn trigger_confirmed(&mut self, group: &GroupId, now_ms: i64) -> Option<&Trip> {
+        let Standing::Tripped { trip, unconfirmed } = &mut self.standing else {
+            return None;
+        };
+        if !unconfirmed.remove(group) || !unconfirmed.is_empty() || trip.confirmed_ms.is_some() {
+            return None;
+        }
+        trip.confirmed_ms = Some(now_ms);
+        Some(trip)
+    }
+
+    /// A reset of every group is on its way: the strategy is active, remembering the trip it
+    /// replaced.
+    pub fn reset_sent(&mut self) {
+        let reset_from =
+            match std::mem::replace(&mut self.standing, Standing::Active { reset_from: None }) {
+                Standing::Tripped { trip, .. } => Some(trip),
+                _ => None,
+            };
+        self.standing = Standing::Active { reset_from };
+    }
+
+    /// A group's reset failed: the trip it replaced is back (unless the strategy tripped again
+    /// meanwhile, whose trip stands).
+    pub fn reset_failed(&mut self) {
+        if let Standing::Active { reset_from } = &mut self.standing
+            && let Some(trip) = reset_from.take()
+        {
+            self.standing = Standing::Tripped {
+                trip,
+                unconfirmed: BTreeSet::new(),
+            };
+        }
+    }
+
+    /// A group's reset was confirmed: the replaced trip is no longer needed.
+    pub fn reset_confirmed(&mut self) {
+        if let Standing::Active { reset_from } = &mut self.standing {
+            *reset_from = None;
+        }
+    }
+
+    /// The daemon cannot prove the groups' state: an Active strategy becomes Unknown until
+    /// every group is shown active. Returns whether it changed.
+    pub fn become_unknown(&mut self) -> bool {
+        if !matches!(self.standing, Standing::Active { .. }) {
+            return false;
+        }
+        self.standing = Standing::Unknown {
+            unproven: self.all_groups(),
+        };
+        true
+    }
+
+    /// The exchange showed a group active. Returns true when that proves an Unknown strategy
+    /// active.
+    pub fn proven_active(&mut self, group: &GroupId) -> bool {
+        let Standing::Unknown { unproven } = &mut self.standing else {
+            return false;
+        };
+        unproven.remove(group);
+        if !unproven.is_empty() {
+            return false;
+        }
+        self.standing = Standing::Active { reset_from: None };
+        true
     }
 
     pub fn set_groups(&mut self, groups: Vec<GroupAddress>) {
@@ -163,6 +286,11 @@ impl StrategyGuard {
             .map(|_| Window::new(EXCHANGE_WINDOW_MS))
             .collect();
         self.groups = groups;
+        // Groups an Unknown strategy no longer has need no proof.
+        let ids = self.all_groups();
+        if let Standing::Unknown { unproven } = &mut self.standing {
+            unproven.retain(|g| ids.contains(g));
+        }
     }
 
     /// Replaces the policy, keeping the windows of limits whose name and window are unchanged.
@@ -202,7 +330,7 @@ impl StrategyGuard {
         }
         // Limits hold in every state but Tripped: an Unknown strategy is guarded exactly like
         // an Active one (only its automatic resets wait for it to be settled).
-        let guarded = self.state != GuardState::Tripped;
+        let guarded = self.state() != GuardState::Tripped;
         let mut outcome = FillOutcome::Quiet;
         for (i, l) in self.limits.iter_mut().enumerate() {
             l.add(ts_ms, usage);
@@ -228,8 +356,9 @@ impl StrategyGuard {
     /// Warnings raised or cleared since the last call.
     pub fn warn_changes(&mut self, now_ms: i64) -> Vec<WarnChange> {
         let mut out = Vec::new();
+        let tripped = self.state() == GuardState::Tripped;
         for (i, l) in self.limits.iter_mut().enumerate() {
-            let warned = self.state != GuardState::Tripped && l.level(now_ms) != Level::Normal;
+            let warned = !tripped && l.level(now_ms) != Level::Normal;
             if warned != self.warned[i] {
                 self.warned[i] = warned;
                 out.push(if warned {
@@ -289,11 +418,10 @@ impl StrategyGuard {
         else {
             return false;
         };
-        let Some(trip) = &self.trip else { return false };
-        if self.state != GuardState::Tripped
-            || !trip.reason.auto_resettable()
-            || now_ms - trip.at_ms < cooldown_ms
-        {
+        let Some(trip) = self.trip() else {
+            return false;
+        };
+        if !trip.reason.auto_resettable() || now_ms - trip.at_ms < cooldown_ms {
             return false;
         }
         self.drop_old_auto_resets(now_ms);

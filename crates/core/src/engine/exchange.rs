@@ -28,7 +28,7 @@ impl RiskEngine {
                 if killed {
                     return; // expected: our kill
                 }
-                match s.state {
+                match s.state() {
                     GuardState::Tripped => {}
                     GuardState::Active | GuardState::Unknown => {
                         let volume = s.group_volume(gi, now_ms);
@@ -64,7 +64,7 @@ impl RiskEngine {
                     out.push(Output::Command(Command::Trigger { group }));
                     return;
                 }
-                match s.state {
+                match s.state() {
                     GuardState::Tripped => {
                         let mode = s.policy.mode;
                         let mut d = decision(
@@ -88,10 +88,7 @@ impl RiskEngine {
                         );
                     }
                     GuardState::Unknown => {
-                        s.unproven.remove(&id);
-                        if s.unproven.is_empty() {
-                            s.state = GuardState::Active;
-                            s.trip = None;
+                        if s.proven_active(&id) {
                             let mut d = decision(
                                 now_ms,
                                 DecisionKind::Settled,
@@ -197,14 +194,7 @@ impl RiskEngine {
             (Action::Trigger, Ok(())) => {
                 let Some((si, _)) = owner else { return };
                 let s = &mut self.strategies[si];
-                if !s.unconfirmed.remove(&group.id) || !s.unconfirmed.is_empty() {
-                    return;
-                }
-                if let Some(trip) = &mut s.trip
-                    && trip.confirmed_ms.is_none()
-                    && s.state == GuardState::Tripped
-                {
-                    trip.confirmed_ms = Some(now_ms);
+                if let Some(trip) = s.trigger_confirmed(&group.id, now_ms) {
                     let mut d = decision(
                         now_ms,
                         DecisionKind::TripConfirmed,
@@ -229,17 +219,14 @@ impl RiskEngine {
                     let s = &mut self.strategies[si];
                     d.strategy = Some(s.policy.name.clone());
                     // The group may still be triggered: the strategy is tripped again.
-                    if let Some(prev) = s.reset_from.take() {
-                        s.state = GuardState::Tripped;
-                        s.trip = Some(prev);
-                    }
+                    s.reset_failed();
                 }
                 d.group_id = Some(group.id);
                 out.push(Output::Decision(d));
             }
             (Action::Reset, Ok(())) => {
                 if let Some((si, _)) = owner {
-                    self.strategies[si].reset_from = None;
+                    self.strategies[si].reset_confirmed();
                 }
             }
             (action, Err(why)) => {

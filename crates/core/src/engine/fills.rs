@@ -7,7 +7,7 @@ use super::{
     BACKFILL_MARGIN_MS, Command, DAEMON, DEDUP_RETENTION_MS, DecisionKind, Fill,
     ORDER_RETENTION_MS, Output, RiskEngine, SWEEP_REASON, decision,
 };
-use crate::guard::{FillOutcome, GuardState, TripReason, WarnChange};
+use crate::guard::{FillOutcome, TripReason, WarnChange};
 use crate::ids::GroupId;
 use crate::kill::KillRecord;
 use crate::limits::{Level, Usage};
@@ -164,9 +164,7 @@ impl RiskEngine {
             return;
         }
         for s in &mut self.strategies {
-            if s.state == GuardState::Active {
-                s.state = GuardState::Unknown;
-                s.unproven = s.groups.iter().map(|g| g.id.clone()).collect();
+            if s.become_unknown() {
                 let mut d = decision(
                     now_ms,
                     DecisionKind::Settled,

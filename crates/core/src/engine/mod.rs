@@ -226,13 +226,8 @@ impl RiskEngine {
             Input::GroupsAssigned { strategy, groups } => {
                 if let Some(&i) = self.by_name.get(&strategy) {
                     self.assign_groups(i, groups);
-                    // Groups an Unknown strategy no longer has need no proof; new ones were
-                    // just created or adopted by the shell.
-                    let s = &mut self.strategies[i];
-                    let ids: BTreeSet<GroupId> = s.groups.iter().map(|g| g.id.clone()).collect();
-                    s.unproven.retain(|g| ids.contains(g));
                     // A strategy that is tripped, or a kill in force, covers new groups at once.
-                    if self.strategies[i].state == GuardState::Tripped {
+                    if self.strategies[i].state() == GuardState::Tripped {
                         self.trigger_strategy(
                             i,
                             now_ms,

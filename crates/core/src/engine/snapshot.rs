@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{DAEMON, DecisionKind, Output, RiskEngine, decision};
-use crate::guard::{GuardState, StrategyGuard, Trip};
+use crate::guard::{GuardState, StrategyGuard, Trip, TripReason};
 use crate::ids::{GroupAddress, GroupId};
 use crate::kill::{KillLatch, KillRecord};
 use crate::policy::RiskConfig;
@@ -107,8 +107,18 @@ impl RiskEngine {
         guard.auto_resets = record.auto_resets.iter().copied().collect();
         match (record.state, clean) {
             (GuardState::Tripped, _) => {
-                guard.state = GuardState::Tripped;
-                guard.trip = record.trip.clone();
+                // A tripped record without its trip (a damaged file) stays tripped, and only an
+                // operator resets it.
+                let trip = record.trip.clone().unwrap_or_else(|| Trip {
+                    reason: TripReason::Manual,
+                    at_ms: now_ms,
+                    actor: DAEMON.to_owned(),
+                    detail: "tripped when the daemon last stopped; the record of why is missing"
+                        .to_owned(),
+                    evidence: None,
+                    confirmed_ms: None,
+                });
+                guard.trip_with(trip);
                 let mut d = decision(
                     now_ms,
                     DecisionKind::Retrigger,
@@ -120,8 +130,7 @@ impl RiskEngine {
                 self.trigger_strategy(i, now_ms, DAEMON, "re-applying a persisted trip", out);
             }
             (GuardState::Unknown, _) | (GuardState::Active, false) => {
-                guard.state = GuardState::Unknown;
-                guard.unproven = guard.groups.iter().map(|g| g.id.clone()).collect();
+                guard.become_unknown();
                 let mut d = decision(
                     now_ms,
                     DecisionKind::Settled,
@@ -148,8 +157,8 @@ impl RiskEngine {
                     contracts_limit: s.policy.group_limit,
                 })
                 .collect(),
-            state: s.state,
-            trip: s.trip.clone(),
+            state: s.state(),
+            trip: s.trip().cloned(),
             auto_resets: s.auto_resets.iter().copied().collect(),
             retired: false,
         }

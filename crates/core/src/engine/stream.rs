@@ -22,7 +22,7 @@ impl RiskEngine {
         for i in 0..self.strategies.len() {
             let s = &self.strategies[i];
             // Unknown is guarded like Active: the blind action applies to both.
-            if s.policy.blind == BlindAction::Trigger && s.state != GuardState::Tripped {
+            if s.policy.blind == BlindAction::Trigger && s.state() != GuardState::Tripped {
                 self.trip(
                     i,
                     TripReason::Blind,

@@ -21,12 +21,7 @@ impl RiskEngine {
         out: &mut Vec<Output>,
     ) {
         let s = &mut self.strategies[strategy];
-        if s.state == GuardState::Tripped {
-            return;
-        }
-        s.state = GuardState::Tripped;
-        s.unproven.clear();
-        s.trip = Some(Trip {
+        let tripped = s.trip_with(Trip {
             reason,
             at_ms: now_ms,
             actor: actor.to_owned(),
@@ -34,6 +29,9 @@ impl RiskEngine {
             evidence: evidence.clone(),
             confirmed_ms: None,
         });
+        if !tripped {
+            return;
+        }
         let name = s.policy.name.clone();
         *self
             .counters
@@ -63,7 +61,7 @@ impl RiskEngine {
         out: &mut Vec<Output>,
     ) {
         let s = &mut self.strategies[strategy];
-        s.unconfirmed = s.groups.iter().map(|g| g.id.clone()).collect();
+        s.triggers_sent();
         let (name, mode, groups) = (s.policy.name.clone(), s.policy.mode, s.groups.clone());
         for g in groups {
             self.command(
@@ -166,10 +164,7 @@ impl RiskEngine {
         out: &mut Vec<Output>,
     ) {
         let s = &mut self.strategies[i];
-        s.reset_from = s.trip.take();
-        s.state = GuardState::Active;
-        s.unproven.clear();
-        s.unconfirmed.clear();
+        s.reset_sent();
         let (name, mode, groups) = (s.policy.name.clone(), s.policy.mode, s.groups.clone());
         *self
             .counters
@@ -270,7 +265,7 @@ impl RiskEngine {
             }
             OperatorCommand::Trigger(name) => match self.by_name.get(&name) {
                 Some(&i) => {
-                    if self.strategies[i].state == GuardState::Tripped {
+                    if self.strategies[i].state() == GuardState::Tripped {
                         // Already tripped: trigger again, as asked.
                         self.trigger_strategy(i, now_ms, actor, "operator trigger", out);
                     } else {
