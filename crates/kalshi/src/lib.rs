@@ -13,6 +13,7 @@ pub mod fix;
 pub mod group;
 pub mod op;
 pub mod rest;
+pub mod retry;
 pub mod stream;
 pub mod trigger;
 pub mod wire;

@@ -7,13 +7,13 @@
 //!
 //! The calls mirror the REST client's: the same signatures, errors and retry rules (idempotent
 //! actions are retried while retrying can help; a Create only while certainly not applied; a
-//! Delete that finds the group gone after an unclear attempt counts as done).
+//! Delete that finds the group gone after an unclear attempt counts as done; see `crate::retry`).
 
 use super::codec::Message;
 use super::session::FixSession;
 use crate::budget::Priority;
 use crate::op::Op;
-use crate::rest::RetryPolicy;
+use crate::retry::{Repeat, RetryPolicy, with_retries};
 use crate::{ExchangeError, GroupAddress, GroupId};
 use riskd_units::Contracts;
 
@@ -153,16 +153,10 @@ impl FixSession {
         body: Vec<(u32, Vec<u8>)>,
     ) -> Result<Response, ExchangeError> {
         let retry = RetryPolicy::default();
-        let mut attempt = 0;
-        loop {
-            match self.uog(action, priority, body.clone()).await {
-                Err(e) if e.is_retryable() && attempt + 1 < retry.attempts => {
-                    attempt += 1;
-                    tokio::time::sleep(retry.delay(attempt)).await;
-                }
-                r => return r,
-            }
-        }
+        with_retries(action.op(), &retry, Repeat::Safe, None, |_| {
+            self.uog(action, priority, body.clone())
+        })
+        .await
     }
 
     /// One create, retried only while certainly not applied. The UOH's 79 must be ours.
@@ -180,21 +174,14 @@ impl FixSession {
             exchange_index,
         )?;
         let retry = RetryPolicy::default();
-        let mut attempt = 0;
-        let r = loop {
-            match self
-                .uog(Action::Create, Priority::Normal, body.clone())
-                .await
-            {
-                Err(e)
-                    if e.is_retryable() && !e.outcome_unknown() && attempt + 1 < retry.attempts =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(retry.delay(attempt)).await;
-                }
-                r => break r?,
-            }
-        };
+        let r = with_retries(
+            Action::Create.op(),
+            &retry,
+            Repeat::OnlyIfNotApplied,
+            None,
+            |_| self.uog(Action::Create, Priority::Normal, body.clone()),
+        )
+        .await?;
         if let Some(s) = r.subaccount
             && s != subaccount
         {
@@ -261,21 +248,19 @@ impl FixSession {
             g.exchange_index,
         )?;
         let retry = RetryPolicy::default();
-        let mut attempt = 0;
-        loop {
-            match self
-                .uog(Action::Delete, Priority::Normal, body.clone())
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_not_found() && attempt > 0 => return Ok(()),
-                Err(e) if e.is_retryable() && attempt + 1 < retry.attempts => {
-                    attempt += 1;
-                    tokio::time::sleep(retry.delay(attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let gone: fn() -> () = || ();
+        with_retries(
+            Action::Delete.op(),
+            &retry,
+            Repeat::Safe,
+            Some(gone),
+            |_| async {
+                self.uog(Action::Delete, Priority::Normal, body.clone())
+                    .await
+                    .map(drop)
+            },
+        )
+        .await
     }
 }
 

@@ -26,34 +26,11 @@ use crate::auth::{SignedHeaders, Signer};
 use crate::budget::{Budget, Priority};
 use crate::error::{ExchangeError, error_chain};
 use crate::group::GroupAddress;
+use crate::retry::{Repeat, with_retries};
 use crate::trigger::{Armory, ArmoryConfig};
 use riskd_units::Contracts;
 
-/// Backoff between attempts: exponential from `initial`, capped at `max`, with full jitter.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 6,
-            initial: Duration::from_millis(50),
-            max: Duration::from_secs(2),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The pause before attempt `n` (1-based retry count): uniform in `[0, min(max, initial·2ⁿ)]`.
-    pub fn delay(&self, n: u32) -> Duration {
-        let cap = self.initial.saturating_mul(1u32 << n.min(16)).min(self.max);
-        cap.mul_f64(fastrand::f64())
-    }
-}
+pub use crate::retry::RetryPolicy;
 
 #[derive(Debug, Clone)]
 pub struct RestConfig {
@@ -290,64 +267,52 @@ impl RestClient {
         } = c;
         let full_path = format!("{}{}", self.base_path, path);
         let url = format!("{}{}", self.origin, full_path);
-        let mut attempt = 0;
-        let mut unclear = false;
-        loop {
-            match &bill {
-                Bill::Write(p) => self.write.acquire(*p).await,
-                Bill::Read => self.read.acquire(Priority::Normal).await,
-            }
-            let headers = match presigned.take() {
-                Some(h) => h,
-                None => self.signer.sign_now(method.as_str(), &full_path),
-            };
-            let mut req = self.http.request(method.clone(), &url);
-            for (k, v) in headers.pairs() {
-                req = req.header(k, v);
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let started = tokio::time::Instant::now();
-            let (status, outcome) = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match resp.bytes().await {
-                        Ok(bytes) if (200..300).contains(&status) => (Some(status), Ok(bytes)),
-                        Ok(bytes) => (
-                            Some(status),
-                            Err(ExchangeError::from_response(op, status, &bytes)),
-                        ),
-                        Err(e) => (Some(status), Err(ExchangeError::transport(op, &e))),
-                    }
+        let repeat = if idempotent {
+            Repeat::Safe
+        } else {
+            Repeat::OnlyIfNotApplied
+        };
+        let gone = gone_ok.then_some(bytes::Bytes::new as fn() -> bytes::Bytes);
+        with_retries(op, &self.retry, repeat, gone, |_| {
+            // The armed signature, if any, is for the first attempt only.
+            let headers = presigned.take();
+            let (full_path, url, method, bill) = (&full_path, &url, &method, &bill);
+            async move {
+                match bill {
+                    Bill::Write(p) => self.write.acquire(*p).await,
+                    Bill::Read => self.read.acquire(Priority::Normal).await,
                 }
-                Err(e) => (None, Err(ExchangeError::transport(op, &e))),
-            };
-            if let Some(o) = &self.observer {
-                (o.0)(op, status, started.elapsed());
+                let headers =
+                    headers.unwrap_or_else(|| self.signer.sign_now(method.as_str(), full_path));
+                let mut req = self.http.request(method.clone(), url);
+                for (k, v) in headers.pairs() {
+                    req = req.header(k, v);
+                }
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                let started = tokio::time::Instant::now();
+                let (status, outcome) = match req.send().await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        match resp.bytes().await {
+                            Ok(bytes) if (200..300).contains(&status) => (Some(status), Ok(bytes)),
+                            Ok(bytes) => (
+                                Some(status),
+                                Err(ExchangeError::from_response(op, status, &bytes)),
+                            ),
+                            Err(e) => (Some(status), Err(ExchangeError::transport(op, &e))),
+                        }
+                    }
+                    Err(e) => (None, Err(ExchangeError::transport(op, &e))),
+                };
+                if let Some(o) = &self.observer {
+                    (o.0)(op, status, started.elapsed());
+                }
+                outcome
             }
-            let err = match outcome {
-                Ok(bytes) => return Ok(bytes),
-                Err(e) => e,
-            };
-            if gone_ok && unclear && err.is_not_found() {
-                return Ok(bytes::Bytes::new());
-            }
-            unclear |= err.outcome_unknown();
-            attempt += 1;
-            // A signature that aged past the exchange's window on the way (an armed Trigger's
-            // plus a slow path) proves nothing was applied: sign afresh and go again at once.
-            if err.is_timestamp_expired() && attempt < self.retry.attempts {
-                tracing::warn!(op, attempt, "signature expired on the way; signing afresh");
-                continue;
-            }
-            let may_retry = err.is_retryable() && (idempotent || !err.outcome_unknown());
-            if !may_retry || attempt >= self.retry.attempts {
-                return Err(err);
-            }
-            tracing::debug!(op, attempt, error = %err, "retrying exchange call");
-            tokio::time::sleep(self.retry.delay(attempt)).await;
-        }
+        })
+        .await
     }
 
     /// An idempotent GET whose JSON answer is decoded as `T`.
