@@ -45,10 +45,8 @@ use riskd_kalshi::fix::codec::{self, DecodeError, Message};
 use riskd_kalshi::fix::session::{
     APPL_VER_FIX50SP2, BEGIN_STRING, logon_prehash, parse_sending_time, sending_time,
 };
-use riskd_kalshi::fix::uog::{
-    Action, MSG_REQUEST, MSG_RESPONSE, TAG_ACTION, TAG_ALLOC_ACCOUNT, TAG_EX_DESTINATION,
-    TAG_GROUP_ID, TAG_LIMIT,
-};
+use riskd_kalshi::fix::tag;
+use riskd_kalshi::fix::uog::{Action, MSG_REQUEST, MSG_RESPONSE};
 use riskd_units::Contracts;
 
 /// The session types that take order groups.
@@ -132,22 +130,22 @@ struct Session {
 
 fn reject(ref_seq: u64, ref_type: &str, reason: u32, tag: Option<u32>, text: &str) -> Message {
     let mut m = Message::new("3");
-    m.push(45, ref_seq.to_string());
+    m.push(tag::REF_SEQ_NUM, ref_seq.to_string());
     if let Some(t) = tag {
-        m.push(371, t.to_string());
+        m.push(tag::REF_TAG_ID, t.to_string());
     }
-    m.push(372, ref_type)
-        .push(373, reason.to_string())
-        .push(58, text);
+    m.push(tag::REF_MSG_TYPE, ref_type)
+        .push(tag::SESSION_REJECT_REASON, reason.to_string())
+        .push(tag::TEXT, text);
     m
 }
 
 fn business_reject(ref_seq: u64, ref_type: &str, reason: u32, text: &str) -> Message {
     let mut m = Message::new("j");
-    m.push(45, ref_seq.to_string())
-        .push(372, ref_type)
-        .push(380, reason.to_string())
-        .push(58, text);
+    m.push(tag::REF_SEQ_NUM, ref_seq.to_string())
+        .push(tag::REF_MSG_TYPE, ref_type)
+        .push(tag::BUSINESS_REJECT_REASON, reason.to_string())
+        .push(tag::TEXT, text);
     m
 }
 
@@ -170,10 +168,10 @@ impl Session {
         };
         let mut out = Message::default();
         out.fields.push(first.clone());
-        out.push(49, &self.target)
-            .push(56, &self.key)
-            .push(34, self.out_seq.to_string())
-            .push(52, sending_time(now_ms()));
+        out.push(tag::SENDER_COMP_ID, &self.target)
+            .push(tag::TARGET_COMP_ID, &self.key)
+            .push(tag::MSG_SEQ_NUM, self.out_seq.to_string())
+            .push(tag::SENDING_TIME, sending_time(now_ms()));
         out.fields.extend(rest.iter().cloned());
         self.out_seq += 1;
         self.last_sent = Instant::now();
@@ -205,7 +203,7 @@ impl Session {
 
     async fn logout(&mut self, text: &str) {
         let mut m = Message::new("5");
-        m.push(58, text);
+        m.push(tag::TEXT, text);
         self.send(m).await;
         let _ = self.io.shutdown().await;
     }
@@ -231,10 +229,10 @@ impl Session {
         self.st.stats.fix_logons.fetch_add(1, Ordering::Relaxed);
         let mut answer = Message::new("A");
         answer
-            .push(98, "0")
-            .push(108, hb.as_secs().to_string())
-            .push(141, "Y")
-            .push(1137, APPL_VER_FIX50SP2);
+            .push(tag::ENCRYPT_METHOD, "0")
+            .push(tag::HEART_BT_INT, hb.as_secs().to_string())
+            .push(tag::RESET_SEQ_NUM_FLAG, "Y")
+            .push(tag::DEFAULT_APPL_VER_ID, APPL_VER_FIX50SP2);
         if !self.send(answer).await {
             return Some(held);
         }
@@ -271,16 +269,26 @@ impl Session {
 
     /// Checks a Logon as the exchange does; answers a refusal itself.
     async fn check_logon(&mut self, m: &Message, begin: &str) -> Result<Duration, ()> {
-        let seq: u64 = m.get_str(34).and_then(|s| s.parse().ok()).unwrap_or(0);
-        self.key = m.get_str(49).unwrap_or("").to_owned();
-        self.target = m.get_str(56).unwrap_or("KalshiNR").to_owned();
+        let seq: u64 = m
+            .get_str(tag::MSG_SEQ_NUM)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        self.key = m.get_str(tag::SENDER_COMP_ID).unwrap_or("").to_owned();
+        self.target = m
+            .get_str(tag::TARGET_COMP_ID)
+            .unwrap_or("KalshiNR")
+            .to_owned();
         let fail = |reason: u32, tag: Option<u32>, text: &str| Err((reason, tag, text.to_owned()));
         let checked: Result<Duration, (u32, Option<u32>, String)> = (|| {
             if begin != BEGIN_STRING {
                 return fail(5, Some(8), "BeginString must be FIXT.1.1");
             }
             if m.msg_type() != Some("A") {
-                return fail(11, Some(35), "the first message must be a Logon (35=A)");
+                return fail(
+                    11,
+                    Some(tag::MSG_TYPE),
+                    "the first message must be a Logon (35=A)",
+                );
             }
             if !TARGETS.contains(&self.target.as_str()) {
                 return fail(
@@ -289,7 +297,7 @@ impl Session {
                     "TargetCompID is not an order-entry session type",
                 );
             }
-            if self.target == "KalshiNR" && m.get(141) != Some(b"Y") {
+            if self.target == "KalshiNR" && m.get(tag::RESET_SEQ_NUM_FLAG) != Some(b"Y") {
                 return fail(5, Some(141), "ResetSeqNumFlag=Y is required on KalshiNR");
             }
             if seq != 1 {
@@ -299,17 +307,17 @@ impl Session {
                     "a Logon with ResetSeqNumFlag=Y must be MsgSeqNum 1",
                 );
             }
-            if m.get(98) != Some(b"0") {
+            if m.get(tag::ENCRYPT_METHOD) != Some(b"0") {
                 return fail(5, Some(98), "EncryptMethod must be 0");
             }
-            if m.get(1137) != Some(APPL_VER_FIX50SP2.as_bytes()) {
+            if m.get(tag::DEFAULT_APPL_VER_ID) != Some(APPL_VER_FIX50SP2.as_bytes()) {
                 return fail(5, Some(1137), "DefaultApplVerID must be 9 (FIX50SP2)");
             }
-            let hb: u64 = match m.get_str(108).and_then(|s| s.parse().ok()) {
+            let hb: u64 = match m.get_str(tag::HEART_BT_INT).and_then(|s| s.parse().ok()) {
                 Some(h) if h > 3 => h,
                 _ => return fail(5, Some(108), "HeartBtInt must be more than 3 seconds"),
             };
-            let st = m.get_str(52).unwrap_or("");
+            let st = m.get_str(tag::SENDING_TIME).unwrap_or("");
             match parse_sending_time(st) {
                 Some(t) if (t - now_ms()).abs() <= LOGON_WINDOW_MS => {}
                 _ => {
@@ -320,14 +328,14 @@ impl Session {
                     );
                 }
             }
-            if m.get(95).is_none() {
+            if m.get(tag::RAW_DATA_LENGTH).is_none() {
                 return fail(
                     1,
                     Some(95),
                     "RawDataLength (95) must accompany RawData (96)",
                 );
             }
-            let sig = match m.get_str(96) {
+            let sig = match m.get_str(tag::RAW_DATA) {
                 Some(s) => s,
                 None => return fail(1, Some(96), "RawData (96) with the signature is required"),
             };
@@ -365,10 +373,13 @@ impl Session {
 
     /// Handles one message after logon; false ends the session.
     async fn on_message(&mut self, m: Message) -> bool {
-        let seq: u64 = m.get_str(34).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let seq: u64 = m
+            .get_str(tag::MSG_SEQ_NUM)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let msg_type = m.msg_type().unwrap_or("").to_owned();
-        let poss_dup = m.get(43) == Some(b"Y");
-        let reset = msg_type == "4" && m.get(123) != Some(b"Y");
+        let poss_dup = m.get(tag::POSS_DUP_FLAG) == Some(b"Y");
+        let reset = msg_type == "4" && m.get(tag::GAP_FILL_FLAG) != Some(b"Y");
         if !reset {
             if seq < self.in_seq && !poss_dup {
                 let text = format!(
@@ -389,16 +400,23 @@ impl Session {
             "0" => true,
             "1" => {
                 let mut hb = Message::new("0");
-                hb.push(112, m.get(112).unwrap_or_default());
+                hb.push(
+                    tag::TEST_REQ_ID,
+                    m.get(tag::TEST_REQ_ID).unwrap_or_default(),
+                );
                 self.send(hb).await
             }
             "2" => {
                 let mut gap = Message::new("4");
-                gap.push(123, "Y").push(36, self.out_seq.to_string());
+                gap.push(tag::GAP_FILL_FLAG, "Y")
+                    .push(tag::NEW_SEQ_NO, self.out_seq.to_string());
                 self.send(gap).await
             }
             "4" => {
-                if let Some(n) = m.get_str(36).and_then(|s| s.parse::<u64>().ok()) {
+                if let Some(n) = m
+                    .get_str(tag::NEW_SEQ_NO)
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
                     self.in_seq = n;
                 }
                 true
@@ -442,34 +460,45 @@ impl Session {
             }
         };
         let parsed = (|| {
-            let action = match int(TAG_ACTION)? {
-                None => return Err(rej(1, TAG_ACTION, "OrderGroupAction (20131) is required")),
-                Some(a) => Action::from_code(a)
-                    .ok_or_else(|| rej(5, TAG_ACTION, "OrderGroupAction must be 1 to 5"))?,
+            let action = match int(tag::ORDER_GROUP_ACTION)? {
+                None => {
+                    return Err(rej(
+                        1,
+                        tag::ORDER_GROUP_ACTION,
+                        "OrderGroupAction (20131) is required",
+                    ));
+                }
+                Some(a) => Action::from_code(a).ok_or_else(|| {
+                    rej(
+                        5,
+                        tag::ORDER_GROUP_ACTION,
+                        "OrderGroupAction must be 1 to 5",
+                    )
+                })?,
             };
-            let group = m.get_str(TAG_GROUP_ID).map(str::to_owned);
+            let group = m.get_str(tag::ORDER_GROUP_ID).map(str::to_owned);
             match (&group, action) {
                 (Some(_), Action::Create) => {
                     return Err(rej(
                         2,
-                        TAG_GROUP_ID,
+                        tag::ORDER_GROUP_ID,
                         "OrderGroupID (20130) must not be sent on Create",
                     ));
                 }
                 (Some(g), _) if !is_uuid(g) => {
-                    return Err(rej(6, TAG_GROUP_ID, "OrderGroupID must be a UUID"));
+                    return Err(rej(6, tag::ORDER_GROUP_ID, "OrderGroupID must be a UUID"));
                 }
                 (None, a) if a != Action::Create => {
                     return Err(bmr(5, "OrderGroupID (20130) is required for this action"));
                 }
                 _ => {}
             }
-            let limit = match int(TAG_LIMIT)? {
+            let limit = match int(tag::ORDER_GROUP_CONTRACTS_LIMIT)? {
                 Some(l) if (1..=1_000_000).contains(&l) => Some(Contracts::from_whole(l)),
                 Some(_) => {
                     return Err(rej(
                         5,
-                        TAG_LIMIT,
+                        tag::ORDER_GROUP_CONTRACTS_LIMIT,
                         "OrderGroupContractsLimit must be 1 to 1,000,000",
                     ));
                 }
@@ -481,15 +510,15 @@ impl Session {
                 }
                 None => None,
             };
-            let sub = int(TAG_ALLOC_ACCOUNT)?.unwrap_or(0);
+            let sub = int(tag::ALLOC_ACCOUNT)?.unwrap_or(0);
             if !(0..=63).contains(&sub) {
-                return Err(rej(5, TAG_ALLOC_ACCOUNT, "AllocAccount must be 0 to 63"));
+                return Err(rej(5, tag::ALLOC_ACCOUNT, "AllocAccount must be 0 to 63"));
             }
-            let ex = int(TAG_EX_DESTINATION)?.unwrap_or(0);
+            let ex = int(tag::EX_DESTINATION)?.unwrap_or(0);
             if ex < 0 {
                 return Err(rej(
                     5,
-                    TAG_EX_DESTINATION,
+                    tag::EX_DESTINATION,
                     "ExDestination must be 0 or more",
                 ));
             }
@@ -541,13 +570,16 @@ impl Session {
         match result {
             Ok(id) => {
                 let mut uoh = Message::new(MSG_RESPONSE);
-                uoh.push(TAG_GROUP_ID, id);
+                uoh.push(tag::ORDER_GROUP_ID, id);
                 if let Some(l) = limit
                     && matches!(action, Action::Create | Action::Update)
                 {
-                    uoh.push(TAG_LIMIT, l.whole().unwrap_or(0).to_string());
+                    uoh.push(
+                        tag::ORDER_GROUP_CONTRACTS_LIMIT,
+                        l.whole().unwrap_or(0).to_string(),
+                    );
                 }
-                uoh.push(TAG_ALLOC_ACCOUNT, sub.to_string());
+                uoh.push(tag::ALLOC_ACCOUNT, sub.to_string());
                 uoh
             }
             Err(EngineError::GroupNotFound) | Err(EngineError::OrderGroupNotFound(_)) => {

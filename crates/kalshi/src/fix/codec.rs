@@ -10,6 +10,7 @@
 //! precise error naming the offset and what is wrong. It never panics (fuzz target
 //! `fix_decode`).
 
+use crate::fix::tag;
 use std::fmt;
 
 pub const SOH: u8 = 0x01;
@@ -29,7 +30,7 @@ impl Message {
     /// A message of type `msg_type` (tag 35 first, as FIX requires).
     pub fn new(msg_type: &str) -> Message {
         Message {
-            fields: vec![(35, msg_type.as_bytes().to_vec())],
+            fields: vec![(tag::MSG_TYPE, msg_type.as_bytes().to_vec())],
         }
     }
 
@@ -65,7 +66,7 @@ impl Message {
     }
 
     pub fn msg_type(&self) -> Option<&str> {
-        self.get_str(35)
+        self.get_str(tag::MSG_TYPE)
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod codec;
 pub mod session;
+pub mod tag;
 pub mod uog;
 
 pub use session::{FixAddr, FixConfig, FixSession, SessionStatus};

@@ -11,6 +11,7 @@
 
 use super::codec::Message;
 use super::session::FixSession;
+use super::tag;
 use crate::budget::Priority;
 use crate::op::Op;
 use crate::retry::{Repeat, RetryPolicy, with_retries};
@@ -19,12 +20,6 @@ use riskd_units::Contracts;
 
 pub const MSG_REQUEST: &str = "UOG";
 pub const MSG_RESPONSE: &str = "UOH";
-
-pub const TAG_GROUP_ID: u32 = 20130;
-pub const TAG_ACTION: u32 = 20131;
-pub const TAG_LIMIT: u32 = 20132;
-pub const TAG_ALLOC_ACCOUNT: u32 = 79;
-pub const TAG_EX_DESTINATION: u32 = 100;
 
 /// 20131 OrderGroupAction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,22 +64,22 @@ pub fn request_body(
     exchange_index: u32,
 ) -> Result<Vec<(u32, Vec<u8>)>, ExchangeError> {
     let mut m = Message::default();
-    m.push(TAG_ACTION, (action as u8).to_string());
+    m.push(tag::ORDER_GROUP_ACTION, (action as u8).to_string());
     if let Some(g) = group {
-        m.push(TAG_GROUP_ID, g.as_str());
+        m.push(tag::ORDER_GROUP_ID, g.as_str());
     }
     if let Some(l) = limit {
         let whole = l.whole().ok_or_else(|| ExchangeError::Decode {
             op: action.op(),
             reason: format!("limit {l}: FIX carries whole contracts only (20132 is an integer)"),
         })?;
-        m.push(TAG_LIMIT, whole.to_string());
+        m.push(tag::ORDER_GROUP_CONTRACTS_LIMIT, whole.to_string());
     }
     if subaccount != 0 {
-        m.push(TAG_ALLOC_ACCOUNT, subaccount.to_string());
+        m.push(tag::ALLOC_ACCOUNT, subaccount.to_string());
     }
     if exchange_index != 0 {
-        m.push(TAG_EX_DESTINATION, exchange_index.to_string());
+        m.push(tag::EX_DESTINATION, exchange_index.to_string());
     }
     Ok(m.fields)
 }
@@ -106,10 +101,10 @@ pub fn parse_response(op: &'static str, msg: &Message) -> Result<Response, Excha
         )));
     }
     let group = msg
-        .get_str(TAG_GROUP_ID)
+        .get_str(tag::ORDER_GROUP_ID)
         .filter(|g| !g.is_empty())
         .ok_or_else(|| bad("35=UOH without 20130 OrderGroupID".into()))?;
-    let limit = match msg.get_str(TAG_LIMIT) {
+    let limit = match msg.get_str(tag::ORDER_GROUP_CONTRACTS_LIMIT) {
         None => None,
         Some(t) => Some(
             t.parse::<i64>()
@@ -119,7 +114,7 @@ pub fn parse_response(op: &'static str, msg: &Message) -> Result<Response, Excha
                 .ok_or_else(|| bad(format!("20132 OrderGroupContractsLimit {t:?}")))?,
         ),
     };
-    let subaccount = match msg.get_str(TAG_ALLOC_ACCOUNT) {
+    let subaccount = match msg.get_str(tag::ALLOC_ACCOUNT) {
         None => None,
         Some(t) => Some(
             t.parse::<u8>()

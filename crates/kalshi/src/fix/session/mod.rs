@@ -23,6 +23,7 @@
 //!   wait in the queue for up to `queue_timeout` and then fail as certainly not sent.
 //! - **Logout** on stop, waiting briefly for the exchange's Logout.
 
+use crate::fix::tag;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -341,7 +342,7 @@ impl FixSession {
         self.budget.acquire(priority).await;
         let started = Instant::now();
         let (reply, rx) = oneshot::channel();
-        let mut fields = vec![(35, msg_type.as_bytes().to_vec())];
+        let mut fields = vec![(tag::MSG_TYPE, msg_type.as_bytes().to_vec())];
         fields.extend(body);
         let req = Request {
             op,

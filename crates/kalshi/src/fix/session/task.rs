@@ -1,6 +1,7 @@
 //! The session's task: it owns the connection, logs on, keeps the heartbeat, serialises
 //! requests and answers, and reconnects with backoff until stopped.
 
+use crate::fix::tag;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -77,10 +78,10 @@ impl Conn {
         // 35 first, then the rest of the header, then the body.
         let (first, rest) = fields.split_first().ok_or("empty message")?;
         msg.fields.push(first.clone());
-        msg.push(49, &self.sender)
-            .push(56, &self.target)
-            .push(34, seq.to_string())
-            .push(52, sending_time);
+        msg.push(tag::SENDER_COMP_ID, &self.sender)
+            .push(tag::TARGET_COMP_ID, &self.target)
+            .push(tag::MSG_SEQ_NUM, seq.to_string())
+            .push(tag::SENDING_TIME, sending_time);
         msg.fields.extend(rest.iter().cloned());
         tracing::debug!(msg = %show(&msg), "FIX out");
         let bytes = codec::encode(BEGIN_STRING, &msg);
@@ -124,7 +125,7 @@ impl Conn {
 }
 
 pub(super) fn text(msg: &Message) -> Option<String> {
-    msg.get_str(58).map(str::to_owned)
+    msg.get_str(tag::TEXT).map(str::to_owned)
 }
 
 pub(super) fn num<T: std::str::FromStr>(msg: &Message, tag: u32) -> Option<T> {
@@ -134,8 +135,8 @@ pub(super) fn num<T: std::str::FromStr>(msg: &Message, tag: u32) -> Option<T> {
 pub(super) fn session_reject(op: &'static str, msg: &Message) -> ExchangeError {
     ExchangeError::SessionReject {
         op,
-        reason: num(msg, 373),
-        ref_tag: num(msg, 371),
+        reason: num(msg, tag::SESSION_REJECT_REASON),
+        ref_tag: num(msg, tag::REF_TAG_ID),
         text: text(msg),
     }
 }
@@ -143,7 +144,7 @@ pub(super) fn session_reject(op: &'static str, msg: &Message) -> ExchangeError {
 pub(super) fn business_reject(op: &'static str, msg: &Message) -> ExchangeError {
     ExchangeError::BusinessReject {
         op,
-        reason: num(msg, 380),
+        reason: num(msg, tag::BUSINESS_REJECT_REASON),
         text: text(msg),
     }
 }
@@ -320,11 +321,14 @@ impl Task {
         let signature = self.signer.sign_base64(&prehash);
         let mut logon = Message::new("A");
         logon
-            .push(98, "0")
-            .push(108, self.cfg.heartbeat.as_secs().max(4).to_string())
-            .push(141, "Y")
-            .push(1137, APPL_VER_FIX50SP2)
-            .push_data(95, 96, signature.as_bytes());
+            .push(tag::ENCRYPT_METHOD, "0")
+            .push(
+                tag::HEART_BT_INT,
+                self.cfg.heartbeat.as_secs().max(4).to_string(),
+            )
+            .push(tag::RESET_SEQ_NUM_FLAG, "Y")
+            .push(tag::DEFAULT_APPL_VER_ID, APPL_VER_FIX50SP2)
+            .push_data(tag::RAW_DATA_LENGTH, tag::RAW_DATA, signature.as_bytes());
         conn.send_with(&logon.fields, 1, &st, self.cfg.answer_timeout)
             .await?;
         let answer = tokio::time::timeout(self.cfg.answer_timeout, conn.next())
@@ -418,7 +422,7 @@ impl Task {
                         break Ended::error(format!("{why}; reconnecting so no late answer is misread"));
                     }
                     if conn.last_sent.elapsed() >= hb
-                        && let Err(e) = conn.send(&[(35, b"0".to_vec())], write_timeout).await
+                        && let Err(e) = conn.send(&[(tag::MSG_TYPE, b"0".to_vec())], write_timeout).await
                     {
                         break Ended::error(e);
                     }
@@ -426,7 +430,7 @@ impl Task {
                     match &test_request {
                         None if quiet >= hb + hb / 5 => {
                             let id = format!("riskd-{}", now_ms());
-                            if let Err(e) = conn.send(&[(35, b"1".to_vec()), (112, id.clone().into_bytes())], write_timeout).await {
+                            if let Err(e) = conn.send(&[(tag::MSG_TYPE, b"1".to_vec()), (tag::TEST_REQ_ID, id.clone().into_bytes())], write_timeout).await {
                                 break Ended::error(e);
                             }
                             self.counters.test_requests_sent.fetch_add(1, Ordering::Relaxed);
@@ -457,7 +461,10 @@ impl Task {
     pub(super) async fn logout(&self, conn: &mut Conn, why: &str) -> Ended {
         let _ = conn
             .send(
-                &[(35, b"5".to_vec()), (58, why.as_bytes().to_vec())],
+                &[
+                    (tag::MSG_TYPE, b"5".to_vec()),
+                    (tag::TEXT, why.as_bytes().to_vec()),
+                ],
                 Duration::from_secs(1),
             )
             .await;
@@ -487,9 +494,9 @@ impl Task {
         let msg_type = msg.msg_type().unwrap_or("").to_owned();
         // Sequence: a gap cannot be filled on this session type; lower than expected without
         // PossDupFlag means the two sides disagree, which FIX answers with a Logout.
-        let seq: u64 = num(&msg, 34).unwrap_or(0);
-        let poss_dup = msg.get(43) == Some(b"Y");
-        if msg_type == "4" && msg.get(123) != Some(b"Y") {
+        let seq: u64 = num(&msg, tag::MSG_SEQ_NUM).unwrap_or(0);
+        let poss_dup = msg.get(tag::POSS_DUP_FLAG) == Some(b"Y");
+        if msg_type == "4" && msg.get(tag::GAP_FILL_FLAG) != Some(b"Y") {
             // SequenceReset-Reset: takes effect whatever its own number.
         } else if seq < conn.in_seq && !poss_dup {
             let why = format!(
@@ -520,29 +527,32 @@ impl Task {
                     .heartbeats_received
                     .fetch_add(1, Ordering::Relaxed);
                 if let Some((id, _)) = test_request
-                    && msg.get_str(112) == Some(id.as_str())
+                    && msg.get_str(tag::TEST_REQ_ID) == Some(id.as_str())
                 {
                     *test_request = None;
                 }
             }
             "1" => {
-                let id = msg.get(112).unwrap_or_default().to_vec();
-                conn.send(&[(35, b"0".to_vec()), (112, id)], write_timeout)
-                    .await
-                    .map_err(Ended::error)?;
+                let id = msg.get(tag::TEST_REQ_ID).unwrap_or_default().to_vec();
+                conn.send(
+                    &[(tag::MSG_TYPE, b"0".to_vec()), (tag::TEST_REQ_ID, id)],
+                    write_timeout,
+                )
+                .await
+                .map_err(Ended::error)?;
             }
             "2" => {
                 // Nothing is ever resent: a late group action could undo a newer one.
-                let begin: u64 = num(&msg, 7).unwrap_or(1).max(1);
+                let begin: u64 = num(&msg, tag::BEGIN_SEQ_NO).unwrap_or(1).max(1);
                 let next = conn.out_seq;
                 let orig = sending_time(now_ms());
                 conn.send_with(
                     &[
-                        (35, b"4".to_vec()),
-                        (43, b"Y".to_vec()),
-                        (122, orig.clone().into_bytes()),
-                        (123, b"Y".to_vec()),
-                        (36, next.to_string().into_bytes()),
+                        (tag::MSG_TYPE, b"4".to_vec()),
+                        (tag::POSS_DUP_FLAG, b"Y".to_vec()),
+                        (tag::ORIG_SENDING_TIME, orig.clone().into_bytes()),
+                        (tag::GAP_FILL_FLAG, b"Y".to_vec()),
+                        (tag::NEW_SEQ_NO, next.to_string().into_bytes()),
                     ],
                     begin.min(next),
                     &orig,
@@ -561,7 +571,7 @@ impl Task {
             "5" => {
                 let why = text(&msg).unwrap_or_else(|| "no reason given".into());
                 let _ = conn
-                    .send(&[(35, b"5".to_vec())], Duration::from_secs(1))
+                    .send(&[(tag::MSG_TYPE, b"5".to_vec())], Duration::from_secs(1))
                     .await;
                 return Err(Ended {
                     reason: format!("the exchange logged out: {why}"),
@@ -569,7 +579,7 @@ impl Task {
                 });
             }
             "3" => {
-                let ref_seq: Option<u64> = num(&msg, 45);
+                let ref_seq: Option<u64> = num(&msg, tag::REF_SEQ_NUM);
                 match in_flight {
                     Some(f) if ref_seq == Some(f.seq) => {
                         let e = session_reject(f.req.op, &msg);
@@ -581,7 +591,7 @@ impl Task {
                 }
             }
             "j" => {
-                let ref_seq: Option<u64> = num(&msg, 45);
+                let ref_seq: Option<u64> = num(&msg, tag::REF_SEQ_NUM);
                 match in_flight {
                     Some(f) if ref_seq.is_none_or(|s| s == f.seq) => {
                         let e = business_reject(f.req.op, &msg);
