@@ -3,8 +3,6 @@
 //! control channel and the REST client; it keeps no state of its own beyond which Trigger loops
 //! may still be running.
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
 use super::shell::Shell;
@@ -71,15 +69,16 @@ impl Shell {
         self.tracker.spawn(async move {
             let input = match c {
                 Command::Trigger { group } => {
-                    // Retried until the exchange confirms it; a group that no longer exists
-                    // cannot be triggered.
-                    let backoff = RetryPolicy { attempts: u32::MAX, initial: Duration::from_millis(100), max: Duration::from_secs(2) };
+                    // The Trigger's one retry layer: one attempt at a time (on each channel),
+                    // retried with the exchange calls' backoff until the exchange confirms it;
+                    // a group that no longer exists cannot be triggered.
+                    let backoff = RetryPolicy { attempts: u32::MAX, ..RetryPolicy::default() };
                     let mut attempt = 0;
                     loop {
                         // A reset confirmed meanwhile ends an attempt still waiting for its
                         // budget, its connection or a fresh signature, not only the next one.
                         let attempted = tokio::select! {
-                            r = control.trigger_group(&group) => r,
+                            r = control.trigger_once(&group) => r,
                             _ = superseded.cancelled() => {
                                 break Input::ActionDone { group, action: Action::Trigger, result: Err("given up: superseded by a later reset or Trigger".into()) };
                             }

@@ -95,13 +95,16 @@ impl GroupControl {
         }
     }
 
-    /// Triggers a group; `Ok` names the channel that confirmed it (`"fix"` or `"rest"`).
-    pub async fn trigger_group(&self, g: &GroupAddress) -> Result<&'static str, ExchangeError> {
-        let over_rest = async { self.rest.trigger_group(g).await.map(|()| "rest") };
+    /// One attempt to trigger a group on each channel it uses; `Ok` names the channel that
+    /// confirmed it (`"fix"` or `"rest"`). Nothing here retries: the caller is the Trigger's one
+    /// retry layer (the daemon retries until the exchange confirms, or a later reset of the
+    /// group supersedes it).
+    pub async fn trigger_once(&self, g: &GroupAddress) -> Result<&'static str, ExchangeError> {
+        let over_rest = async { self.rest.trigger_once(g).await.map(|()| "rest") };
         let Some(fix) = self.fix_up() else {
             return over_rest.await;
         };
-        let over_fix = async { fix.trigger_group(g).await.map(|()| "fix") };
+        let over_fix = async { fix.trigger_once(g).await.map(|()| "fix") };
         tokio::pin!(over_fix);
         tokio::select! {
             r = &mut over_fix => match r {

@@ -4,8 +4,11 @@
 //!   any retryable error (429, 5xx, transport, a FIX session down or slow).
 //! - A call that is not (create) is retried only while the failed attempt certainly did
 //!   nothing; when its outcome is unknown the caller settles it by listing.
+//! - A call made once (`Repeat::Never`: its caller is the retry layer, as the daemon is for
+//!   Trigger) is not retried here.
 //! - A signature that aged past the exchange's window on the way proves nothing was applied:
-//!   the call is signed afresh and sent again at once, without a pause.
+//!   the call is signed afresh and sent again at once, without a pause (once for any call, and
+//!   again within the attempts of one that may repeat).
 //! - A delete (`gone_ok`) that finds the group gone after an attempt whose outcome was unknown
 //!   has done its job: that attempt deleted it.
 //!
@@ -49,9 +52,11 @@ pub enum Repeat {
     Safe,
     /// Not idempotent (create): retried only while the exchange certainly did not apply it.
     OnlyIfNotApplied,
+    /// One attempt: the caller retries (and may stop when retrying no longer makes sense).
+    Never,
 }
 
-/// Runs `attempt(n)` (n counts from 0) until it succeeds or retrying cannot help, by the rules
+/// Runs `attempt(n)` (n counts the calls from 0) until it succeeds or retrying cannot help, by the rules
 /// above. `gone` is what a delete returns when the group is found gone after an unclear attempt.
 pub async fn with_retries<T, F, Fut>(
     op: &'static str,
@@ -66,8 +71,12 @@ where
 {
     let mut n = 0;
     let mut unclear = false;
+    let mut resigned = false;
+    let mut calls = 0;
     loop {
-        let err = match attempt(n).await {
+        let made = attempt(calls).await;
+        calls += 1;
+        let err = match made {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
@@ -78,16 +87,23 @@ where
             return Ok(gone());
         }
         unclear |= err.outcome_unknown();
-        n += 1;
-        if err.is_timestamp_expired() && n < policy.attempts {
-            tracing::warn!(
-                op,
-                attempt = n,
-                "signature expired on the way; signing afresh"
-            );
+        let expired = err.is_timestamp_expired();
+        if expired && !resigned {
+            resigned = true;
+            tracing::warn!(op, "signature expired on the way; signing afresh");
             continue;
         }
-        let may_retry = err.is_retryable() && (repeat == Repeat::Safe || !err.outcome_unknown());
+        n += 1;
+        if expired && repeat != Repeat::Never && n < policy.attempts {
+            tracing::warn!(op, attempt = n, "signature expired again; signing afresh");
+            continue;
+        }
+        let may_retry = err.is_retryable()
+            && match repeat {
+                Repeat::Safe => true,
+                Repeat::OnlyIfNotApplied => !err.outcome_unknown(),
+                Repeat::Never => false,
+            };
         if !may_retry || n >= policy.attempts {
             return Err(err);
         }
@@ -164,9 +180,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_expired_signature_is_sent_again_at_once() {
         let expired = answer(401, r#"{"error":{"code":"header_timestamp_expired"}}"#);
-        let (r, made, paused) =
-            run(Repeat::OnlyIfNotApplied, None, vec![Err(expired), Ok("ok")]).await;
+        let script = vec![Err(expired.clone()), Ok("ok")];
+        let (r, made, paused) = run(Repeat::OnlyIfNotApplied, None, script).await;
         assert_eq!((r.ok(), made), (Some("ok"), 2));
         assert_eq!(paused, Duration::ZERO);
+        let script = vec![Err(expired.clone()), Ok("ok")];
+        let (r, made, _) = run(Repeat::Never, None, script).await;
+        assert_eq!((r.ok(), made), (Some("ok"), 2), "even a call made once");
+        let (r, made, _) = run(Repeat::Never, None, vec![Err(expired)]).await;
+        assert!(r.unwrap_err().is_timestamp_expired());
+        assert_eq!(
+            made, 2,
+            "once, not for ever (a skewed clock fails every signature)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_made_once_is_not_retried_here() {
+        let (r, made, _) = run(Repeat::Never, None, vec![Err(answer(503, ""))]).await;
+        assert_eq!(r.unwrap_err().status(), Some(503));
+        assert_eq!(made, 1);
     }
 }

@@ -216,6 +216,20 @@ impl FixSession {
             .map(drop)
     }
 
+    /// One Trigger attempt: for a caller that is itself the retry layer, as the daemon is.
+    pub async fn trigger_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        let body = request_body(
+            Action::Trigger,
+            Some(&g.id),
+            None,
+            g.subaccount,
+            g.exchange_index,
+        )?;
+        self.uog(Action::Trigger, Priority::Trigger, body)
+            .await
+            .map(drop)
+    }
+
     pub async fn update_limit(
         &self,
         g: &GroupAddress,

@@ -12,6 +12,7 @@ use crate::budget::Priority;
 use crate::error::ExchangeError;
 use crate::group::{GroupAddress, GroupDetail, GroupId, ListedGroup};
 use crate::op::Op;
+use crate::retry::Repeat;
 use crate::wire;
 use riskd_units::Contracts;
 
@@ -52,7 +53,7 @@ impl RestClient {
                 path: "/portfolio/order_groups/create",
                 body: Some(&body),
                 bill: Bill::Write(Priority::Normal),
-                idempotent: false,
+                repeat: Repeat::OnlyIfNotApplied,
                 presigned: None,
                 gone_ok: false,
             })
@@ -239,7 +240,7 @@ impl RestClient {
             path: &path,
             body: None,
             bill: Bill::Write(Priority::Normal),
-            idempotent: true,
+            repeat: Repeat::Safe,
             presigned: None,
             gone_ok: true,
         })
@@ -249,15 +250,25 @@ impl RestClient {
 
     pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
         let op = Op::ResetOrderGroup;
-        self.put_action(g, op, "reset", Priority::Normal, None)
+        self.put_action(g, op, "reset", Priority::Normal, None, Repeat::Safe)
             .await
     }
 
     /// Triggers a group: first in line for the budget, using an armed signature when fresh.
     pub async fn trigger_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        self.trigger(g, Repeat::Safe).await
+    }
+
+    /// One Trigger attempt (an expired signature aside): for a caller that is itself the
+    /// retry layer, as the daemon is.
+    pub async fn trigger_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        self.trigger(g, Repeat::Never).await
+    }
+
+    async fn trigger(&self, g: &GroupAddress, repeat: Repeat) -> Result<(), ExchangeError> {
         let armed = self.armory.take(g, now_ms());
         let op = Op::TriggerOrderGroup;
-        self.put_action(g, op, "trigger", Priority::Trigger, armed)
+        self.put_action(g, op, "trigger", Priority::Trigger, armed, repeat)
             .await
     }
 
@@ -269,6 +280,7 @@ impl RestClient {
         action: &str,
         priority: Priority,
         presigned: Option<SignedHeaders>,
+        repeat: Repeat,
     ) -> Result<(), ExchangeError> {
         let path = format!("/portfolio/order_groups/{}/{action}{}", g.id, query(g));
         self.call(Call {
@@ -277,7 +289,7 @@ impl RestClient {
             path: &path,
             body: Some(&json!({})),
             bill: Bill::Write(priority),
-            idempotent: true,
+            repeat,
             presigned,
             gone_ok: false,
         })
@@ -298,7 +310,7 @@ impl RestClient {
             path: &path,
             body: Some(&body),
             bill: Bill::Write(Priority::Normal),
-            idempotent: true,
+            repeat: Repeat::Safe,
             presigned: None,
             gone_ok: false,
         })

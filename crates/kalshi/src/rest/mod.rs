@@ -140,7 +140,7 @@ struct Call<'a> {
     path: &'a str,
     body: Option<&'a Value>,
     bill: Bill,
-    idempotent: bool,
+    repeat: Repeat,
     presigned: Option<SignedHeaders>,
     /// A 404 after an earlier attempt whose outcome was unknown means that attempt did it
     /// (a delete): success.
@@ -261,17 +261,12 @@ impl RestClient {
             path,
             body,
             bill,
-            idempotent,
+            repeat,
             mut presigned,
             gone_ok,
         } = c;
         let full_path = format!("{}{}", self.base_path, path);
         let url = format!("{}{}", self.origin, full_path);
-        let repeat = if idempotent {
-            Repeat::Safe
-        } else {
-            Repeat::OnlyIfNotApplied
-        };
         let gone = gone_ok.then_some(bytes::Bytes::new as fn() -> bytes::Bytes);
         with_retries(op, &self.retry, repeat, gone, |_| {
             // The armed signature, if any, is for the first attempt only.
@@ -329,7 +324,7 @@ impl RestClient {
                 path,
                 body: None,
                 bill,
-                idempotent: true,
+                repeat: Repeat::Safe,
                 presigned: None,
                 gone_ok: false,
             })
