@@ -85,15 +85,18 @@ impl Contracts {
     pub const ZERO: Contracts = Contracts(0);
 
     /// From hundredths of a contract.
+    #[inline]
     pub const fn from_hundredths(hundredths: i64) -> Self {
         Contracts(hundredths)
     }
 
     /// From a whole number of contracts.
+    #[inline]
     pub const fn from_whole(contracts: i64) -> Self {
         Contracts(contracts * 100)
     }
 
+    #[inline]
     pub const fn hundredths(self) -> i64 {
         self.0
     }
@@ -117,10 +120,12 @@ impl Contracts {
         parse_fixed(text, 2).map(Contracts)
     }
 
+    #[inline]
     pub fn checked_add(self, other: Contracts) -> Option<Contracts> {
         self.0.checked_add(other.0).map(Contracts)
     }
 
+    #[inline]
     pub fn min(self, other: Contracts) -> Contracts {
         Contracts(self.0.min(other.0))
     }
@@ -135,12 +140,14 @@ impl fmt::Display for Contracts {
 
 impl Add for Contracts {
     type Output = Contracts;
+    #[inline]
     fn add(self, rhs: Contracts) -> Contracts {
         Contracts(self.0 + rhs.0)
     }
 }
 
 impl AddAssign for Contracts {
+    #[inline]
     fn add_assign(&mut self, rhs: Contracts) {
         self.0 += rhs.0;
     }
@@ -148,12 +155,14 @@ impl AddAssign for Contracts {
 
 impl Sub for Contracts {
     type Output = Contracts;
+    #[inline]
     fn sub(self, rhs: Contracts) -> Contracts {
         Contracts(self.0 - rhs.0)
     }
 }
 
 impl SubAssign for Contracts {
+    #[inline]
     fn sub_assign(&mut self, rhs: Contracts) {
         self.0 -= rhs.0;
     }
@@ -167,10 +176,12 @@ impl Dollars {
     pub const ZERO: Dollars = Dollars(0);
     pub const ONE: Dollars = Dollars(1_000_000);
 
+    #[inline]
     pub const fn from_micros(micros: i64) -> Self {
         Dollars(micros)
     }
 
+    #[inline]
     pub const fn micros(self) -> i64 {
         self.0
     }
@@ -181,6 +192,7 @@ impl Dollars {
     }
 
     /// The value of `count` contracts at this price per contract, rounded down to a micro-dollar.
+    #[inline]
     pub fn times(self, count: Contracts) -> Dollars {
         Dollars(((self.0 as i128 * count.0 as i128) / 100) as i64)
     }
@@ -208,6 +220,7 @@ impl fmt::Display for Dollars {
 
 impl Add for Dollars {
     type Output = Dollars;
+    #[inline]
     fn add(self, rhs: Dollars) -> Dollars {
         Dollars(self.0 + rhs.0)
     }
@@ -215,6 +228,7 @@ impl Add for Dollars {
 
 impl Sub for Dollars {
     type Output = Dollars;
+    #[inline]
     fn sub(self, rhs: Dollars) -> Dollars {
         Dollars(self.0 - rhs.0)
     }
