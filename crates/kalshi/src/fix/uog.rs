@@ -55,6 +55,11 @@ impl Action {
     }
 }
 
+/// The body of an action on an existing group (reset, trigger, delete).
+fn group_body(action: Action, g: &GroupAddress) -> Result<Vec<(u32, Vec<u8>)>, ExchangeError> {
+    request_body(action, Some(&g.id), None, g.subaccount, g.exchange_index)
+}
+
 /// A UOG body (after 35): the action, then the group, limit, subaccount and exchange index.
 pub fn request_body(
     action: Action,
@@ -190,13 +195,7 @@ impl FixSession {
     }
 
     pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let body = request_body(
-            Action::Reset,
-            Some(&g.id),
-            None,
-            g.subaccount,
-            g.exchange_index,
-        )?;
+        let body = group_body(Action::Reset, g)?;
         self.idempotent(Action::Reset, Priority::Normal, body)
             .await
             .map(drop)
@@ -204,27 +203,16 @@ impl FixSession {
 
     /// Triggers a group, first in line for the budget and the session.
     pub async fn trigger_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let body = request_body(
-            Action::Trigger,
-            Some(&g.id),
-            None,
-            g.subaccount,
-            g.exchange_index,
-        )?;
-        self.idempotent(Action::Trigger, Priority::Trigger, body)
-            .await
-            .map(drop)
+        let retry = RetryPolicy::default();
+        with_retries(Action::Trigger.op(), &retry, Repeat::Safe, None, |_| {
+            self.trigger_once(g)
+        })
+        .await
     }
 
     /// One Trigger attempt: for a caller that is itself the retry layer, as the daemon is.
     pub async fn trigger_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let body = request_body(
-            Action::Trigger,
-            Some(&g.id),
-            None,
-            g.subaccount,
-            g.exchange_index,
-        )?;
+        let body = group_body(Action::Trigger, g)?;
         self.uog(Action::Trigger, Priority::Trigger, body)
             .await
             .map(drop)
@@ -249,13 +237,7 @@ impl FixSession {
 
     /// Deletes a group; a group already gone after an unclear attempt counts as deleted.
     pub async fn delete_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let body = request_body(
-            Action::Delete,
-            Some(&g.id),
-            None,
-            g.subaccount,
-            g.exchange_index,
-        )?;
+        let body = group_body(Action::Delete, g)?;
         let retry = RetryPolicy::default();
         let gone: fn() -> () = || ();
         with_retries(
