@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use kalshi_riskd::kalshi::auth::now_ms;
-use kalshi_riskd::kalshi::{GroupAddress, RestClient, RestConfig};
+use kalshi_riskd::kalshi::{GroupAddress, GroupChannel, RestClient, RestConfig};
 use kalshi_riskd::risk::Contracts;
 use tokio::time::Instant;
 

@@ -15,9 +15,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kalshi_riskd::kalshi::Signer;
 use kalshi_riskd::kalshi::budget::Budget;
 use kalshi_riskd::kalshi::fix::{FixAddr, FixConfig, FixSession};
+use kalshi_riskd::kalshi::{GroupChannel, Signer};
 use kalshi_riskd::risk::Contracts;
 use tokio_util::sync::CancellationToken;
 

@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashSet;
 
 use kalshi_riskd::kalshi::rest::{CreateError, CreateOutcome};
-use kalshi_riskd::kalshi::{ExchangeError, GroupAddress, GroupId};
+use kalshi_riskd::kalshi::{ExchangeError, GroupAddress, GroupChannel, GroupControl, GroupId};
 use kalshi_riskd::risk::Contracts;
 use serde_json::json;
 use support::TestSim;
@@ -120,7 +120,7 @@ async fn a_create_refused_by_the_exchange_is_not_retried() {
     let api = t.rest_client(|_| {});
     api.create_group(0, 0, c(5)).await.unwrap();
     let before = t.stats().await["requests"].as_u64().unwrap();
-    let err = api
+    let err = GroupControl::rest(api.clone())
         .create_group_reconciled(0, 0, c(5), &HashSet::new())
         .await
         .unwrap_err();
@@ -140,7 +140,7 @@ async fn a_create_that_failed_before_applying_is_tried_again_once_settled() {
         json!({"error_burst": 1, "error_path": "/trade-api/v2/portfolio/order_groups/create"}),
     )
     .await;
-    let outcome = api
+    let outcome = GroupControl::rest(api.clone())
         .create_group_reconciled(0, 0, c(9), &HashSet::new())
         .await
         .unwrap();
@@ -161,7 +161,7 @@ async fn a_create_whose_answer_was_lost_is_adopted_from_the_listing() {
         "error_path": "/trade-api/v2/portfolio/order_groups/create"}))
         .await;
     let known: HashSet<GroupId> = [existing.id.clone()].into();
-    let outcome = api
+    let outcome = GroupControl::rest(api.clone())
         .create_group_reconciled(0, 0, c(9), &known)
         .await
         .unwrap();
@@ -184,7 +184,7 @@ async fn an_ambiguous_create_is_reported_not_guessed() {
     t.set_faults(json!({"error_rate": 1.0, "error_after_apply": true,
         "error_path": "/trade-api/v2/portfolio/order_groups/create"}))
         .await;
-    let outcome = api
+    let outcome = GroupControl::rest(api.clone())
         .create_group_reconciled(0, 0, c(9), &HashSet::new())
         .await
         .unwrap();
@@ -200,7 +200,7 @@ async fn an_unsettled_create_names_what_could_not_be_settled() {
     let t = TestSim::start().await;
     let api = t.rest_client(|_| {});
     t.set_faults(json!({"error_rate": 1.0})).await; // even the listing fails
-    let err = api
+    let err = GroupControl::rest(api.clone())
         .create_group_reconciled(4, 1, c(12), &HashSet::new())
         .await
         .unwrap_err();

@@ -12,7 +12,7 @@ use kalshi_riskd::kalshi::budget::{Budget, Priority};
 use kalshi_riskd::kalshi::fix::codec::{self, Message};
 use kalshi_riskd::kalshi::fix::session::{logon_prehash, sending_time};
 use kalshi_riskd::kalshi::fix::{FixAddr, FixConfig, FixSession, SessionStatus};
-use kalshi_riskd::kalshi::{GroupId, Signer};
+use kalshi_riskd::kalshi::{GroupChannel, GroupId, Signer};
 use kalshi_riskd::risk::Contracts;
 use serde_json::json;
 use support::{KEY_ID, PATIENCE, TestSim};

@@ -10,7 +10,7 @@ use crate::kalshi::auth::now_ms;
 use crate::risk::engine::{DecisionKind, Input, OperatorCommand};
 use crate::risk::guard::GuardState;
 
-use super::shell::Shell;
+use super::event_loop::Shell;
 
 impl Shell {
     /// Answers one admin API call.

@@ -1,19 +1,200 @@
-//! The loop: signals, admin calls, command outcomes, reads, stream events and ticks go into
-//! the risk core one at a time, and what comes out is carried out. It never waits on the
-//! exchange or the disk; it returns when asked to stop (SIGTERM, SIGINT, or the caller's
-//! token) or when the stream task ends.
+//! The loop and the shell's state. Signals, admin calls, command outcomes, reads, stream
+//! events and ticks go into the risk core one at a time, and what comes out takes one path to
+//! the world: commands go to the executor first (each on its own task), then decisions are
+//! logged and handed to the durable writer, so no Trigger ever waits for a disk write. The loop
+//! never waits on the exchange or the disk; it returns when asked to stop (SIGTERM, SIGINT, or
+//! the caller's token) or when the stream task ends.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::events::to_input;
+use super::groups::Prepared;
+use super::intents::IntentLog;
+use super::reads::{BackfillRead, Backfilling, Reconciling};
+use super::reload::ReloadInFlight;
 use super::signals::{KILL_SIGNALLED, Signals, notify};
 use super::start::Running;
+use super::store::StateFile;
+use super::writer::{WriteHealth, WriteJob};
+use crate::admin::AdminResult;
+use crate::config::Loaded;
+use crate::http::Metrics;
 use crate::kalshi::auth::now_ms;
 use crate::kalshi::fix::FixSession;
-use crate::risk::engine::{Input, OperatorCommand};
+use crate::kalshi::stream::{Health, StreamEvent};
+use crate::kalshi::{GroupAddress, GroupControl};
+use crate::risk::Dollars;
+use crate::risk::GroupId;
+use crate::risk::engine::{
+    DecisionKind, Fill, GroupChange, Input, OperatorCommand, Output, RiskEngine, StreamHealth,
+};
+
+/// An admin caller waiting for an answer.
+pub(super) type AdminReply = tokio::sync::oneshot::Sender<crate::admin::AdminResult>;
+
+pub(super) struct Shell {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) loaded: Loaded,
+    pub(super) config_path: std::path::PathBuf,
+    pub(super) engine: RiskEngine,
+    pub(super) control: GroupControl,
+    pub(super) results: mpsc::UnboundedSender<Input>,
+    pub(super) writer: std::sync::mpsc::Sender<WriteJob>,
+    pub(super) tracker: TaskTracker,
+    pub(super) stop: CancellationToken,
+    pub(super) intents: Arc<IntentLog>,
+    pub(super) writes: Arc<WriteHealth>,
+    pub(super) reload: Option<ReloadInFlight>,
+    pub(super) reload_done: mpsc::UnboundedSender<Result<Prepared, String>>,
+    /// Create intents to close with the next state write.
+    pub(super) close_after_save: Vec<u64>,
+    pub(super) reconciling: Reconciling,
+    pub(super) reconcile_done: mpsc::UnboundedSender<Result<Vec<GroupAddress>, String>>,
+    pub(super) backfilling: Backfilling,
+    pub(super) backfill_done: mpsc::UnboundedSender<BackfillRead>,
+    pub(super) backfill_retry: mpsc::UnboundedSender<(i64, &'static str)>,
+    /// Where a backfill asked for "since the start" begins: the start-up rebuild's time.
+    pub(super) backfill_floor_ms: i64,
+    /// The Trigger retry loop of each group, if one may still be running: a reset the exchange
+    /// confirmed later ends it, or its next attempt would undo the reset.
+    pub(super) triggering: HashMap<GroupId, CancellationToken>,
+    /// Trigger loops that were running when a reset of their group was sent: ended once the
+    /// exchange confirms that reset (a Trigger decided after the reset is not among them).
+    pub(super) reset_supersedes: HashMap<GroupId, Vec<CancellationToken>>,
+}
+
+/// Decisions that change what `state.json` holds.
+fn changes_state(kind: DecisionKind) -> bool {
+    use DecisionKind as D;
+    matches!(
+        kind,
+        D::Trip
+            | D::TripConfirmed
+            | D::Reset
+            | D::ResetFailed
+            | D::Settled
+            | D::KillEngaged
+            | D::KillReleased
+            | D::Reload
+            | D::Retired
+    )
+}
+
+impl Shell {
+    pub(super) fn handle(&mut self, input: Input) -> Vec<crate::risk::engine::Decision> {
+        let mut out = Vec::new();
+        self.engine.handle(input, now_ms(), &mut out);
+        self.dispatch(out)
+    }
+
+    /// Commands first (each on its own task), then the record.
+    /// Carries out commands and records decisions; returns the decisions.
+    pub(super) fn dispatch(&mut self, out: Vec<Output>) -> Vec<crate::risk::engine::Decision> {
+        let mut decisions = Vec::new();
+        for o in out {
+            match o {
+                Output::Command(c) => self.spawn(c),
+                Output::Decision(d) => decisions.push(d),
+            }
+        }
+        if decisions.is_empty() {
+            return decisions;
+        }
+        for d in &decisions {
+            match d.event {
+                DecisionKind::Reload => self.metrics.reload(true),
+                DecisionKind::ReloadFailed => self.metrics.reload(false),
+                _ => {}
+            }
+        }
+        for d in decisions
+            .iter()
+            .filter(|d| d.event == DecisionKind::TripConfirmed)
+        {
+            let trip = self
+                .engine
+                .strategies()
+                .iter()
+                .find(|s| Some(&s.policy.name) == d.strategy.as_ref())
+                .and_then(|s| s.trip());
+            if let Some(t) = trip
+                && let Some(done) = t.confirmed_ms
+            {
+                self.metrics
+                    .observe_trigger_latency(Duration::from_millis((done - t.at_ms).max(0) as u64));
+            }
+        }
+        for d in &decisions {
+            tracing::warn!(event = ?d.event, strategy = d.strategy.as_deref().unwrap_or(""), group = d.group_id.as_ref().map(|g| g.as_str()).unwrap_or(""), actor = %d.actor, reason = %d.reason, "decision");
+        }
+        let state = decisions
+            .iter()
+            .any(|d| changes_state(d.event))
+            .then(|| StateFile {
+                snapshot: self.engine.snapshot(),
+                clean_stop: false,
+            });
+        let returned = decisions.clone();
+        if self
+            .writer
+            .send(WriteJob {
+                decisions,
+                close_intents: if state.is_some() {
+                    std::mem::take(&mut self.close_after_save)
+                } else {
+                    Vec::new()
+                },
+                state,
+                done: None,
+            })
+            .is_err()
+        {
+            tracing::error!("the state writer has stopped; decisions are not being recorded");
+        }
+        returned
+    }
+
+    /// Answers admin callers once everything recorded so far is durable, without holding up
+    /// the loop.
+    pub(super) fn answer_when_durable(&self, replies: Vec<AdminReply>, answer: AdminResult) {
+        if replies.is_empty() {
+            return;
+        }
+        let (done, durable) = tokio::sync::oneshot::channel();
+        let _ = self.writer.send(WriteJob {
+            decisions: Vec::new(),
+            state: None,
+            close_intents: Vec::new(),
+            done: Some(done),
+        });
+        tokio::spawn(async move {
+            let _ = durable.await;
+            for r in replies {
+                let _ = r.send(answer.clone());
+            }
+        });
+    }
+
+    /// Waits until everything recorded so far is durable (the writer works in order).
+    pub(super) async fn flush(&self) {
+        let (done, durable) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            decisions: Vec::new(),
+            state: None,
+            close_intents: Vec::new(),
+            done: Some(done),
+        };
+        if self.writer.send(job).is_ok() {
+            let _ = durable.await;
+        }
+    }
+}
 
 /// How often the risk core gets a tick (timers, the watchdog, metrics).
 const TICK: Duration = Duration::from_millis(250);
@@ -84,4 +265,59 @@ impl Running {
             }
         }
     }
+}
+
+/// The price paid per contract: the YES price for YES, one dollar less it for NO, the larger
+/// when the side is not known.
+fn price_paid(f: &crate::kalshi::ws::Fill) -> Dollars {
+    let no = Dollars::ONE - f.yes_price;
+    match f.bought_yes {
+        Some(true) => f.yes_price,
+        Some(false) => no,
+        None => f.yes_price.max(no),
+    }
+}
+
+pub(super) fn to_input(ev: StreamEvent) -> Option<Input> {
+    use crate::kalshi::ws::GroupEventKind as K;
+    Some(match ev {
+        StreamEvent::Fill(f) => Input::Fill(Fill {
+            price: price_paid(&f),
+            trade_id: f.trade_id,
+            order_id: f.order_id,
+            count: f.count,
+            ts_ms: f.ts_ms,
+        }),
+        StreamEvent::Order(o) => Input::OrderGroup {
+            order_id: o.order_id,
+            group: o.group_id,
+        },
+        StreamEvent::Group(g) => Input::GroupEvent {
+            group: g.group_id,
+            change: match g.kind {
+                K::Created => GroupChange::Created,
+                K::Triggered => GroupChange::Triggered,
+                K::Reset => GroupChange::Reset,
+                K::Deleted => GroupChange::Deleted,
+                K::LimitUpdated => GroupChange::LimitUpdated(g.limit),
+            },
+        },
+        StreamEvent::Health(h) => Input::Stream(match h {
+            Health::Connected => StreamHealth::Connected,
+            Health::Disconnected { .. } => StreamHealth::Disconnected,
+            Health::Blind { .. } => StreamHealth::Blind,
+            Health::SeqGap { expected, got } => StreamHealth::Lossy(format!(
+                "order_group_updates seq {got} after {}",
+                expected - 1
+            )),
+            Health::Overflow { dropped } => {
+                StreamHealth::Lossy(format!("{dropped} stream events dropped"))
+            }
+            Health::ServerError { .. } => return None,
+            Health::SubscriptionLost { channel, reason } => {
+                StreamHealth::Lossy(format!("the subscription to {channel} was lost: {reason}"))
+            }
+            Health::Lossy { reason } => StreamHealth::Lossy(reason),
+        }),
+    })
 }

@@ -5,7 +5,8 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::shell::Shell;
+use super::event_loop::Shell;
+use crate::kalshi::GroupChannel;
 use crate::kalshi::rest::RetryPolicy;
 use crate::risk::engine::{Action, Command, Input, SWEEP_REASON};
 
@@ -78,7 +79,7 @@ impl Shell {
                         // A reset confirmed meanwhile ends an attempt still waiting for its
                         // budget, its connection or a fresh signature, not only the next one.
                         let attempted = tokio::select! {
-                            r = control.trigger_once(&group) => r,
+                            r = control.trigger_attempt(&group) => r,
                             _ = superseded.cancelled() => {
                                 break Input::ActionDone { group, action: Action::Trigger, result: Err("given up: superseded by a later reset or Trigger".into()) };
                             }

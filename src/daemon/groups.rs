@@ -25,11 +25,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use super::intents::{CreateIntent, IntentLog};
 use super::store::StoreError;
 use crate::config::Loaded;
-use crate::kalshi::Op;
 use crate::kalshi::auth::now_ms;
 use crate::kalshi::group::ListedGroup;
 use crate::kalshi::rest::{CreateError, CreateOutcome};
 use crate::kalshi::{ExchangeError, GroupAddress, GroupControl, GroupId};
+use crate::kalshi::{GroupChannel, Op};
 use crate::risk::engine::{Decision, DecisionKind, GroupSnapshot, Snapshot, decision};
 
 const DAEMON: &str = "daemon";

@@ -22,13 +22,11 @@
 
 mod admin;
 mod event_loop;
-mod events;
 mod executor;
 pub mod groups;
 pub mod intents;
 mod reads;
 mod reload;
-mod shell;
 mod signals;
 mod start;
 pub mod store;

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::events::to_input;
-use super::shell::Shell;
+use super::event_loop::{Shell, to_input};
 use super::signals::notify;
 use crate::kalshi::Op;
 use crate::kalshi::stream::StreamEvent;

@@ -2,13 +2,14 @@
 
 use std::collections::BTreeSet;
 
+use super::event_loop::{AdminReply, Shell};
 use super::groups::{self, Prepared};
-use super::shell::{AdminReply, Shell};
 use super::signals::notify;
 use crate::admin::api::Reloaded;
 use crate::admin::{AdminAnswer, AdminError};
 use crate::config::Loaded;
 use crate::kalshi::GroupAddress;
+use crate::kalshi::GroupChannel;
 use crate::kalshi::auth::now_ms;
 use crate::risk::engine::{Command, DecisionKind, Input, Output};
 

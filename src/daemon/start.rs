@@ -13,14 +13,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
+use super::event_loop::Shell;
+use super::event_loop::to_input;
 use super::groups::{self, Prepared};
 use super::intents::IntentLog;
 use super::reads::{BackfillRead, Backfilling, Reconciling, rebuild_windows};
-use super::shell::Shell;
 use super::signals::{KILL_SIGNALLED, notify};
 use super::store::{StateFile, Store};
 use super::writer::{self, WriteHealth, Writer};
-use super::{DaemonError, Stops, events::to_input};
+use super::{DaemonError, Stops};
 use crate::admin::AdminCall;
 use crate::config::Loaded;
 use crate::http::{HealthState, Metrics};

@@ -7,14 +7,17 @@
 //! Trigger goes over REST at once; when FIX does not confirm within [`FIX_TRIGGER_PROMPT`] (a
 //! silent or slow session) it goes over REST too, and the first confirmation wins. Which
 //! channel confirmed is returned, for the metrics. Other actions (create, reset, limit,
-//! delete) go over REST while the session is not logged on: the daemon starts and guards
-//! without waiting for FIX.
+//! delete) go over REST while the session is not logged on, chosen again for each attempt: the
+//! daemon starts and guards without waiting for FIX, and an action retried while FIX drops goes
+//! on over REST.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::channel::GroupChannel;
 use super::fix::FixSession;
 use super::rest::{CreateError, CreateOutcome};
+use super::retry::RetryPolicy;
 use super::{ExchangeError, GroupAddress, GroupId, RestClient};
 use riskd_units::Contracts;
 
@@ -60,7 +63,8 @@ impl GroupControl {
         self.fix.as_ref().filter(|f| f.is_logged_on())
     }
 
-    /// Creates a group, settling an unknown outcome by listing.
+    /// Creates a group, settling an unknown outcome by REST listing (on both channels: FIX has
+    /// no listing).
     pub async fn create_group_reconciled(
         &self,
         subaccount: u8,
@@ -68,38 +72,22 @@ impl GroupControl {
         limit: Contracts,
         known: &HashSet<GroupId>,
     ) -> Result<CreateOutcome, CreateError> {
-        match self.fix_up() {
-            None => {
-                self.rest
-                    .create_group_reconciled(subaccount, exchange_index, limit, known)
-                    .await
-            }
-            Some(fix) => {
-                self.rest
-                    .settle_create(
-                        || fix.create_group(subaccount, exchange_index, limit),
-                        subaccount,
-                        exchange_index,
-                        limit,
-                        known,
-                    )
-                    .await
-            }
-        }
-    }
-
-    pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        match self.fix_up() {
-            None => self.rest.reset_group(g).await,
-            Some(f) => f.reset_group(g).await,
-        }
+        self.rest
+            .settle_create(
+                || self.create_group(subaccount, exchange_index, limit),
+                subaccount,
+                exchange_index,
+                limit,
+                known,
+            )
+            .await
     }
 
     /// One attempt to trigger a group on each channel it uses; `Ok` names the channel that
     /// confirmed it (`"fix"` or `"rest"`). Nothing here retries: the caller is the Trigger's one
     /// retry layer (the daemon retries until the exchange confirms, or a later reset of the
     /// group supersedes it).
-    pub async fn trigger_once(&self, g: &GroupAddress) -> Result<&'static str, ExchangeError> {
+    pub async fn trigger_attempt(&self, g: &GroupAddress) -> Result<&'static str, ExchangeError> {
         let over_rest = async { self.rest.trigger_once(g).await.map(|()| "rest") };
         let Some(fix) = self.fix_up() else {
             return over_rest.await;
@@ -131,22 +119,57 @@ impl GroupControl {
             },
         }
     }
+}
 
-    pub async fn update_limit(
+/// Each attempt goes over FIX while the session is logged on, over REST otherwise; retries
+/// (the provided methods) use the REST client's policy.
+impl GroupChannel for GroupControl {
+    fn retry_policy(&self) -> &RetryPolicy {
+        self.rest.retry_policy()
+    }
+
+    async fn create_once(
+        &self,
+        subaccount: u8,
+        exchange_index: u32,
+        limit: Contracts,
+    ) -> Result<GroupAddress, ExchangeError> {
+        match self.fix_up() {
+            None => {
+                self.rest
+                    .create_once(subaccount, exchange_index, limit)
+                    .await
+            }
+            Some(f) => f.create_once(subaccount, exchange_index, limit).await,
+        }
+    }
+
+    async fn reset_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        match self.fix_up() {
+            None => self.rest.reset_once(g).await,
+            Some(f) => f.reset_once(g).await,
+        }
+    }
+
+    async fn trigger_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        self.trigger_attempt(g).await.map(drop)
+    }
+
+    async fn update_limit_once(
         &self,
         g: &GroupAddress,
         limit: Contracts,
     ) -> Result<(), ExchangeError> {
         match self.fix_up() {
-            None => self.rest.update_limit(g, limit).await,
-            Some(f) => f.update_limit(g, limit).await,
+            None => self.rest.update_limit_once(g, limit).await,
+            Some(f) => f.update_limit_once(g, limit).await,
         }
     }
 
-    pub async fn delete_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+    async fn delete_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
         match self.fix_up() {
-            None => self.rest.delete_group(g).await,
-            Some(f) => f.delete_group(g).await,
+            None => self.rest.delete_once(g).await,
+            Some(f) => f.delete_once(g).await,
         }
     }
 }

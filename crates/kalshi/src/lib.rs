@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod budget;
+pub mod channel;
 pub mod control;
 pub mod error;
 pub mod fix;
@@ -20,6 +21,7 @@ pub mod wire;
 pub mod ws;
 
 pub use auth::{KeyError, SignedHeaders, Signer};
+pub use channel::GroupChannel;
 pub use control::GroupControl;
 pub use error::ExchangeError;
 pub use group::{GroupAddress, GroupId};

@@ -29,15 +29,18 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            attempts: 6,
-            initial: Duration::from_millis(50),
-            max: Duration::from_secs(2),
-        }
+        RetryPolicy::DEFAULT
     }
 }
 
 impl RetryPolicy {
+    /// Six attempts, pauses from 50 ms up to 2 s.
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        attempts: 6,
+        initial: Duration::from_millis(50),
+        max: Duration::from_secs(2),
+    };
+
     /// The pause before attempt `n` (1-based retry count): uniform in `[0, min(max, initial·2ⁿ)]`.
     pub fn delay(&self, n: u32) -> Duration {
         let cap = self.initial.saturating_mul(1u32 << n.min(16)).min(self.max);

@@ -12,17 +12,6 @@ use crate::ids::GroupId;
 use crate::kill::KillRecord;
 use crate::limits::{Level, Usage};
 
-/// Where an order's fills go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Route {
-    Strategy {
-        strategy: usize,
-        group: usize,
-    },
-    /// In no group, or in one the daemon does not manage.
-    NotManaged(Option<GroupId>),
-}
-
 /// Why an order's fills are unmapped, for the record.
 pub(super) fn unmanaged_reason(order_id: &str, group: &Option<GroupId>) -> String {
     match group {
@@ -218,14 +207,15 @@ impl RiskEngine {
                 );
             }
         }
-        match self.routes.get(&f.order_id).map(|(r, _)| r.clone()) {
-            Some(Route::Strategy { strategy, group }) => {
-                self.apply(strategy, group, &f, usage, now_ms, out)
-            }
-            Some(Route::NotManaged(group)) => {
-                let why = unmanaged_reason(&f.order_id, &group);
-                self.unmapped(&f, &why, now_ms, out);
-            }
+        // An order's route is the exchange's fact (its group, by id); which strategy manages
+        // that group is looked up now, so a reload that moves strategies re-points nothing.
+        let route = self.routes.get(&f.order_id).map(|(group, _)| {
+            let place = group.as_ref().and_then(|g| self.groups.get(g)).copied();
+            place.ok_or_else(|| unmanaged_reason(&f.order_id, group))
+        });
+        match route {
+            Some(Ok((strategy, group))) => self.apply(strategy, group, &f, usage, now_ms, out),
+            Some(Err(why)) => self.unmapped(&f, &why, now_ms, out),
             None => {
                 let parked = self.parked.entry(f.order_id.clone()).or_default();
                 if parked.is_empty() {
@@ -302,7 +292,8 @@ impl RiskEngine {
         )));
     }
 
-    pub(super) fn remember_route(&mut self, order_id: String, route: Route, now_ms: i64) {
+    /// Remembers an order's group (`None`: in no group).
+    pub(super) fn remember_route(&mut self, order_id: String, group: Option<GroupId>, now_ms: i64) {
         while let Some((t, id)) = self.route_order.front() {
             if t + ORDER_RETENTION_MS > now_ms {
                 break;
@@ -319,7 +310,7 @@ impl RiskEngine {
         }
         if self
             .routes
-            .insert(order_id.clone(), (route, now_ms))
+            .insert(order_id.clone(), (group, now_ms))
             .is_none()
         {
             self.route_order.push_back((now_ms, order_id));
@@ -333,25 +324,18 @@ impl RiskEngine {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) {
-        let route = match group.as_ref().and_then(|g| self.groups.get(g)) {
-            Some(&(strategy, group)) => Route::Strategy { strategy, group },
-            None => Route::NotManaged(group.clone()),
-        };
-        self.remember_route(order_id.clone(), route.clone(), now_ms);
+        let place = group.as_ref().and_then(|g| self.groups.get(g)).copied();
+        let why = unmanaged_reason(&order_id, &group);
+        self.remember_route(order_id.clone(), group, now_ms);
         for f in self.parked.remove(&order_id).unwrap_or_default() {
             let usage = Usage {
                 contracts: f.count,
                 notional: f.price.times(f.count),
                 fills: 1,
             };
-            match route {
-                Route::Strategy { strategy, group } => {
-                    self.apply(strategy, group, &f, usage, now_ms, out)
-                }
-                Route::NotManaged(_) => {
-                    let why = unmanaged_reason(&order_id, &group);
-                    self.unmapped(&f, &why, now_ms, out);
-                }
+            match place {
+                Some((strategy, group)) => self.apply(strategy, group, &f, usage, now_ms, out),
+                None => self.unmapped(&f, &why, now_ms, out),
             }
         }
     }

@@ -34,7 +34,7 @@ mod snapshot;
 mod stream;
 mod trips;
 
-use fills::{Route, Seen};
+use fills::Seen;
 pub use io::{
     Action, Command, Decision, DecisionKind, Fill, GroupChange, Input, OperatorCommand, Output,
     StreamHealth, decision,
@@ -89,7 +89,9 @@ pub struct RiskEngine {
     groups: HashMap<GroupId, (usize, usize)>,
     /// Groups on the account that are not ours (from listings).
     foreign: BTreeMap<GroupId, GroupAddress>,
-    routes: HashMap<String, (Route, i64)>,
+    /// Orders' groups as the exchange told them (`None`: in no group), with when each was last
+    /// seen. Held by group id, so a reload that moves strategies changes no route.
+    routes: HashMap<String, (Option<GroupId>, i64)>,
     route_order: VecDeque<(i64, String)>,
     /// Fills waiting for their order's group.
     parked: HashMap<String, Vec<Fill>>,

@@ -2,10 +2,9 @@
 
 use std::collections::BTreeSet;
 
-use super::fills::Route;
 use super::{Command, DAEMON, DecisionKind, Output, RiskEngine, decision};
 use crate::guard::{StrategyGuard, TripReason};
-use crate::ids::{GroupAddress, GroupId};
+use crate::ids::GroupAddress;
 use crate::policy::StrategyPolicy;
 
 impl RiskEngine {
@@ -25,7 +24,6 @@ impl RiskEngine {
     }
 
     pub(super) fn assign_groups(&mut self, strategy: usize, groups: Vec<GroupAddress>) {
-        let before = self.group_ids();
         for g in &self.strategies[strategy].groups {
             self.groups.remove(&g.id);
         }
@@ -34,43 +32,6 @@ impl RiskEngine {
             self.foreign.remove(&g.id);
         }
         self.strategies[strategy].set_groups(groups);
-        self.carry_routes(&before);
-    }
-
-    /// Every managed group's id, by strategy and place: what a route pointed at before
-    /// strategies or their groups moved.
-    fn group_ids(&self) -> Vec<Vec<GroupId>> {
-        self.strategies
-            .iter()
-            .map(|s| s.groups.iter().map(|g| g.id.clone()).collect())
-            .collect()
-    }
-
-    /// Re-points every learnt route after strategies or their groups moved (`before` is
-    /// [`Self::group_ids`] from before the move): a route follows its group to the group's new
-    /// place, or becomes not-managed when the group left (and managed again when it comes
-    /// back). A reload forgets nothing it learnt,
-    /// so a known order's fill never waits behind a lookup.
-    fn carry_routes(&mut self, before: &[Vec<GroupId>]) {
-        let groups = &self.groups;
-        self.routes.retain(|_, (route, _)| {
-            let id = match route {
-                Route::Strategy { strategy, group } => {
-                    match before.get(*strategy).and_then(|gs| gs.get(*group)) {
-                        Some(id) => id.clone(),
-                        None => return false, // pointed nowhere: learnt again on the next fill
-                    }
-                }
-                // A group that was not ours may be now (a strategy that came back).
-                Route::NotManaged(Some(id)) => id.clone(),
-                Route::NotManaged(None) => return true,
-            };
-            *route = match groups.get(&id) {
-                Some(&(strategy, group)) => Route::Strategy { strategy, group },
-                None => Route::NotManaged(Some(id)),
-            };
-            true
-        });
     }
 
     pub(super) fn on_policies(
@@ -80,7 +41,6 @@ impl RiskEngine {
         out: &mut Vec<Output>,
     ) {
         let wanted: BTreeSet<String> = policies.iter().map(|p| p.name.clone()).collect();
-        let before = self.group_ids();
         // Strategies no longer configured are retired (the shell retires their groups); their
         // record is kept, so one that comes back comes back as it left.
         let (keep, gone): (Vec<StrategyGuard>, Vec<StrategyGuard>) =
@@ -110,7 +70,6 @@ impl RiskEngine {
                     .map(move |(gi, g)| (g.id.clone(), (si, gi)))
             })
             .collect();
-        self.carry_routes(&before);
         for p in policies {
             match self.by_name.get(&p.name).copied() {
                 None => {

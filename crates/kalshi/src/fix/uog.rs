@@ -5,16 +5,16 @@
 //! `100 ExDestination` (exchange index), both omitted when 0 as the examples do. The answer is
 //! OrderGroupResponse (35=UOH: 20130, 20132 on Create/Update, 79) or a reject (35=j / 35=3).
 //!
-//! The calls mirror the REST client's: the same signatures, errors and retry rules (idempotent
-//! actions are retried while retrying can help; a Create only while certainly not applied; a
-//! Delete that finds the group gone after an unclear attempt counts as done; see `crate::retry`).
+//! The session is a [`GroupChannel`], as the REST client is: one attempt per call, with the same
+//! errors; the channel's provided methods retry them by the same rules.
 
 use super::codec::Message;
 use super::session::FixSession;
 use super::tag;
 use crate::budget::Priority;
+use crate::channel::GroupChannel;
 use crate::op::Op;
-use crate::retry::{Repeat, RetryPolicy, with_retries};
+use crate::retry::RetryPolicy;
 use crate::{ExchangeError, GroupAddress, GroupId};
 use riskd_units::Contracts;
 
@@ -145,22 +145,26 @@ impl FixSession {
         parse_response(op, &msg)
     }
 
-    /// Retries an idempotent action while retrying can help.
-    async fn idempotent(
+    /// An action on an existing group (reset, trigger, delete).
+    async fn act(
         &self,
         action: Action,
         priority: Priority,
-        body: Vec<(u32, Vec<u8>)>,
-    ) -> Result<Response, ExchangeError> {
-        let retry = RetryPolicy::default();
-        with_retries(action.op(), &retry, Repeat::Safe, None, |_| {
-            self.uog(action, priority, body.clone())
-        })
-        .await
+        g: &GroupAddress,
+    ) -> Result<(), ExchangeError> {
+        let body = group_body(action, g)?;
+        self.uog(action, priority, body).await.map(drop)
+    }
+}
+
+/// Each attempt is one request; the trait's provided methods retry them.
+impl GroupChannel for FixSession {
+    fn retry_policy(&self) -> &RetryPolicy {
+        &RetryPolicy::DEFAULT
     }
 
-    /// One create, retried only while certainly not applied. The UOH's 79 must be ours.
-    pub async fn create_group(
+    /// The UOH's 79 must be ours.
+    async fn create_once(
         &self,
         subaccount: u8,
         exchange_index: u32,
@@ -173,15 +177,7 @@ impl FixSession {
             subaccount,
             exchange_index,
         )?;
-        let retry = RetryPolicy::default();
-        let r = with_retries(
-            Action::Create.op(),
-            &retry,
-            Repeat::OnlyIfNotApplied,
-            None,
-            |_| self.uog(Action::Create, Priority::Normal, body.clone()),
-        )
-        .await?;
+        let r = self.uog(Action::Create, Priority::Normal, body).await?;
         if let Some(s) = r.subaccount
             && s != subaccount
         {
@@ -194,31 +190,15 @@ impl FixSession {
         })
     }
 
-    pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let body = group_body(Action::Reset, g)?;
-        self.idempotent(Action::Reset, Priority::Normal, body)
-            .await
-            .map(drop)
+    async fn reset_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        self.act(Action::Reset, Priority::Normal, g).await
     }
 
-    /// Triggers a group, first in line for the budget and the session.
-    pub async fn trigger_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let retry = RetryPolicy::default();
-        with_retries(Action::Trigger.op(), &retry, Repeat::Safe, None, |_| {
-            self.trigger_once(g)
-        })
-        .await
+    async fn trigger_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        self.act(Action::Trigger, Priority::Trigger, g).await
     }
 
-    /// One Trigger attempt: for a caller that is itself the retry layer, as the daemon is.
-    pub async fn trigger_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let body = group_body(Action::Trigger, g)?;
-        self.uog(Action::Trigger, Priority::Trigger, body)
-            .await
-            .map(drop)
-    }
-
-    pub async fn update_limit(
+    async fn update_limit_once(
         &self,
         g: &GroupAddress,
         limit: Contracts,
@@ -230,28 +210,13 @@ impl FixSession {
             g.subaccount,
             g.exchange_index,
         )?;
-        self.idempotent(Action::Update, Priority::Normal, body)
+        self.uog(Action::Update, Priority::Normal, body)
             .await
             .map(drop)
     }
 
-    /// Deletes a group; a group already gone after an unclear attempt counts as deleted.
-    pub async fn delete_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let body = group_body(Action::Delete, g)?;
-        let retry = RetryPolicy::default();
-        let gone: fn() -> () = || ();
-        with_retries(
-            Action::Delete.op(),
-            &retry,
-            Repeat::Safe,
-            Some(gone),
-            |_| async {
-                self.uog(Action::Delete, Priority::Normal, body.clone())
-                    .await
-                    .map(drop)
-            },
-        )
-        .await
+    async fn delete_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        self.act(Action::Delete, Priority::Normal, g).await
     }
 }
 

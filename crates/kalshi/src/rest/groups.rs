@@ -1,5 +1,5 @@
-//! The order-group calls: create (settled by listing when its outcome is unknown), list, get,
-//! delete, reset, trigger and limit updates.
+//! The order-group calls: list and get, settling a create whose outcome is unknown, and one
+//! attempt at each action (create, reset, trigger, limit, delete) as a [`GroupChannel`].
 
 use std::collections::HashSet;
 
@@ -9,10 +9,11 @@ use serde_json::{Value, json};
 use super::{Bill, Call, CreateError, CreateOutcome, RestClient};
 use crate::auth::{SignedHeaders, now_ms};
 use crate::budget::Priority;
+use crate::channel::GroupChannel;
 use crate::error::ExchangeError;
 use crate::group::{GroupAddress, GroupDetail, GroupId, ListedGroup};
 use crate::op::Op;
-use crate::retry::Repeat;
+use crate::retry::{Repeat, RetryPolicy};
 use crate::wire;
 use riskd_units::Contracts;
 
@@ -32,64 +33,11 @@ pub(super) fn parse_limit(fp: Option<&str>, legacy: Option<i64>) -> Option<Contr
 }
 
 impl RestClient {
-    /// One create attempt (retried only while certainly not applied).
-    pub async fn create_group(
-        &self,
-        subaccount: u8,
-        exchange_index: u32,
-        limit: Contracts,
-    ) -> Result<GroupAddress, ExchangeError> {
-        let body = serde_json::to_value(wire::CreateOrderGroupRequest {
-            subaccount: Some(subaccount.into()),
-            contracts_limit: None,
-            contracts_limit_fp: Some(limit.to_string()),
-            exchange_index: Some(exchange_index.into()),
-        })
-        .unwrap_or(Value::Null);
-        let bytes = self
-            .call(Call {
-                op: Op::CreateOrderGroup.as_str(),
-                method: Method::POST,
-                path: "/portfolio/order_groups/create",
-                body: Some(&body),
-                bill: Bill::Write(Priority::Normal),
-                repeat: Repeat::OnlyIfNotApplied,
-                presigned: None,
-                gone_ok: false,
-            })
-            .await?;
-        let r: wire::CreateOrderGroupResponse =
-            Self::decode(Op::CreateOrderGroup.as_str(), &bytes)?;
-        Ok(GroupAddress {
-            id: GroupId::new(r.order_group_id),
-            subaccount,
-            exchange_index,
-        })
-    }
-
-    /// A create that settles an unknown outcome by listing: a new group (not in `known`) in
-    /// the same subaccount with the same exchange index and limit is the one this call made.
-    /// The exchange's reads may lag a write by some hundreds of milliseconds, so an empty
-    /// listing is checked again before the create is tried once more.
-    pub async fn create_group_reconciled(
-        &self,
-        subaccount: u8,
-        exchange_index: u32,
-        limit: Contracts,
-        known: &HashSet<GroupId>,
-    ) -> Result<CreateOutcome, CreateError> {
-        self.settle_create(
-            || self.create_group(subaccount, exchange_index, limit),
-            subaccount,
-            exchange_index,
-            limit,
-            known,
-        )
-        .await
-    }
-
-    /// [`RestClient::create_group_reconciled`] with the create made by `create` (over REST or
-    /// FIX); the settling is always by REST listing.
+    /// A create made by `create` (over REST or FIX) whose unknown outcome is settled by
+    /// listing: a new group (not in `known`) in the same subaccount with the same exchange
+    /// index and limit is the one this call made. The exchange's reads may lag a write by some
+    /// hundreds of milliseconds, so an empty listing is checked again before the create is
+    /// tried once more.
     pub async fn settle_create<F>(
         &self,
         create: impl Fn() -> F,
@@ -229,49 +177,6 @@ impl RestClient {
         })
     }
 
-    /// Deletes a group; a group already gone after an unclear attempt counts as deleted.
-    /// Deletes a group. Retried like any idempotent call (one layer of retries); a group
-    /// already gone after an attempt whose outcome was unknown counts as deleted.
-    pub async fn delete_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let path = format!("/portfolio/order_groups/{}{}", g.id, query(g));
-        self.call(Call {
-            op: Op::DeleteOrderGroup.as_str(),
-            method: Method::DELETE,
-            path: &path,
-            body: None,
-            bill: Bill::Write(Priority::Normal),
-            repeat: Repeat::Safe,
-            presigned: None,
-            gone_ok: true,
-        })
-        .await
-        .map(drop)
-    }
-
-    pub async fn reset_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        let op = Op::ResetOrderGroup;
-        self.put_action(g, op, "reset", Priority::Normal, None, Repeat::Safe)
-            .await
-    }
-
-    /// Triggers a group: first in line for the budget, using an armed signature when fresh.
-    pub async fn trigger_group(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        self.trigger(g, Repeat::Safe).await
-    }
-
-    /// One Trigger attempt (an expired signature aside): for a caller that is itself the
-    /// retry layer, as the daemon is.
-    pub async fn trigger_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
-        self.trigger(g, Repeat::Never).await
-    }
-
-    async fn trigger(&self, g: &GroupAddress, repeat: Repeat) -> Result<(), ExchangeError> {
-        let armed = self.armory.take(g, now_ms());
-        let op = Op::TriggerOrderGroup;
-        self.put_action(g, op, "trigger", Priority::Trigger, armed, repeat)
-            .await
-    }
-
     /// `PUT /portfolio/order_groups/{id}/{action}` with an empty object: reset or trigger.
     pub(super) async fn put_action(
         &self,
@@ -280,7 +185,6 @@ impl RestClient {
         action: &str,
         priority: Priority,
         presigned: Option<SignedHeaders>,
-        repeat: Repeat,
     ) -> Result<(), ExchangeError> {
         let path = format!("/portfolio/order_groups/{}/{action}{}", g.id, query(g));
         self.call(Call {
@@ -289,15 +193,72 @@ impl RestClient {
             path: &path,
             body: Some(&json!({})),
             bill: Bill::Write(priority),
-            repeat,
+            repeat: Repeat::Never,
             presigned,
-            gone_ok: false,
         })
         .await
         .map(drop)
     }
+}
 
-    pub async fn update_limit(
+/// Each attempt is one request (an expired signature aside); the trait's provided methods
+/// retry them.
+impl GroupChannel for RestClient {
+    fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    async fn create_once(
+        &self,
+        subaccount: u8,
+        exchange_index: u32,
+        limit: Contracts,
+    ) -> Result<GroupAddress, ExchangeError> {
+        let body = serde_json::to_value(wire::CreateOrderGroupRequest {
+            subaccount: Some(subaccount.into()),
+            contracts_limit: None,
+            contracts_limit_fp: Some(limit.to_string()),
+            exchange_index: Some(exchange_index.into()),
+        })
+        .unwrap_or(Value::Null);
+        let bytes = self
+            .call(Call {
+                op: Op::CreateOrderGroup.as_str(),
+                method: Method::POST,
+                path: "/portfolio/order_groups/create",
+                body: Some(&body),
+                bill: Bill::Write(Priority::Normal),
+                repeat: Repeat::Never,
+                presigned: None,
+            })
+            .await?;
+        let r: wire::CreateOrderGroupResponse =
+            Self::decode(Op::CreateOrderGroup.as_str(), &bytes)?;
+        Ok(GroupAddress {
+            id: GroupId::new(r.order_group_id),
+            subaccount,
+            exchange_index,
+        })
+    }
+
+    async fn reset_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        self.put_action(g, Op::ResetOrderGroup, "reset", Priority::Normal, None)
+            .await
+    }
+
+    async fn trigger_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        let armed = self.armory.take(g, now_ms());
+        self.put_action(
+            g,
+            Op::TriggerOrderGroup,
+            "trigger",
+            Priority::Trigger,
+            armed,
+        )
+        .await
+    }
+
+    async fn update_limit_once(
         &self,
         g: &GroupAddress,
         limit: Contracts,
@@ -310,9 +271,23 @@ impl RestClient {
             path: &path,
             body: Some(&body),
             bill: Bill::Write(Priority::Normal),
-            repeat: Repeat::Safe,
+            repeat: Repeat::Never,
             presigned: None,
-            gone_ok: false,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn delete_once(&self, g: &GroupAddress) -> Result<(), ExchangeError> {
+        let path = format!("/portfolio/order_groups/{}{}", g.id, query(g));
+        self.call(Call {
+            op: Op::DeleteOrderGroup.as_str(),
+            method: Method::DELETE,
+            path: &path,
+            body: None,
+            bill: Bill::Write(Priority::Normal),
+            repeat: Repeat::Never,
+            presigned: None,
         })
         .await
         .map(drop)

@@ -1,12 +1,13 @@
-//! The signed REST client: typed order-group and order calls, the client-side budgets, retries
-//! with backoff and jitter for idempotent calls, armed Triggers, and a create that cannot leave
-//! an unaccounted group behind.
+//! The signed REST client: typed order-group and order calls, the client-side budgets, armed
+//! Triggers, and a create that cannot leave an unaccounted group behind.
 //!
-//! Which calls retry: GET, PUT (reset, trigger, limit) and DELETE are idempotent in effect and
-//! are retried on 429, 5xx and transport errors. A DELETE that finds the group gone after an
-//! attempt whose outcome was unknown has done its job. Create is not idempotent: it is retried
+//! Reads (GET) are retried here, on 429, 5xx and transport errors, with backoff and jitter.
+//! Order-group actions are made one attempt at a time (the client is a
+//! [`crate::GroupChannel`]); the channel's provided methods retry them by the same rules:
+//! reset, trigger, limit and delete are idempotent in effect, a delete that finds the group
+//! gone after an attempt whose outcome was unknown has done its job, and a create is retried
 //! only when the exchange certainly did not apply it (429, or the connection was never made);
-//! when its outcome is unknown, [`RestClient::create_group_reconciled`] settles it by listing.
+//! when its outcome is unknown, [`RestClient::settle_create`] settles it by listing.
 //!
 //! Budgets: order-group calls draw on the write budget (the simulator bills even group reads to
 //! Write, the cautious reading of the docs); order reads draw on the read budget. Trigger uses
@@ -142,9 +143,6 @@ struct Call<'a> {
     bill: Bill,
     repeat: Repeat,
     presigned: Option<SignedHeaders>,
-    /// A 404 after an earlier attempt whose outcome was unknown means that attempt did it
-    /// (a delete): success.
-    gone_ok: bool,
 }
 
 impl RestClient {
@@ -263,12 +261,10 @@ impl RestClient {
             bill,
             repeat,
             mut presigned,
-            gone_ok,
         } = c;
         let full_path = format!("{}{}", self.base_path, path);
         let url = format!("{}{}", self.origin, full_path);
-        let gone = gone_ok.then_some(bytes::Bytes::new as fn() -> bytes::Bytes);
-        with_retries(op, &self.retry, repeat, gone, |_| {
+        with_retries(op, &self.retry, repeat, None, |_| {
             // The armed signature, if any, is for the first attempt only.
             let headers = presigned.take();
             let (full_path, url, method, bill) = (&full_path, &url, &method, &bill);
@@ -326,7 +322,6 @@ impl RestClient {
                 bill,
                 repeat: Repeat::Safe,
                 presigned: None,
-                gone_ok: false,
             })
             .await?;
         Self::decode(op, &bytes)
