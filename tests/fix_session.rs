@@ -12,7 +12,7 @@ use kalshi_riskd::kalshi::budget::{Budget, Priority};
 use kalshi_riskd::kalshi::fix::codec::{self, Message};
 use kalshi_riskd::kalshi::fix::session::{logon_prehash, sending_time};
 use kalshi_riskd::kalshi::fix::{FixAddr, FixConfig, FixSession, SessionStatus};
-use kalshi_riskd::kalshi::{GroupChannel, GroupId, Signer};
+use kalshi_riskd::kalshi::{GroupChannel, GroupControl, GroupId, Signer};
 use kalshi_riskd::risk::Contracts;
 use serde_json::json;
 use support::{KEY_ID, PATIENCE, TestSim};
@@ -523,4 +523,38 @@ async fn the_acceptor_checks_every_logon_field_it_should() {
         assert_eq!(answer.get_str(371), Some(tag), "{name}: {answer:?}");
         assert!(answer.get_str(58).is_some(), "{name}");
     }
+}
+
+/// Each attempt of a group action picks its channel: an action retried after the FIX session
+/// went silent goes on over REST instead of waiting on FIX.
+#[tokio::test]
+async fn a_group_action_retried_after_fix_goes_silent_goes_on_over_rest() {
+    let t = TestSim::start().await;
+    let addr = t.start_fix(false).await;
+    let mut cfg = config(&addr);
+    cfg.answer_timeout = Duration::from_millis(500);
+    cfg.queue_timeout = Duration::from_secs(1);
+    let (s, stop) = session(cfg, t.signer.clone());
+    s.wait_logged_on(PATIENCE).await.unwrap();
+    let control = GroupControl::fix(t.rest_client(|_| {}), s.clone());
+    let g = control
+        .create_group(0, 0, Contracts::from_whole(5))
+        .await
+        .unwrap();
+    control.trigger_group(&g).await.unwrap();
+    assert_eq!(sim_group(&t, &g.id).await["triggered"], true);
+    // The acceptor reads the reset and ignores it: the first attempt gets no answer, and the
+    // session gives up its connection.
+    t.control("POST", "/faults", Some(json!({"fix_silent": true})))
+        .await;
+    let started = tokio::time::Instant::now();
+    control.reset_group(&g).await.unwrap();
+    assert_eq!(sim_group(&t, &g.id).await["triggered"], false);
+    assert!(!s.is_logged_on());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the reset waited on FIX: {:?}",
+        started.elapsed()
+    );
+    stop.cancel();
 }
