@@ -33,8 +33,10 @@ async fn start_breach_kill_restart_and_stop() {
     // 21 contracts: over the daemon's 20, far under the exchange's 100.
     t.order(Some(&runaway), "10").await;
     t.order(Some(&runaway), "11").await;
-    let state = d.until_state("tripped", |s| {
+    // The state is written while the Trigger is in flight: wait for the exchange's answer.
+    let state = d.until_state("tripped, the Trigger confirmed", |s| {
         s["strategies"]["runaway"]["state"] == "tripped"
+            && s["strategies"]["runaway"]["trip"]["confirmed_ms"].is_i64()
     });
     assert_eq!(state["strategies"]["runaway"]["trip"]["reason"], "limit");
     assert_eq!(
@@ -157,8 +159,9 @@ async fn a_blind_stream_trips_a_fail_closed_strategy() {
     );
     let d = start(dir.path()).await;
     t.set_faults(json!({"ws_silent": true})).await;
-    let state = d.until_state("blind-tripped", |s| {
+    let state = d.until_state("blind-tripped, the Trigger confirmed", |s| {
         s["strategies"]["closed"]["state"] == "tripped"
+            && s["strategies"]["closed"]["trip"]["confirmed_ms"].is_i64()
     });
     assert_eq!(state["strategies"]["closed"]["trip"]["reason"], "blind");
     assert_eq!(state["strategies"]["open"]["state"], "active");

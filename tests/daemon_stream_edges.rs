@@ -84,8 +84,10 @@ async fn a_subscription_that_cannot_be_restored_is_blind_and_a_fail_closed_strat
         assert!(Instant::now() < deadline, "still ready without fills");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let state = d.until_state("blind-tripped", |s| {
+    // The state is written while the Trigger is in flight: wait for the exchange's answer.
+    let state = d.until_state("blind-tripped, the Trigger confirmed", |s| {
         s["strategies"]["closed"]["state"] == "tripped"
+            && s["strategies"]["closed"]["trip"]["confirmed_ms"].is_i64()
     });
     assert_eq!(state["strategies"]["closed"]["trip"]["reason"], "blind");
     assert_eq!(

@@ -19,8 +19,9 @@
 //!   and drops the connection, so a late answer can never be taken for the next request's.
 //! - **Rejects**: a session Reject (35=3) or BusinessMessageReject (35=j) whose RefSeqNum is the
 //!   request in flight fails it with a typed [`ExchangeError`] naming the reason.
-//! - **Reconnect**: with jittered exponential backoff, for as long as the session runs; requests
-//!   wait in the queue for up to `queue_timeout` and then fail as certainly not sent.
+//! - **Reconnect**: with the exchange calls' backoff (`reconnect`, a [`RetryPolicy`]), for as
+//!   long as the session runs; requests wait in the queue for up to `queue_timeout` and then
+//!   fail as certainly not sent.
 //! - **Logout** on stop, waiting briefly for the exchange's Logout.
 
 use crate::fix::tag;
@@ -39,6 +40,7 @@ mod task;
 use super::codec::Message;
 use crate::budget::{Budget, Priority};
 use crate::rest::Observer;
+use crate::retry::RetryPolicy;
 use crate::{ExchangeError, Signer};
 use task::Task;
 
@@ -114,8 +116,9 @@ pub struct FixConfig {
     pub answer_timeout: Duration,
     /// How long a request may wait for a logged-on session before it fails as not sent.
     pub queue_timeout: Duration,
-    pub reconnect_initial: Duration,
-    pub reconnect_max: Duration,
+    /// The pause before each reconnect (its `attempts` is not used: the session reconnects for
+    /// as long as it runs).
+    pub reconnect: RetryPolicy,
     /// Roots trusted for TLS; `None` reads the system's (`SSL_CERT_FILE` and `SSL_CERT_DIR`
     /// are honoured).
     pub tls_roots: Option<Arc<rustls::RootCertStore>>,
@@ -130,8 +133,11 @@ impl FixConfig {
             connect_timeout: Duration::from_secs(5),
             answer_timeout: Duration::from_secs(5),
             queue_timeout: Duration::from_secs(10),
-            reconnect_initial: Duration::from_millis(250),
-            reconnect_max: Duration::from_secs(10),
+            reconnect: RetryPolicy {
+                attempts: u32::MAX,
+                initial: Duration::from_millis(250),
+                max: Duration::from_secs(10),
+            },
             tls_roots: None,
         }
     }

@@ -201,13 +201,7 @@ impl Task {
             }
             *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
             self.status.send_replace(SessionStatus::Down(why));
-            let cap = self
-                .cfg
-                .reconnect_initial
-                .saturating_mul(1u32 << failures.min(16))
-                .min(self.cfg.reconnect_max);
-            let delay = cap.mul_f64(0.5 + fastrand::f64() / 2.0);
-            if !self.wait_down(delay).await {
+            if !self.wait_down(self.cfg.reconnect.delay(failures)).await {
                 break;
             }
         }
