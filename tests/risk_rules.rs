@@ -851,6 +851,30 @@ fn a_reload_keeps_what_it_learnt_of_orders_groups() {
 }
 
 #[test]
+fn a_known_order_counted_before_a_reload_counts_to_its_own_strategy_after_it() {
+    let fast = || vec![limit("fast", 15_000, 100)];
+    let mut h = Harness::new(
+        config(vec![policy("gone", vec![]), policy("mm", fast())]),
+        1,
+    );
+    h.send(Input::OrderGroup {
+        order_id: "o-known".into(),
+        group: Some(group("mm", 0).id),
+    });
+    let fill = h.make_fill("o-known", c(1), "0.50");
+    assert!(triggered(&h.send(Input::Fill(fill))).is_empty());
+    // The strategies move: "mm" goes from second to first, a new one comes after it.
+    h.send(Input::Policies(vec![
+        policy("mm", fast()),
+        policy("new", fast()),
+    ]));
+    let fill = h.make_fill("o-known", c(100), "0.50");
+    let out = h.send(Input::Fill(fill));
+    assert_eq!(triggered(&out), ["g-mm-0"], "1 + 100 in mm's window");
+    assert_eq!(state(&h, "new"), GuardState::Active);
+}
+
+#[test]
 fn a_strategy_that_comes_back_gets_its_known_orders_back() {
     let mm = || policy("mm", vec![limit("fast", 15_000, 100)]);
     let mut h = Harness::new(config(vec![mm(), policy("calm", vec![])]), 1);

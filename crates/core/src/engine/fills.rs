@@ -12,6 +12,18 @@ use crate::ids::GroupId;
 use crate::kill::KillRecord;
 use crate::limits::{Level, Usage};
 
+/// An order's route: its group as the exchange told it (`None`: in no group), so a reload that
+/// moves strategies re-points nothing; and, as a cache, where that group sat among the
+/// strategies' groups when last looked up (valid while [`RiskEngine`]'s `group_moves` is still
+/// `placed_at`).
+#[derive(Debug)]
+pub(super) struct Route {
+    group: Option<GroupId>,
+    seen_ms: i64,
+    place: Option<(usize, usize)>,
+    placed_at: u64,
+}
+
 /// Why an order's fills are unmapped, for the record.
 pub(super) fn unmanaged_reason(order_id: &str, group: &Option<GroupId>) -> String {
     match group {
@@ -74,6 +86,7 @@ pub(super) fn trade_key(id: &str) -> u128 {
 
 impl Seen {
     /// True when the key (see [`trade_key`]) is new.
+    #[inline]
     pub(super) fn insert_key(&mut self, key: u128, now_ms: i64) -> bool {
         let since = *self.current_since.get_or_insert(now_ms);
         if now_ms - since >= DEDUP_RETENTION_MS / 2 {
@@ -207,11 +220,14 @@ impl RiskEngine {
                 );
             }
         }
-        // An order's route is the exchange's fact (its group, by id); which strategy manages
-        // that group is looked up now, so a reload that moves strategies re-points nothing.
-        let route = self.routes.get(&f.order_id).map(|(group, _)| {
-            let place = group.as_ref().and_then(|g| self.groups.get(g)).copied();
-            place.ok_or_else(|| unmanaged_reason(&f.order_id, group))
+        let moves = self.group_moves;
+        let route = self.routes.get_mut(&f.order_id).map(|r| {
+            if r.placed_at != moves {
+                r.place = r.group.as_ref().and_then(|g| self.groups.get(g)).copied();
+                r.placed_at = moves;
+            }
+            r.place
+                .ok_or_else(|| unmanaged_reason(&f.order_id, &r.group))
         });
         match route {
             Some(Ok((strategy, group))) => self.apply(strategy, group, &f, usage, now_ms, out),
@@ -302,7 +318,7 @@ impl RiskEngine {
             if self
                 .routes
                 .get(id)
-                .is_some_and(|(_, seen)| seen + ORDER_RETENTION_MS <= now_ms)
+                .is_some_and(|r| r.seen_ms + ORDER_RETENTION_MS <= now_ms)
             {
                 self.routes.remove(id);
             }
@@ -310,7 +326,15 @@ impl RiskEngine {
         }
         if self
             .routes
-            .insert(order_id.clone(), (group, now_ms))
+            .insert(
+                order_id.clone(),
+                Route {
+                    group,
+                    seen_ms: now_ms,
+                    place: None,
+                    placed_at: u64::MAX,
+                },
+            )
             .is_none()
         {
             self.route_order.push_back((now_ms, order_id));

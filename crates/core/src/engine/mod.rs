@@ -34,7 +34,7 @@ mod snapshot;
 mod stream;
 mod trips;
 
-use fills::Seen;
+use fills::{Route, Seen};
 pub use io::{
     Action, Command, Decision, DecisionKind, Fill, GroupChange, Input, OperatorCommand, Output,
     StreamHealth, decision,
@@ -89,9 +89,10 @@ pub struct RiskEngine {
     groups: HashMap<GroupId, (usize, usize)>,
     /// Groups on the account that are not ours (from listings).
     foreign: BTreeMap<GroupId, GroupAddress>,
-    /// Orders' groups as the exchange told them (`None`: in no group), with when each was last
-    /// seen. Held by group id, so a reload that moves strategies changes no route.
-    routes: HashMap<String, (Option<GroupId>, i64)>,
+    /// Orders' groups as the exchange told them, by order id.
+    routes: HashMap<String, Route>,
+    /// How many times `groups` changed: a route's cached place is valid while this stands.
+    group_moves: u64,
     route_order: VecDeque<(i64, String)>,
     /// Fills waiting for their order's group.
     parked: HashMap<String, Vec<Fill>>,
@@ -128,6 +129,7 @@ impl RiskEngine {
             groups: HashMap::default(),
             foreign: BTreeMap::new(),
             routes: HashMap::default(),
+            group_moves: 0,
             route_order: VecDeque::new(),
             parked: HashMap::default(),
             seen: Seen::default(),

@@ -24,6 +24,7 @@ impl RiskEngine {
     }
 
     pub(super) fn assign_groups(&mut self, strategy: usize, groups: Vec<GroupAddress>) {
+        self.group_moves += 1;
         for g in &self.strategies[strategy].groups {
             self.groups.remove(&g.id);
         }
@@ -59,6 +60,7 @@ impl RiskEngine {
             .enumerate()
             .map(|(i, s)| (s.policy.name.clone(), i))
             .collect();
+        self.group_moves += 1;
         self.groups = self
             .strategies
             .iter()
