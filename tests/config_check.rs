@@ -41,9 +41,39 @@ fn errors(daemon: &str, policies: &[(&str, &str)]) -> Vec<String> {
     }
 }
 
+/// The shipped config with a real key id in place of its placeholder, as an operator sets it.
+fn configured() -> Vec<(String, String)> {
+    vec![(
+        "KALSHI_RISKD__EXCHANGE__API_KEY_ID".into(),
+        "a952bcbe-ec3b-4b5b-b8f9-11dae589608c".into(),
+    )]
+}
+
+#[test]
+fn the_shipped_example_with_its_placeholder_key_id_is_not_configured() {
+    let out = bin()
+        .args(["--config", example().to_str().unwrap(), "check"])
+        .env_remove("KALSHI_RISKD__EXCHANGE__API_KEY_ID")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kalshi-riskd.toml:15: exchange.api_key_id")
+            && err.contains("the example's placeholder, not a key"),
+        "{err}"
+    );
+    let out = bin()
+        .args(["--config", example().to_str().unwrap(), "check"])
+        .envs(configured())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
 #[test]
 fn the_shipped_examples_load_with_their_documented_values() {
-    let loaded = config::load(&example(), Vec::new()).unwrap();
+    let loaded = config::load(&example(), configured()).unwrap();
     let d = &loaded.daemon;
     assert_eq!(d.exchange.environment, Environment::Demo);
     assert_eq!(d.exchange.write_budget_per_s, 10.0);
@@ -84,6 +114,7 @@ fn check_prints_one_line_per_strategy_and_exits_0() {
     let out = bin()
         .args(["check", "--config"])
         .arg(example())
+        .envs(configured())
         .output()
         .unwrap();
     assert_eq!(
@@ -104,6 +135,7 @@ fn check_prints_one_line_per_strategy_and_exits_0() {
     let out = bin()
         .arg("check")
         .env("KALSHI_RISKD_CONFIG", example())
+        .envs(configured())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));

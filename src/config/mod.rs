@@ -232,6 +232,12 @@ fn read_daemon(src: &Source, errors: &mut Vec<ConfigError>) -> Option<DaemonConf
         }
     };
     let api_key_id = r.required_string("exchange.api_key_id").unwrap_or_default();
+    if is_placeholder_key_id(&api_key_id) {
+        r.fail(
+            "exchange.api_key_id",
+            format!("{api_key_id:?} is the example's placeholder, not a key: set the id of the API key the private key belongs to"),
+        );
+    }
     let private_key_path = resolve(
         &path,
         &r.string("exchange.private_key_path")
@@ -434,4 +440,13 @@ pub fn load(
         }
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// The example config's key id (all zeros): shipped so the file parses, never a real key.
+fn is_placeholder_key_id(id: &str) -> bool {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    hex.len() == 32
+        && hex
+            .char_indices()
+            .all(|(i, c)| c == '0' || (i == 12 && c == '4') || (i == 16 && c == '8'))
 }
