@@ -544,3 +544,22 @@ fn every_error_of_a_mutated_policy_names_its_file() {
         }
     }
 }
+
+#[test]
+fn version_names_the_git_revision_it_was_built_from() {
+    let out = bin().arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let revision = env!("KALSHI_RISKD_REVISION");
+    assert_eq!(
+        text.trim(),
+        format!("kalshi-riskd {} ({revision})", env!("CARGO_PKG_VERSION"))
+    );
+    // Built from this checkout: the revision is a commit id, not "unknown".
+    if std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".git").exists() {
+        assert!(
+            revision.len() == 12 && revision.chars().all(|c| c.is_ascii_hexdigit()),
+            "{revision}"
+        );
+    }
+}

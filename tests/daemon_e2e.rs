@@ -428,6 +428,14 @@ async fn metrics_health_and_readiness() {
         first.contains("process_resident_memory_bytes"),
         "process metrics"
     );
+    let revision = env!("KALSHI_RISKD_REVISION");
+    assert!(
+        first.contains(&format!(
+            "kalshi_riskd_build_info{{revision=\"{revision}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "build_info names the version and the revision:\n{first}"
+    );
     for series in [
         r#"kalshi_riskd_trips_total{reason="limit",strategy="runaway"}"#,
         r#"kalshi_riskd_trips_total{reason="exchange",strategy="calm"}"#,

@@ -21,10 +21,18 @@ mod sim;
 #[cfg(feature = "sim")]
 pub use sim::{SIM_FIX_DEFAULT, SimArgs};
 
+/// The version and the git revision the binary was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("KALSHI_RISKD_REVISION"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kalshi-riskd",
-    version,
+    version = VERSION,
     about = "Risk daemon for Kalshi order groups"
 )]
 pub struct Cli {

@@ -272,10 +272,15 @@ impl Metrics {
             registry: registry.clone(),
         };
         let build = reg!(IntGaugeVec::new(
-            opts("build_info", "Always 1; the version is a label."),
-            &["version"]
+            opts(
+                "build_info",
+                "Always 1; the version and the git revision built from are labels."
+            ),
+            &["version", "revision"]
         )?);
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("KALSHI_RISKD_REVISION")])
+            .set(1);
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
