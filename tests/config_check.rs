@@ -556,7 +556,10 @@ fn version_names_the_git_revision_it_was_built_from() {
         format!("kalshi-riskd {} ({revision})", env!("CARGO_PKG_VERSION"))
     );
     // Built from this checkout: the revision is a commit id, not "unknown".
-    if std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".git").exists() {
+    if std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".git")
+        .exists()
+    {
         assert!(
             revision.len() == 12 && revision.chars().all(|c| c.is_ascii_hexdigit()),
             "{revision}"

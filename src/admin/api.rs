@@ -58,11 +58,14 @@ pub struct Status {
 }
 
 impl Status {
-    /// Whether anything needs an operator: a strategy tripped or unknown.
+    /// Whether anything needs an operator: the kill switch engaged, or a strategy tripped or
+    /// unknown.
     pub fn needs_attention(&self) -> bool {
-        self.strategies
-            .iter()
-            .any(|s| matches!(s.state, GuardState::Tripped | GuardState::Unknown))
+        self.kill.is_some()
+            || self
+                .strategies
+                .iter()
+                .any(|s| matches!(s.state, GuardState::Tripped | GuardState::Unknown))
     }
 
     pub fn strategy(&self, name: &str) -> Option<&StrategyStatus> {

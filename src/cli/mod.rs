@@ -4,8 +4,10 @@
 //! Exit codes: 0 on a clean stop, 1 on a fatal error, 2 on bad arguments or configuration.
 //! The admin commands (`status`, `kill`, `release`, `reset`) say how they ended: 0 done,
 //! 1 refused by the daemon, 2 bad configuration, 3 no daemon listening, 4 permission denied,
-//! 5 no answer within `--timeout`, and for `status` 6 when it answered but a strategy is
-//! tripped or unknown.
+//! 5 no answer within `--timeout`, and for `status` 6 when it answered but the kill switch is
+//! engaged or a strategy is tripped or unknown. `kill --direct` (break-glass, without the
+//! daemon): 0 every group triggered and the kill recorded, 1 anything less (each named), 2 bad
+//! configuration or key.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,6 +18,7 @@ use clap::{Parser, Subcommand};
 use crate::admin::{AdminClient, ClientError, ClientErrorKind};
 use crate::kalshi::auth;
 
+mod direct;
 #[cfg(feature = "sim")]
 mod sim;
 #[cfg(feature = "sim")]
@@ -56,7 +59,7 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 3;
     pub const DENIED: u8 = 4;
     pub const TIMED_OUT: u8 = 5;
-    /// `status`: answered, and a strategy is tripped or unknown.
+    /// `status`: answered, and the kill switch is engaged or a strategy is tripped or unknown.
     pub const ATTENTION: u8 = 6;
 }
 
@@ -81,7 +84,13 @@ pub enum Command {
         json: bool,
     },
     /// Engage the kill switch (same as SIGUSR1).
-    Kill,
+    Kill {
+        /// Break-glass, for when the daemon is down: trigger every group on the account straight
+        /// through the exchange with the daemon's key, then record the kill latch (through the
+        /// daemon if it answers, else in its state.json and audit.jsonl).
+        #[arg(long)]
+        direct: bool,
+    },
     /// Release the kill latch (groups stay triggered until reset).
     Release,
     /// Reset a strategy's groups through the daemon (refused while the kill switch is engaged).
@@ -110,7 +119,8 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run => run_daemon(&cli.config),
         Command::Status { json } => admin_command(&target, AdminCmd::Status { json }),
-        Command::Kill => admin_command(&target, AdminCmd::Kill),
+        Command::Kill { direct: true } => direct::run(&cli.config, cli.socket.as_deref()),
+        Command::Kill { direct: false } => admin_command(&target, AdminCmd::Kill),
         Command::Release => admin_command(&target, AdminCmd::Release),
         Command::Reset { strategy, all } => admin_command(
             &target,
