@@ -22,6 +22,7 @@ pub mod daemon;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod http;
+pub mod logging;
 
 pub use riskd_core as risk;
 pub use riskd_kalshi as kalshi;

@@ -22,6 +22,8 @@ pub enum AdminRequest {
     Reload,
     Trigger(String),
     Reset(String),
+    /// Replaces the log filter (`RUST_LOG` syntax).
+    LogFilter(String),
 }
 
 impl AdminRequest {
@@ -36,12 +38,17 @@ impl AdminRequest {
             AdminRequest::Reload => ("POST", "/v1/reload".into()),
             AdminRequest::Trigger(name) => ("POST", format!("/v1/strategies/{name}/trigger")),
             AdminRequest::Reset(name) => ("POST", format!("/v1/strategies/{name}/reset")),
+            AdminRequest::LogFilter(filter) => ("PUT", format!("/v1/log/{filter}")),
         }
     }
 
-    /// Whether the request changes anything (and is answered only once its record is durable).
+    /// Whether the request changes the risk state (and is answered only once its record is
+    /// durable).
     pub fn is_mutation(&self) -> bool {
-        !matches!(self, AdminRequest::Status | AdminRequest::Groups)
+        !matches!(
+            self,
+            AdminRequest::Status | AdminRequest::Groups | AdminRequest::LogFilter(_)
+        )
     }
 }
 
@@ -152,6 +159,12 @@ pub struct Reloaded {
     pub reloaded: String,
 }
 
+/// `PUT /v1/log/{filter}`: the log filter now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFilterSet {
+    pub log_filter: String,
+}
+
 /// The body of every refusal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -168,6 +181,7 @@ pub enum AdminAnswer {
     Released(Released),
     Strategy(StrategyChanged),
     Reloaded(Reloaded),
+    LogFilter(LogFilterSet),
 }
 
 /// Why the daemon refused a request. [`AdminError::status`] is the one place a refusal
@@ -184,6 +198,9 @@ pub enum AdminError {
     /// A reload found errors; nothing changed.
     #[error("{0}")]
     ReloadFailed(String),
+    /// Not a log filter; the old one stays.
+    #[error("{0}")]
+    BadLogFilter(String),
     #[error("the daemon is stopping")]
     Stopping,
 }
@@ -193,7 +210,7 @@ impl AdminError {
         match self {
             AdminError::NoSuchStrategy(_) | AdminError::NoSuchEndpoint => 404,
             AdminError::Refused(_) => 409,
-            AdminError::ReloadFailed(_) => 422,
+            AdminError::ReloadFailed(_) | AdminError::BadLogFilter(_) => 422,
             AdminError::Stopping => 503,
         }
     }

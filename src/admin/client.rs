@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::api::{
-    AdminRequest, ErrorBody, Groups, Killed, Released, Reloaded, Status, StrategyChanged,
+    AdminRequest, ErrorBody, Groups, Killed, LogFilterSet, Released, Reloaded, Status,
+    StrategyChanged,
 };
 
 /// Why the admin socket gave no answer.
@@ -93,6 +94,10 @@ impl AdminClient {
 
     pub async fn reset(&self, strategy: &str) -> Result<StrategyChanged, ClientError> {
         self.call(&AdminRequest::Reset(strategy.to_owned())).await
+    }
+
+    pub async fn log_filter(&self, filter: &str) -> Result<LogFilterSet, ClientError> {
+        self.call(&AdminRequest::LogFilter(filter.to_owned())).await
     }
 
     /// Sends `request`; a 2xx answer is parsed as `T`, any other becomes

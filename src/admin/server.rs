@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -89,6 +89,13 @@ async fn reset(
 ) -> Response {
     ask(&tx, c, AdminRequest::Reset(name)).await
 }
+async fn log_filter(
+    State(tx): State<Tx>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    UrlPath(filter): UrlPath<String>,
+) -> Response {
+    ask(&tx, c, AdminRequest::LogFilter(filter)).await
+}
 async fn not_found() -> Response {
     respond(Err(AdminError::NoSuchEndpoint))
 }
@@ -103,6 +110,7 @@ pub fn router(tx: Tx) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/strategies/{name}/trigger", post(trigger))
         .route("/v1/strategies/{name}/reset", post(reset))
+        .route("/v1/log/{filter}", put(log_filter))
         .fallback(not_found)
         .with_state(tx)
 }

@@ -104,6 +104,12 @@ pub enum Command {
     },
     /// List the account's order groups straight from the exchange.
     Groups,
+    /// Replace the running daemon's log filter (RUST_LOG syntax: `debug`,
+    /// `info,riskd_kalshi=debug`), until the next restart.
+    LogLevel {
+        /// The new filter.
+        filter: String,
+    },
     #[cfg(feature = "sim")]
     /// Run the exchange simulator standalone (REST, WebSocket and the /_sim/ control surface).
     Sim(Box<SimArgs>),
@@ -129,6 +135,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         ),
         Command::Groups => run_groups(&cli.config),
+        Command::LogLevel { filter } => admin_command(&target, AdminCmd::LogLevel { filter }),
         #[cfg(feature = "sim")]
         Command::Demo { duration } => crate::demo::run(duration),
         Command::Check => {
@@ -143,21 +150,9 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Logs to stderr (journald captures it under systemd); the level comes from `RUST_LOG`
-/// (default info).
+/// Starts logging (see [`crate::logging`]).
 pub fn init_logging(format: crate::config::LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::filter::LevelFilter;
-    let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .from_env_lossy();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        crate::config::LogFormat::Pretty => builder.try_init(),
-    };
+    crate::logging::init(format);
 }
 
 fn run_daemon(path: &Path) -> ExitCode {
@@ -186,6 +181,7 @@ enum AdminCmd {
     Kill,
     Release,
     Reset { strategy: Option<String> },
+    LogLevel { filter: String },
 }
 
 /// The admin socket's path from the config file (only `http.admin_socket` is needed, so a
@@ -284,6 +280,10 @@ async fn admin_call(client: &AdminClient, cmd: &AdminCmd) -> Result<bool, Client
         AdminCmd::Kill => {
             client.kill().await?;
             println!("kill switch engaged; every group in scope is being triggered");
+        }
+        AdminCmd::LogLevel { filter } => {
+            let set = client.log_filter(filter).await?;
+            println!("log filter now {}", set.log_filter);
         }
         AdminCmd::Release => {
             if client.release().await?.released {

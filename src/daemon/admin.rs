@@ -3,7 +3,8 @@
 //! already on their way); a reload is answered when it has been applied.
 
 use crate::admin::api::{
-    Control, Durable, Groups, Killed, LimitUse, Released, Status, StrategyChanged, StrategyStatus,
+    Control, Durable, Groups, Killed, LimitUse, LogFilterSet, Released, Status, StrategyChanged,
+    StrategyStatus,
 };
 use crate::admin::{AdminAnswer, AdminCall, AdminError, AdminRequest};
 use crate::kalshi::auth::now_ms;
@@ -55,6 +56,13 @@ impl Shell {
                 self.begin_reload(&actor, vec![call.reply]);
                 return;
             }
+            AdminRequest::LogFilter(filter) => match crate::logging::set_filter(&filter) {
+                Ok(log_filter) => {
+                    tracing::warn!(%actor, %log_filter, "log filter replaced");
+                    Ok(AdminAnswer::LogFilter(LogFilterSet { log_filter }))
+                }
+                Err(e) => Err(AdminError::BadLogFilter(e)),
+            },
             AdminRequest::Trigger(name) | AdminRequest::Reset(name) if !known(self, &name) => {
                 Err(AdminError::NoSuchStrategy(name))
             }
