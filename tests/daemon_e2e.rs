@@ -220,6 +220,17 @@ async fn reload_applies_a_good_policy_set_and_refuses_a_bad_one() {
         "{failed}"
     );
     assert!(d.state()["strategies"]["old"].is_object());
+    let addr = d.metrics_addr();
+    let (_, scrape) = get(&addr, "/metrics").await;
+    assert_eq!(
+        sample(&scrape, "kalshi_riskd_policy_reload_success"),
+        Some(0.0)
+    );
+    let loaded_at = sample(
+        &scrape,
+        "kalshi_riskd_policy_reload_last_success_timestamp_seconds",
+    )
+    .unwrap();
 
     // A good one: a new strategy, a removed one retired, a changed limit.
     std::fs::remove_file(dir.path().join("policies/broken.toml")).unwrap();
@@ -243,6 +254,20 @@ async fn reload_applies_a_good_policy_set_and_refuses_a_bad_one() {
     .await
     .unwrap();
     let state = d.until_state("reloaded", |s| s["strategies"]["new"].is_object());
+    let (_, scrape) = get(&addr, "/metrics").await;
+    assert_eq!(
+        sample(&scrape, "kalshi_riskd_policy_reload_success"),
+        Some(1.0),
+        "a good reload clears the failure"
+    );
+    assert!(
+        sample(
+            &scrape,
+            "kalshi_riskd_policy_reload_last_success_timestamp_seconds"
+        )
+        .unwrap()
+            > loaded_at
+    );
     assert_eq!(
         state["strategies"]["old"]["retired"], true,
         "a retired strategy is remembered: {state}"
@@ -412,7 +437,12 @@ async fn metrics_health_and_readiness() {
         "resets_total",
         "stream_connected",
         "stream_reconnects_total",
-        "stream_last_message_age_seconds",
+        "stream_last_message_timestamp_seconds",
+        "strategy_state",
+        "fix_logons_total",
+        "policy_reload_success",
+        "policy_reload_last_success_timestamp_seconds",
+        "start_time_seconds",
         "exchange_requests_total",
         "exchange_request_duration_seconds",
         "trigger_latency_seconds",
@@ -467,6 +497,29 @@ async fn metrics_health_and_readiness() {
         Some(100.0)
     );
     assert_eq!(sample(&first, "kalshi_riskd_stream_connected"), Some(1.0));
+    assert_eq!(
+        sample(&first, "kalshi_riskd_policy_reload_success"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &first,
+            r#"kalshi_riskd_strategy_state{state="active",strategy="runaway"}"#
+        ),
+        Some(1.0)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for series in [
+        "kalshi_riskd_start_time_seconds",
+        "kalshi_riskd_stream_last_message_timestamp_seconds",
+        "kalshi_riskd_policy_reload_last_success_timestamp_seconds",
+    ] {
+        let t = sample(&first, series).unwrap();
+        assert!((now - 60.0..=now).contains(&t), "{series} = {t}, now {now}");
+    }
 
     // A breach shows in the figures.
     let runaway = group_of(&d.state(), "runaway");
@@ -506,6 +559,11 @@ async fn metrics_health_and_readiness() {
         ),
         Some(1.0)
     );
+    for (state, v) in [("tripped", 1.0), ("active", 0.0), ("unknown", 0.0)] {
+        let series =
+            format!(r#"kalshi_riskd_strategy_state{{state="{state}",strategy="runaway"}}"#);
+        assert_eq!(sample(&scrape, &series), Some(v), "{series}");
+    }
     assert_eq!(
         sample(&scrape, r#"kalshi_riskd_fills_total{strategy="runaway"}"#),
         Some(1.0)

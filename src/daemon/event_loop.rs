@@ -26,7 +26,6 @@ use crate::admin::AdminResult;
 use crate::config::Loaded;
 use crate::http::Metrics;
 use crate::kalshi::auth::now_ms;
-use crate::kalshi::fix::FixSession;
 use crate::kalshi::stream::{Health, StreamEvent};
 use crate::kalshi::{GroupAddress, GroupControl};
 use crate::risk::Dollars;
@@ -255,7 +254,7 @@ impl Running {
                     // Readiness is the stream's: without FIX the daemon still guards (REST
                     // Triggers); the FIX session has its own metric and alert.
                     health.ready.store(counters.connected.load(Ordering::Relaxed), Ordering::Relaxed);
-                    shell.metrics.fix_session(shell.control.fix_session().map(FixSession::is_logged_on));
+                    shell.metrics.fix_session(shell.control.fix_session().map(|f| (f.is_logged_on(), f.logons())));
                     // The watchdog is fed only while this loop makes progress.
                     if let Some(every) = watchdog && last_watchdog.elapsed() >= every / 2 {
                         notify(&[sd_notify::NotifyState::Watchdog]);

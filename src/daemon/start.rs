@@ -278,7 +278,11 @@ pub(super) async fn start(
     metrics.refresh(&mut shell.engine, &counters, now_ms());
     metrics.refresh_writes(&write_health);
     health.ready.store(subscribed, Ordering::Relaxed);
-    metrics.fix_session(control.fix_session().map(FixSession::is_logged_on));
+    metrics.fix_session(
+        control
+            .fix_session()
+            .map(|f| (f.is_logged_on(), f.logons())),
+    );
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("watching"),

@@ -21,6 +21,13 @@ use crate::risk::guard::{GuardState, TripReason};
 
 pub const STATUS_CLASSES: [&str; 5] = ["2xx", "4xx", "429", "5xx", "error"];
 const RESET_REASONS: [&str; 2] = ["manual", "auto"];
+const STRATEGY_STATES: [&str; 4] = ["active", "warned", "tripped", "unknown"];
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 /// The class of an HTTP status (or `error` for no answer).
 pub fn status_class(status: Option<u16>) -> &'static str {
@@ -45,6 +52,7 @@ struct Seen {
     reconnects: u64,
     write_failures: [u64; 2],
     subscriptions_lost: [u64; 3],
+    logons: u64,
     unknown: u64,
     garbage: u64,
 }
@@ -75,7 +83,11 @@ pub struct Metrics {
     stream_subscriptions_lost_total: IntCounterVec,
     stream_unknown_messages_total: IntCounter,
     stream_undecodable_messages_total: IntCounter,
-    stream_last_message_age_seconds: Gauge,
+    stream_last_message_timestamp_seconds: Gauge,
+    strategy_state: IntGaugeVec,
+    fix_logons_total: IntCounter,
+    policy_reload_success: IntGauge,
+    policy_reload_last_success_timestamp_seconds: Gauge,
     exchange_requests_total: IntCounterVec,
     exchange_request_duration_seconds: HistogramVec,
     trigger_latency_seconds: Histogram,
@@ -233,9 +245,28 @@ impl Metrics {
                 "stream_undecodable_messages_total",
                 "User stream frames that could not be decoded."
             ))?),
-            stream_last_message_age_seconds: reg!(Gauge::with_opts(opts(
-                "stream_last_message_age_seconds",
-                "Seconds since the user stream last delivered a frame."
+            stream_last_message_timestamp_seconds: reg!(Gauge::with_opts(opts(
+                "stream_last_message_timestamp_seconds",
+                "When the user stream last delivered a frame (Unix time; 0 before the first). An alert compares it with time(), so a daemon that stops updating it still alerts."
+            ))?),
+            strategy_state: reg!(IntGaugeVec::new(
+                opts(
+                    "strategy_state",
+                    "1 for the strategy's state (active, warned, tripped, unknown), 0 for the others."
+                ),
+                &["strategy", "state"]
+            )?),
+            fix_logons_total: reg!(IntCounter::with_opts(opts(
+                "fix_logons_total",
+                "Successful FIX logons (each reconnect adds one)."
+            ))?),
+            policy_reload_success: reg!(IntGauge::with_opts(opts(
+                "policy_reload_success",
+                "1 when the last reload succeeded (or none was tried since the start), 0 when it was refused."
+            ))?),
+            policy_reload_last_success_timestamp_seconds: reg!(Gauge::with_opts(opts(
+                "policy_reload_last_success_timestamp_seconds",
+                "When the policies in force were loaded (Unix time): the start, or the last good reload."
             ))?),
             exchange_requests_total: reg!(IntCounterVec::new(
                 opts(
@@ -281,6 +312,15 @@ impl Metrics {
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("KALSHI_RISKD_REVISION")])
             .set(1);
+        // The unit's ProcSubset=pid hides process_start_time_seconds: the daemon says it.
+        let started = reg!(Gauge::with_opts(opts(
+            "start_time_seconds",
+            "When the daemon started (Unix time)."
+        ))?);
+        let now = unix_now();
+        started.set(now);
+        m.policy_reload_success.set(1);
+        m.policy_reload_last_success_timestamp_seconds.set(now);
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -315,6 +355,11 @@ impl Metrics {
         self.policy_reloads_total
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
+        self.policy_reload_success.set(i64::from(ok));
+        if ok {
+            self.policy_reload_last_success_timestamp_seconds
+                .set(unix_now());
+        }
     }
 
     /// A Trigger was confirmed over `channel` (`fix` or `rest`).
@@ -324,11 +369,19 @@ impl Metrics {
             .inc();
     }
 
-    /// The FIX session's state: `None` without FIX, else whether it is logged on.
-    pub fn fix_session(&self, logged_on: Option<bool>) {
+    /// The FIX session's state: `None` without FIX, else whether it is logged on and how many
+    /// logons it has made.
+    pub fn fix_session(&self, session: Option<(bool, u64)>) {
+        let logged_on = session.map(|(up, _)| up);
         self.fix_session_configured
             .set(i64::from(logged_on.is_some()));
         self.fix_session_up.set(i64::from(logged_on == Some(true)));
+        if let Some((_, logons)) = session {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            self.fix_logons_total
+                .inc_by(logons.saturating_sub(seen.logons));
+            seen.logons = logons;
+        }
         for c in ["fix", "rest"] {
             self.trigger_confirmations_total.with_label_values(&[c]);
         }
@@ -364,6 +417,7 @@ impl Metrics {
         self.window_utilization_ratio.reset();
         self.group_contracts_limit.reset();
         self.strategy_tripped.reset();
+        self.strategy_state.reset();
         for (strategy, spec, usage) in engine.window_figures(now_ms) {
             let l = [strategy.as_str(), spec.name.as_str()];
             self.window_contracts
@@ -391,6 +445,17 @@ impl Metrics {
             self.strategy_tripped
                 .with_label_values(&[name])
                 .set(i64::from(s.state() == GuardState::Tripped));
+            let state = match s.state() {
+                GuardState::Active if s.is_warned() => "warned",
+                GuardState::Active => "active",
+                GuardState::Tripped => "tripped",
+                GuardState::Unknown => "unknown",
+            };
+            for st in STRATEGY_STATES {
+                self.strategy_state
+                    .with_label_values(&[name, st])
+                    .set(i64::from(st == state));
+            }
             for g in &s.groups {
                 self.group_contracts_limit
                     .with_label_values(&[name, &g.exchange_index.to_string()])
@@ -467,11 +532,8 @@ impl Metrics {
             .inc_by(garbage.saturating_sub(seen.garbage));
         seen.garbage = garbage;
         let last = stream.last_frame_ms.load(Relaxed);
-        self.stream_last_message_age_seconds.set(if last == 0 {
-            0.0
-        } else {
-            (now_ms - last).max(0) as f64 / 1000.0
-        });
+        self.stream_last_message_timestamp_seconds
+            .set(last.max(0) as f64 / 1000.0);
     }
 
     /// The Prometheus text exposition.
