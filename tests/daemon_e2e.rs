@@ -443,6 +443,7 @@ async fn metrics_health_and_readiness() {
         "policy_reload_success",
         "policy_reload_last_success_timestamp_seconds",
         "start_time_seconds",
+        "exchange_clock_offset_seconds",
         "exchange_requests_total",
         "exchange_request_duration_seconds",
         "trigger_latency_seconds",
@@ -889,4 +890,37 @@ async fn over_fix_groups_breach_trip_kill_reset_and_reconnect() {
     // A clean stop logs the session out.
     assert_eq!(stop(d).await, Some(0));
     assert_eq!(t.sim.state().fix_sessions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exchange_clock_offset_is_measured_from_its_answers() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    let d = start(dir.path()).await;
+    let addr = d.metrics_addr();
+    let offset = |scrape: &str| sample(scrape, "kalshi_riskd_exchange_clock_offset_seconds");
+    let (_, scrape) = get(&addr, "/metrics").await;
+    let same = offset(&scrape).unwrap();
+    assert!(same.abs() <= 1.0, "one clock, offset {same}");
+    // The exchange's clock runs 5 s ahead: the next answers say so.
+    t.set_faults(json!({"clock_skew_ms": 5000})).await;
+    let p = dir.path().to_owned();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let p = p.clone();
+        tokio::task::spawn_blocking(move || cli(&p, &["reset", "calm"]))
+            .await
+            .unwrap();
+        let (_, scrape) = get(&addr, "/metrics").await;
+        let ahead = offset(&scrape).unwrap();
+        if (4.0..=6.0).contains(&ahead) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "offset {ahead}, not 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stop(d).await, Some(0));
 }

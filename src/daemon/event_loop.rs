@@ -251,6 +251,7 @@ impl Running {
                     let now = now_ms();
                     shell.metrics.refresh(&mut shell.engine, counters, now);
                     shell.metrics.refresh_writes(&shell.writes);
+                    shell.metrics.clock_offset(shell.control.rest_client().clock_offset_ms());
                     // Readiness is the stream's: without FIX the daemon still guards (REST
                     // Triggers); the FIX session has its own metric and alert.
                     health.ready.store(counters.connected.load(Ordering::Relaxed), Ordering::Relaxed);

@@ -86,6 +86,7 @@ pub struct Metrics {
     stream_last_message_timestamp_seconds: Gauge,
     strategy_state: IntGaugeVec,
     fix_logons_total: IntCounter,
+    exchange_clock_offset_seconds: Gauge,
     policy_reload_success: IntGauge,
     policy_reload_last_success_timestamp_seconds: Gauge,
     exchange_requests_total: IntCounterVec,
@@ -256,6 +257,10 @@ impl Metrics {
                 ),
                 &["strategy", "state"]
             )?),
+            exchange_clock_offset_seconds: reg!(Gauge::with_opts(opts(
+                "exchange_clock_offset_seconds",
+                "The exchange's clock minus this host's, from the Date of its REST answers (to within about half a second; 0 before the first answer). The exchange refuses signatures beyond a few seconds of skew."
+            ))?),
             fix_logons_total: reg!(IntCounter::with_opts(opts(
                 "fix_logons_total",
                 "Successful FIX logons (each reconnect adds one)."
@@ -384,6 +389,13 @@ impl Metrics {
         }
         for c in ["fix", "rest"] {
             self.trigger_confirmations_total.with_label_values(&[c]);
+        }
+    }
+
+    /// The exchange's clock minus ours, in ms, once known.
+    pub fn clock_offset(&self, ms: Option<i64>) {
+        if let Some(ms) = ms {
+            self.exchange_clock_offset_seconds.set(ms as f64 / 1000.0);
         }
     }
 

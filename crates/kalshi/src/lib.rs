@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod budget;
 pub mod channel;
+pub mod clock;
 pub mod control;
 pub mod error;
 pub mod fix;

@@ -38,6 +38,10 @@ pub struct Faults {
     /// `order_group_updates` in the loose shapes the exchange is known to send: `ts_ms` left
     /// out, and an event of an unknown `event_type` after each real one.
     pub ws_loose_group_events: bool,
+    /// The `Date` header of REST answers reads this many milliseconds ahead (behind when
+    /// negative): a skewed exchange clock, as a client measures it. Signatures are still
+    /// checked against the simulator's own clock.
+    pub clock_skew_ms: i64,
 }
 
 impl Faults {

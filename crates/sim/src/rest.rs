@@ -371,6 +371,21 @@ async fn guard(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Res
     resp
 }
 
+/// Every answer's `Date` reads `clock_skew_ms` ahead when that fault is set.
+async fn skewed_date(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let skew = lock(&st.faults).clock_skew_ms;
+    if skew != 0 {
+        let now = std::time::SystemTime::now();
+        let by = Duration::from_millis(skew.unsigned_abs());
+        let t = if skew > 0 { now + by } else { now - by };
+        if let Ok(v) = http::HeaderValue::from_str(&riskd_kalshi::clock::http_date(t)) {
+            resp.headers_mut().insert(http::header::DATE, v);
+        }
+    }
+    resp
+}
+
 /// `GET /exchange/status`: public (no signature), as on the exchange.
 async fn exchange_status(State(st): State<Arc<SimState>>) -> Response {
     st.stats.status_requests.fetch_add(1, Ordering::Relaxed);
@@ -398,6 +413,8 @@ pub(super) fn router(st: Arc<SimState>) -> Router {
         .route("/trade-api/v2/portfolio/orders/{order_id}", get(get_order))
         .route("/trade-api/v2/{*rest}", axum::routing::any(no_such_path))
         .layer(middleware::from_fn_with_state(st.clone(), guard))
-        .with_state(st);
-    public.merge(private)
+        .with_state(st.clone());
+    public
+        .merge(private)
+        .layer(middleware::from_fn_with_state(st, skewed_date))
 }

@@ -23,8 +23,9 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::auth::{SignedHeaders, Signer};
+use crate::auth::{SignedHeaders, Signer, now_ms};
 use crate::budget::{Budget, Priority};
+use crate::clock::ClockOffset;
 use crate::error::{ExchangeError, error_chain};
 use crate::group::GroupAddress;
 use crate::retry::{Repeat, with_retries};
@@ -126,6 +127,7 @@ pub struct RestClient {
     read: Arc<Budget>,
     retry: RetryPolicy,
     armory: Arc<Armory>,
+    clock: Arc<ClockOffset>,
 }
 
 enum Bill {
@@ -184,6 +186,7 @@ impl RestClient {
             write: Arc::new(budget(cfg.write_per_s, cfg.trigger_reserve)),
             read: Arc::new(budget(cfg.read_per_s, 0.0)),
             retry: cfg.retry.clone(),
+            clock: Arc::new(ClockOffset::default()),
         })
     }
 
@@ -200,6 +203,11 @@ impl RestClient {
     }
 
     /// The armed-Trigger set; the owner arms groups and runs [`RestClient::run_armory`].
+    /// The exchange's clock minus ours (ms), from its answers' `Date`; `None` before the first.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        self.clock.get_ms()
+    }
+
     pub fn armory(&self) -> &Arc<Armory> {
         &self.armory
     }
@@ -240,7 +248,9 @@ impl RestClient {
                     let probes = (0..connections.max(1)).map(|_| {
                         let req = self.http.get(&url);
                         async move {
+                            let sent_ms = now_ms();
                             if let Ok(r) = req.send().await {
+                                self.observe_date(&r, sent_ms);
                                 let _ = r.bytes().await;
                             }
                         }
@@ -248,6 +258,15 @@ impl RestClient {
                     futures_util::future::join_all(probes).await;
                 }
             }
+        }
+    }
+
+    /// Takes the exchange's clock from an answer's `Date`.
+    fn observe_date(&self, resp: &reqwest::Response, sent_ms: i64) {
+        if let Some(date) = resp.headers().get(reqwest::header::DATE)
+            && let Ok(date) = date.to_str()
+        {
+            self.clock.observe(date, sent_ms, now_ms());
         }
     }
 
@@ -283,9 +302,11 @@ impl RestClient {
                     req = req.json(b);
                 }
                 let started = tokio::time::Instant::now();
+                let sent_ms = now_ms();
                 let (status, outcome) = match req.send().await {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
+                        self.observe_date(&resp, sent_ms);
                         match resp.bytes().await {
                             Ok(bytes) if (200..300).contains(&status) => (Some(status), Ok(bytes)),
                             Ok(bytes) => (
