@@ -62,6 +62,7 @@ pub struct Metrics {
     window_contracts: GaugeVec,
     window_limit_contracts: GaugeVec,
     window_utilization_ratio: GaugeVec,
+    window_warn_ratio: GaugeVec,
     group_contracts_limit: GaugeVec,
     strategy_tripped: IntGaugeVec,
     kill_switch_engaged: IntGauge,
@@ -128,6 +129,13 @@ impl Metrics {
                 opts(
                     "window_limit_contracts",
                     "The limit's maximum contracts over its window."
+                ),
+                sl
+            )?),
+            window_warn_ratio: reg!(GaugeVec::new(
+                opts(
+                    "window_warn_ratio",
+                    "The limit's warn ratio from its policy: the warn alert compares the utilisation with it."
                 ),
                 sl
             )?),
@@ -427,6 +435,7 @@ impl Metrics {
         self.window_contracts.reset();
         self.window_limit_contracts.reset();
         self.window_utilization_ratio.reset();
+        self.window_warn_ratio.reset();
         self.group_contracts_limit.reset();
         self.strategy_tripped.reset();
         self.strategy_state.reset();
@@ -448,6 +457,9 @@ impl Metrics {
                 spec.max_fills.map(|m| usage.fills as f64 / m.max(1) as f64),
             ];
             let ratio = ratios.into_iter().flatten().fold(0.0, f64::max);
+            self.window_warn_ratio
+                .with_label_values(&l)
+                .set(f64::from(spec.warn_ratio.ppm()) / 1e6);
             self.window_utilization_ratio
                 .with_label_values(&l)
                 .set(ratio);
