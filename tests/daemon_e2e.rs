@@ -427,6 +427,7 @@ async fn metrics_health_and_readiness() {
         "window_contracts",
         "window_limit_contracts",
         "window_utilization_ratio",
+        "window_warn_ratio",
         "group_contracts_limit",
         "strategy_tripped",
         "kill_switch_engaged",
@@ -498,6 +499,14 @@ async fn metrics_health_and_readiness() {
         Some(100.0)
     );
     assert_eq!(sample(&first, "kalshi_riskd_stream_connected"), Some(1.0));
+    assert_eq!(
+        sample(
+            &first,
+            r#"kalshi_riskd_window_warn_ratio{limit="fast",strategy="runaway"}"#
+        ),
+        Some(0.8),
+        "the policy's warn ratio (the default)"
+    );
     assert_eq!(
         sample(&first, "kalshi_riskd_policy_reload_success"),
         Some(1.0)
