@@ -933,3 +933,31 @@ async fn the_exchange_clock_offset_is_measured_from_its_answers() {
     }
     assert_eq!(stop(d).await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_rotated_under_the_daemon_loses_no_line() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    let d = start(dir.path()).await;
+    let audit = dir.path().join("state/audit.jsonl");
+    let before = std::fs::read_to_string(&audit).unwrap();
+    assert!(!before.is_empty(), "start writes its decisions");
+    // logrotate's `create`: the log renamed away and a new empty file put in its place.
+    std::fs::rename(&audit, dir.path().join("state/audit.jsonl-1")).unwrap();
+    std::fs::File::create(&audit).unwrap();
+    let p = dir.path().to_owned();
+    let (code, _, err) = tokio::task::spawn_blocking(move || cli(&p, &["kill"]))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    let line = d.until_audit("the kill, in the new file", |v| {
+        v["event"] == "kill_engaged"
+    });
+    assert!(line["actor"].as_str().unwrap().starts_with("uid:"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state/audit.jsonl-1")).unwrap(),
+        before,
+        "the rotated file keeps every line it had"
+    );
+    assert_eq!(stop(d).await, Some(0));
+}

@@ -4,6 +4,12 @@
 //!
 //! `state.json` carries the risk core's snapshot plus `clean_stop`: false while the daemon runs,
 //! true once it has stopped cleanly. A start that finds `false` knows the last stop was unclean.
+//!
+//! `audit.jsonl` may be rotated under the daemon (logrotate's `create`: renamed, a new file put
+//! in its place, or just moved away): before each append the daemon checks that the path still
+//! names the file it holds open, and otherwise opens the path again, so every line after a
+//! rotation goes to the new file and none is lost. A line appended in the instant between that
+//! check and a rename lands at the end of the rotated file, still whole.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -39,6 +45,14 @@ pub struct StateFile {
     pub clean_stop: bool,
 }
 
+fn open_audit(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))
+}
+
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
@@ -59,11 +73,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let audit_path = dir.join("audit.jsonl");
-        let audit = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&audit_path)
-            .map_err(io(&audit_path))?;
+        let audit = open_audit(&audit_path)?;
         Ok(Store {
             dir: dir.to_owned(),
             audit,
@@ -111,12 +121,26 @@ impl Store {
         Ok(())
     }
 
+    /// Opens `path` again if it no longer names the audit file held open (rotated away).
+    fn follow_rotation(&mut self, path: &Path) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let held = self.audit.metadata().map_err(io(path))?;
+        let same = std::fs::metadata(path)
+            .is_ok_and(|now| now.dev() == held.dev() && now.ino() == held.ino());
+        if !same {
+            self.audit = open_audit(path)?;
+            tracing::info!(path = %path.display(), "audit log rotated: appending to a new file");
+        }
+        Ok(())
+    }
+
     /// Appends decisions to the audit log and fsyncs it.
     pub fn audit(&mut self, decisions: &[Decision]) -> Result<(), StoreError> {
         if decisions.is_empty() {
             return Ok(());
         }
         let path = self.dir.join("audit.jsonl");
+        self.follow_rotation(&path)?;
         let mut buf = Vec::new();
         for d in decisions {
             let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(d.ts_ms.max(0) as u64);
@@ -142,5 +166,41 @@ impl Store {
             return Err(io(&path)(e));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::risk::engine::{DecisionKind, decision};
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["reason"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rotated_audit_log_loses_no_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let d = |reason: &str| decision(1, DecisionKind::KillEngaged, reason, "test");
+        let audit = dir.path().join("audit.jsonl");
+        store.audit(&[d("one")]).unwrap();
+        // logrotate's `create`: renamed away, a new empty file in its place.
+        std::fs::rename(&audit, dir.path().join("audit.jsonl.1")).unwrap();
+        File::create(&audit).unwrap();
+        store.audit(&[d("two")]).unwrap();
+        // Moved away with nothing in its place.
+        std::fs::rename(&audit, dir.path().join("audit.jsonl.2")).unwrap();
+        store.audit(&[d("three"), d("four")]).unwrap();
+        assert_eq!(lines(&dir.path().join("audit.jsonl.1")), ["one"]);
+        assert_eq!(lines(&dir.path().join("audit.jsonl.2")), ["two"]);
+        assert_eq!(lines(&audit), ["three", "four"]);
     }
 }
