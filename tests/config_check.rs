@@ -566,3 +566,38 @@ fn version_names_the_git_revision_it_was_built_from() {
         );
     }
 }
+
+/// The template unit keeps each account's files apart with `Environment=` overrides: they must
+/// name real keys, as the loader reads them, with the instance's name in place.
+#[test]
+fn the_template_units_overrides_put_each_account_in_its_own_directories() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/kalshi-riskd@.service"),
+    )
+    .unwrap();
+    let env: Vec<(String, String)> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_owned(), v.replace("%i", "acct1"))
+        })
+        .collect();
+    assert_eq!(env.len(), 2, "{env:?}");
+    let (_dir, path) = setup(MINIMAL, &[("a.toml", POLICY)]);
+    let loaded = config::load(&path, env).unwrap();
+    assert_eq!(
+        loaded.daemon.state_dir,
+        Path::new("/var/lib/kalshi-riskd/acct1")
+    );
+    assert_eq!(
+        loaded.daemon.admin_socket,
+        Path::new("/run/kalshi-riskd/acct1/admin.sock")
+    );
+    for line in [
+        "StateDirectory=kalshi-riskd/%i",
+        "RuntimeDirectory=kalshi-riskd/%i",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing");
+    }
+}
