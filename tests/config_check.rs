@@ -601,3 +601,26 @@ fn the_template_units_overrides_put_each_account_in_its_own_directories() {
         assert!(unit.lines().any(|l| l == line), "{line} missing");
     }
 }
+
+#[test]
+fn the_man_page_and_completions_come_from_the_cli_itself() {
+    let out = bin().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let man = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        man.starts_with(".ie") && man.contains(".TH kalshi-riskd 1"),
+        "{man}"
+    );
+    assert!(man.contains("\\-\\-socket"), "{man}");
+    for (shell, mark) in [
+        ("bash", "_kalshi__riskd()"),
+        ("zsh", "#compdef kalshi-riskd"),
+        ("fish", "complete -c kalshi-riskd"),
+    ] {
+        let out = bin().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(mark), "{shell}: {text}");
+        assert!(text.contains("kill"), "{shell} completes the commands");
+    }
+}

@@ -104,6 +104,10 @@ pub enum Command {
     },
     /// List the account's order groups straight from the exchange.
     Groups,
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     /// Replace the running daemon's log filter (RUST_LOG syntax: `debug`,
     /// `info,riskd_kalshi=debug`), until the next restart.
     LogLevel {
@@ -135,6 +139,23 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         ),
         Command::Groups => run_groups(&cli.config),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "kalshi-riskd", &mut text);
+            print_out("completions", &text)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            match clap_mangen::Man::new(cmd).render(&mut text) {
+                Ok(()) => print_out("man", &text),
+                Err(e) => {
+                    eprintln!("kalshi-riskd man: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::LogLevel { filter } => admin_command(&target, AdminCmd::LogLevel { filter }),
         #[cfg(feature = "sim")]
         Command::Demo { duration } => crate::demo::run(duration),
@@ -146,6 +167,19 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sim(args) => {
             init_logging(crate::config::LogFormat::Pretty);
             sim::run(*args)
+        }
+    }
+}
+
+/// Writes generated text to stdout; a closed pipe or a full disk is an error, not a panic.
+fn print_out(cmd: &str, text: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kalshi-riskd {cmd}: {e}");
+            ExitCode::from(1)
         }
     }
 }
