@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the Debian package from the committed Cargo.lock: the production binary (no simulator),
+# Builds the Debian package from the committed Cargo.lock: the production binary (no simulator;
+# cluster mode on, which needs protoc: Debian's protobuf-compiler),
 # its man page and shell completions generated from the CLI's own definitions, then cargo deb.
 # Extra arguments go to cargo deb. Needs cargo-deb (cargo install cargo-deb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --no-default-features --bin kalshi-riskd
+cargo build --release --locked --no-default-features --features cluster --bin kalshi-riskd
 bin=target/release/kalshi-riskd
 mkdir -p target/assets/completions
 "$bin" man > target/assets/kalshi-riskd.1

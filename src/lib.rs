@@ -11,12 +11,14 @@
 //!   - [`daemon`]: the running service around the risk core;
 //!   - [`http`]: the metrics and health listener;
 //!   - [`cli`]: the command line;
+//!   - [`cluster`]: cluster mode, a kill latch shared through etcd by the daemons of one account;
 //!   - [`demo`] (feature `sim`): the embedded demo (simulator, daemon, synthetic strategies).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 #[cfg(feature = "sim")]

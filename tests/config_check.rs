@@ -624,3 +624,43 @@ fn the_man_page_and_completions_come_from_the_cli_itself() {
         assert!(text.contains("kill"), "{shell} completes the commands");
     }
 }
+
+/// `[cluster]`: each rule names its key. A build without the `cluster` feature refuses the
+/// section itself, saying which build has it.
+#[test]
+fn the_cluster_section_is_checked_key_by_key() {
+    let bad = format!(
+        "{MINIMAL}[cluster]\nendpoints = [\"etcd:2379\", 7]\nmember = \"host a\"\nlease_ttl = \"1s\"\nttl = 3\n"
+    );
+    let found = errors(&bad, &[("mm.toml", POLICY)]).join("\n");
+    for want in [
+        "cluster.endpoints[0]: \"etcd:2379\" must start with http:// or https://",
+        "cluster.endpoints[1]: expected a string",
+        "cluster.name: is required",
+        "cluster.member: \"host a\": use letters, digits",
+        "cluster.lease_ttl:",
+        "cluster.ttl: unknown key",
+    ] {
+        assert!(found.contains(want), "no {want:?} in:\n{found}");
+    }
+    let good = format!(
+        "{MINIMAL}[cluster]\nendpoints = [\"http://127.0.0.1:2379\"]\nname = \"acct-1\"\nmember = \"host-a\"\n"
+    );
+    let found = errors(&good, &[("mm.toml", POLICY)]);
+    if cfg!(feature = "cluster") {
+        assert!(found.is_empty(), "{found:?}");
+        let (_dir, path) = setup(&good, &[("mm.toml", POLICY)]);
+        let loaded = config::load(&path, Vec::new()).unwrap();
+        let c = loaded.daemon.cluster.expect("cluster mode");
+        assert_eq!(
+            (c.name.as_str(), c.member.as_str(), c.lease_ttl),
+            ("acct-1", "host-a", std::time::Duration::from_secs(5))
+        );
+    } else {
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("cluster: this build has no cluster mode"),
+            "{found:?}"
+        );
+    }
+}

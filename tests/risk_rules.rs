@@ -925,3 +925,94 @@ fn a_trip_while_a_reset_is_in_flight_stands_when_that_reset_fails() {
         "the newer trip is the one on record, not the one the failed reset replaced"
     );
 }
+
+/// Cluster mode: the kill latch is shared through etcd. Until the shared latch has been read,
+/// and whenever it cannot be, nothing is reset (manually or automatically) and nothing is
+/// released: both would need it. Triggers never wait for it.
+#[test]
+fn in_cluster_mode_resets_and_releases_wait_for_the_shared_latch() {
+    use kalshi_riskd::risk::engine::ClusterInput;
+    let mut p = policy("mm", vec![limit("fast", 15_000, 100)]);
+    p.reset = cooldown(1_000, 0.5, 5);
+    let mut cfg = config(vec![p]);
+    cfg.cluster = true;
+    let mut h = Harness::new(cfg, 1);
+    let out = h.fill("mm", c(101));
+    assert_eq!(
+        commands(&out).len(),
+        1,
+        "a breach triggers before etcd is read"
+    );
+    h.advance(100_000);
+    assert!(
+        resets(&h.send(Input::Tick)).is_empty(),
+        "no automatic reset unread"
+    );
+    let out = h.send(op(OperatorCommand::Reset(Some("mm".into()))));
+    let refused = decisions(&out, DecisionKind::ResetRefused);
+    assert!(refused[0].reason.contains("etcd"), "{}", refused[0].reason);
+
+    let out = h.send(Input::Cluster(ClusterInput::Readable(true)));
+    assert_eq!(decisions(&out, DecisionKind::LatchReadable).len(), 1);
+    assert_eq!(
+        resets(&h.send(Input::Tick)).len(),
+        1,
+        "read: the cooldown applies"
+    );
+
+    h.send(op(OperatorCommand::Kill));
+    h.send(Input::Cluster(ClusterInput::Readable(false)));
+    let out = h.send(op(OperatorCommand::Release));
+    assert_eq!(decisions(&out, DecisionKind::ReleaseRefused).len(), 1);
+    assert!(
+        h.engine.kill().is_some(),
+        "a release needs the shared latch"
+    );
+}
+
+/// Cluster mode: a peer's engagement engages this member (and triggers its scope); a release
+/// read from etcd releases only an engagement etcd has held, so one made while etcd was out of
+/// reach outlives a release that never saw it.
+#[test]
+fn in_cluster_mode_a_shared_release_releases_only_what_etcd_held() {
+    use kalshi_riskd::risk::engine::ClusterInput;
+    use kalshi_riskd::risk::kill::KillRecord;
+    let mut cfg = config(vec![policy("mm", vec![])]);
+    cfg.cluster = true;
+    let mut h = Harness::new(cfg, 2);
+    h.send(Input::Cluster(ClusterInput::Readable(true)));
+    let peer = KillRecord {
+        at_ms: 1,
+        actor: "signal@b".into(),
+        reason: "kill switch".into(),
+        evidence: None,
+        shared: true,
+    };
+    let out = h.send(Input::Cluster(ClusterInput::Engaged(peer)));
+    assert_eq!(decisions(&out, DecisionKind::KillEngaged).len(), 1);
+    assert_eq!(commands(&out).len(), 2, "every group in scope triggered");
+    let out = h.send(Input::Cluster(ClusterInput::Released {
+        actor: "uid:1000@b".into(),
+    }));
+    assert_eq!(
+        decisions(&out, DecisionKind::KillReleased)[0].actor,
+        "uid:1000@b"
+    );
+    assert!(h.engine.kill().is_none());
+
+    // Engaged here, not yet held by etcd: a release read from etcd does not cover it.
+    h.send(op(OperatorCommand::Kill));
+    let out = h.send(Input::Cluster(ClusterInput::Released {
+        actor: "uid:1000@b".into(),
+    }));
+    assert!(decisions(&out, DecisionKind::KillReleased).is_empty());
+    assert!(h.engine.kill().is_some());
+    // Once etcd holds it, it is shared, and a later release covers it.
+    let out = h.send(Input::Cluster(ClusterInput::Shared));
+    assert_eq!(decisions(&out, DecisionKind::KillShared).len(), 1);
+    assert!(h.engine.kill().is_some_and(|k| k.shared));
+    h.send(Input::Cluster(ClusterInput::Released {
+        actor: "uid:1000@b".into(),
+    }));
+    assert!(h.engine.kill().is_none());
+}

@@ -43,6 +43,7 @@ pub fn engine() -> RiskEngine {
         kill_scope: KillScope::Managed,
         kill_hold: true,
         blind_after_ms: 10_000,
+        cluster: false,
     };
     let mut e = RiskEngine::new(cfg);
     let mut out = Vec::new();

@@ -62,6 +62,22 @@ pub struct Status {
     pub durable: Durable,
     pub control: Control,
     pub strategies: Vec<StrategyStatus>,
+    /// Cluster mode only: this member, etcd, and the shared kill latch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// Cluster mode, as one member sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub name: String,
+    pub member: String,
+    /// Whether the shared kill latch can be read (etcd reachable, this member registered).
+    pub readable: bool,
+    /// The members registered, by name (as last read).
+    pub members: Vec<String>,
+    /// The shared latch as last read (`null`: never engaged in this cluster).
+    pub shared_latch: Option<crate::cluster::SharedLatch>,
 }
 
 impl Status {

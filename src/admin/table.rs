@@ -25,6 +25,29 @@ pub fn status_table(status: &Status) -> String {
     }
     let stream = if status.blind { "BLIND" } else { "ok" };
     let _ = writeln!(out, "stream: {stream}");
+    if let Some(c) = &status.cluster {
+        let latch = match &c.shared_latch {
+            Some(crate::cluster::SharedLatch::Engaged { member, record }) => {
+                format!("engaged by {}@{member} ({})", record.actor, record.reason)
+            }
+            Some(crate::cluster::SharedLatch::Released { member, actor, .. }) => {
+                format!("released by {actor}@{member}")
+            }
+            None => "never engaged".to_owned(),
+        };
+        let etcd = if c.readable {
+            "etcd ok"
+        } else {
+            "ETCD UNREACHABLE: resets and releases refused"
+        };
+        let _ = writeln!(
+            out,
+            "cluster {} as {}: {etcd}; members {}; shared latch {latch}",
+            c.name,
+            c.member,
+            c.members.join(", ")
+        );
+    }
     if status.durable.failing {
         let _ = writeln!(
             out,

@@ -146,6 +146,7 @@ async fn record(
             actor: actor.to_owned(),
             reason,
             evidence: None,
+            shared: false,
         });
     }
     store.save(&state).map_err(|e| e.to_string())?;

@@ -116,6 +116,92 @@ pub struct DaemonConfig {
     pub admin_socket: PathBuf,
     pub state_dir: PathBuf,
     pub log_format: LogFormat,
+    /// Cluster mode (`[cluster]`): `None` alone on the host.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: the daemons of one account on several hosts, sharing a kill latch in etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`http://host:2379`).
+    pub endpoints: Vec<String>,
+    /// The cluster: one per Kalshi account; every member of it uses the same name.
+    pub name: String,
+    /// This member's name, unique in the cluster (the host name by default).
+    pub member: String,
+    /// How long this member stays registered after it stops renewing (its lease).
+    pub lease_ttl: Duration,
+}
+
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// Names in etcd keys: letters, digits, `.`, `_` and `-`, at most 64.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn read_cluster(r: &mut Reader<'_>) -> Option<ClusterConfig> {
+    if !r.table("cluster") {
+        return None;
+    }
+    if !cfg!(feature = "cluster") {
+        r.fail(
+            "cluster",
+            "this build has no cluster mode: build with the `cluster` feature (the Debian package has it)",
+        );
+    }
+    let endpoints = r.string_array("cluster.endpoints").unwrap_or_default();
+    if endpoints.is_empty() && !r.has("cluster.endpoints") {
+        r.fail(
+            "cluster.endpoints",
+            "is required with [cluster]: etcd's client URLs, like [\"http://10.0.0.5:2379\"]",
+        );
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        if !e.starts_with("http://") && !e.starts_with("https://") {
+            r.fail(
+                &format!("cluster.endpoints[{i}]"),
+                format!("{e:?} must start with http:// or https://"),
+            );
+        }
+    }
+    let name = r.required_string("cluster.name").unwrap_or_default();
+    if !name.is_empty() && !valid_name(&name) {
+        r.fail(
+            "cluster.name",
+            format!("{name:?}: use letters, digits, '.', '_' and '-' (at most 64)"),
+        );
+    }
+    let member = r.string("cluster.member").unwrap_or_else(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    });
+    if !valid_name(&member) {
+        r.fail(
+            "cluster.member",
+            format!("{member:?}: use letters, digits, '.', '_' and '-' (at most 64)"),
+        );
+    }
+    let lease_ttl = r
+        .bounded_duration(
+            "cluster.lease_ttl",
+            "cluster.lease_ttl",
+            MIN_LEASE_TTL,
+            MAX_LEASE_TTL,
+        )
+        .unwrap_or(Duration::from_secs(5));
+    Some(ClusterConfig {
+        endpoints,
+        name,
+        member,
+        lease_ttl,
+    })
 }
 
 /// The config file and every enabled policy, all valid.
@@ -148,6 +234,7 @@ impl Loaded {
             kill_scope: self.daemon.kill_scope,
             kill_hold: self.daemon.kill_hold,
             blind_after_ms: self.daemon.blind_after.as_millis() as i64,
+            cluster: self.daemon.cluster.is_some(),
         }
     }
 }
@@ -339,6 +426,8 @@ fn read_daemon(src: &Source, errors: &mut Vec<ConfigError>) -> Option<DaemonConf
             .unwrap_or_else(|| "/var/lib/kalshi-riskd".into()),
     );
 
+    let cluster = read_cluster(&mut r);
+
     r.table("log");
     let log_format = match r.choice("log.format", &["json", "pretty"], "json").as_str() {
         "pretty" => LogFormat::Pretty,
@@ -370,6 +459,7 @@ fn read_daemon(src: &Source, errors: &mut Vec<ConfigError>) -> Option<DaemonConf
         admin_socket,
         state_dir,
         log_format,
+        cluster,
     })
 }
 

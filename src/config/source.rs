@@ -475,6 +475,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    pub fn string_array(&mut self, key: &str) -> Option<Vec<String>> {
+        match self.value(key)? {
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for (i, v) in items.iter().enumerate() {
+                    match v.as_str() {
+                        Some(s) => out.push(s.to_owned()),
+                        None => self.fail(&format!("{key}[{i}]"), "expected a string"),
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                self.fail(
+                    key,
+                    format!("expected an array of strings, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
     pub fn int_array(
         &mut self,
         key: &str,

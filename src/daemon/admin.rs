@@ -46,10 +46,27 @@ impl Shell {
                 Ok(AdminAnswer::Killed(Killed { kill }))
             }
             AdminRequest::Release => {
-                let released = self.engine.kill().is_some();
-                self.handle(operator(OperatorCommand::Release));
-                let kill = self.engine.kill().cloned();
-                Ok(AdminAnswer::Released(Released { released, kill }))
+                // Cluster mode: written to etcd first, answered when that is done.
+                let Some(reply) = self.cluster_release(call.reply, actor.clone()) else {
+                    return;
+                };
+                let engaged = self.engine.kill().is_some();
+                let decisions = self.handle(operator(OperatorCommand::Release));
+                let answer = match decisions
+                    .iter()
+                    .find(|d| d.event == DecisionKind::ReleaseRefused)
+                {
+                    Some(d) => Err(AdminError::Refused(d.reason.clone())),
+                    None => Ok(AdminAnswer::Released(Released {
+                        released: engaged && self.engine.kill().is_none(),
+                        kill: self.engine.kill().cloned(),
+                    })),
+                };
+                if answer.is_ok() {
+                    self.flush().await;
+                }
+                let _ = reply.send(answer);
+                return;
             }
             AdminRequest::Reload => {
                 // Answered when the reload is applied (its exchange work runs off the loop).
@@ -141,6 +158,7 @@ impl Shell {
             },
             control,
             strategies,
+            cluster: self.cluster.as_ref().map(|c| c.status()),
         }
     }
 }

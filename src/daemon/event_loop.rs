@@ -66,6 +66,8 @@ pub(super) struct Shell {
     /// Trigger loops that were running when a reset of their group was sent: ended once the
     /// exchange confirms that reset (a Trigger decided after the reset is not among them).
     pub(super) reset_supersedes: HashMap<GroupId, Vec<CancellationToken>>,
+    /// Cluster mode: the etcd task and what it last reported.
+    pub(super) cluster: Option<super::cluster_link::ClusterLink>,
 }
 
 /// Decisions that change what `state.json` holds.
@@ -80,6 +82,7 @@ fn changes_state(kind: DecisionKind) -> bool {
             | D::Settled
             | D::KillEngaged
             | D::KillReleased
+            | D::KillShared
             | D::Reload
             | D::Retired
     )
@@ -89,7 +92,16 @@ impl Shell {
     pub(super) fn handle(&mut self, input: Input) -> Vec<crate::risk::engine::Decision> {
         let mut out = Vec::new();
         self.engine.handle(input, now_ms(), &mut out);
-        self.dispatch(out)
+        let decisions = self.dispatch(out);
+        // Cluster mode: a new local engagement is published (after its Triggers went out).
+        if self.cluster.is_some()
+            && decisions
+                .iter()
+                .any(|d| d.event == DecisionKind::KillEngaged)
+        {
+            self.cluster_sync();
+        }
+        decisions
     }
 
     /// Commands first (each on its own task), then the record.
@@ -231,6 +243,7 @@ impl Running {
                 Some(listed) = inbox.reconcile.recv() => shell.finish_reconcile(listed),
                 Some((since, why, read)) = inbox.backfill.recv() => shell.finish_backfill(since, why, read),
                 Some((since, why)) = inbox.backfill_retry.recv() => shell.backfill(since, why),
+                Some(ev) = cluster_event(&mut inbox.cluster) => shell.on_cluster(ev),
                 Some(input) = inbox.results.recv() => {
                     shell.action_done(&input);
                     shell.handle(input);
@@ -264,6 +277,16 @@ impl Running {
                 }
             }
         }
+    }
+}
+
+/// The next report of cluster mode's etcd task; never, alone on a host.
+async fn cluster_event(
+    events: &mut Option<mpsc::UnboundedReceiver<crate::cluster::ClusterEvent>>,
+) -> Option<crate::cluster::ClusterEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -21,6 +21,7 @@
 //! exchange's limits keep holding.
 
 mod admin;
+mod cluster_link;
 mod event_loop;
 mod executor;
 pub mod groups;
@@ -90,6 +91,7 @@ pub(crate) struct Stops {
     pub http: CancellationToken,
     pub admin: CancellationToken,
     pub fix: CancellationToken,
+    pub cluster: CancellationToken,
 }
 
 impl Stops {
@@ -102,6 +104,7 @@ impl Stops {
             http: root.child_token(),
             admin: root.child_token(),
             fix: root.child_token(),
+            cluster: root.child_token(),
             _root: root.drop_guard(),
         }
     }
@@ -126,7 +129,8 @@ impl Running {
     /// intents settle at the next start); the stream and the signature refresher stopped; the
     /// Trigger loops given [`STOP_GRACE`] to finish, their outcomes handed to the risk core;
     /// `state.json` written with `clean_stop` and the writer joined; the metrics listener and
-    /// the admin socket closed; last, the FIX session logs out, once nothing can use it.
+    /// the admin socket closed; the FIX session logs out, once nothing can use it; last, in
+    /// cluster mode, the member leaves etcd (its lease revoked).
     async fn stop(self) -> Result<(), DaemonError> {
         let Running {
             mut shell,
@@ -180,6 +184,11 @@ impl Running {
         let _ = tasks.warm.await;
         stops.fix.cancel();
         if let Some(t) = tasks.fix {
+            let _ = t.await;
+        }
+        // Last: the member leaves the cluster (its lease revoked) once nothing here acts.
+        stops.cluster.cancel();
+        if let Some(t) = tasks.cluster {
             let _ = t.await;
         }
         if !written {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
+use super::cluster_link::ClusterLink;
 use super::event_loop::Shell;
 use super::event_loop::to_input;
 use super::groups::{self, Prepared};
@@ -59,6 +60,8 @@ pub(super) struct Inbox {
     pub reconcile: mpsc::UnboundedReceiver<Result<Vec<GroupAddress>, String>>,
     pub backfill: mpsc::UnboundedReceiver<BackfillRead>,
     pub backfill_retry: mpsc::UnboundedReceiver<(i64, &'static str)>,
+    /// Cluster mode's etcd task.
+    pub cluster: Option<mpsc::UnboundedReceiver<crate::cluster::ClusterEvent>>,
 }
 
 /// The tasks a stop waits for.
@@ -69,6 +72,7 @@ pub(super) struct Tasks {
     pub armory: tokio::task::JoinHandle<()>,
     pub warm: tokio::task::JoinHandle<()>,
     pub fix: Option<tokio::task::JoinHandle<()>>,
+    pub cluster: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts the daemon up to `READY=1`. An error here stops every part started so far (they
@@ -175,6 +179,7 @@ pub(super) async fn start(
     let (reconcile_tx, reconcile) = mpsc::unbounded_channel();
     let (backfill_tx, backfill) = mpsc::unbounded_channel();
     let (backfill_retry_tx, backfill_retry) = mpsc::unbounded_channel();
+    let (cluster_link, cluster_events, cluster_task) = start_cluster(&loaded, &metrics, &stops)?;
     let mut inbox = Inbox {
         results,
         admin,
@@ -182,6 +187,7 @@ pub(super) async fn start(
         reconcile,
         backfill,
         backfill_retry,
+        cluster: cluster_events,
     };
     let mut shell = Shell {
         metrics: metrics.clone(),
@@ -206,6 +212,7 @@ pub(super) async fn start(
         backfill_done: backfill_tx,
         backfill_retry: backfill_retry_tx,
         backfill_floor_ms: rebuild_since_ms,
+        cluster: cluster_link,
     };
     shell.dispatch(out);
     if KILL_SIGNALLED.swap(false, Ordering::SeqCst) {
@@ -305,9 +312,47 @@ pub(super) async fn start(
             armory,
             warm,
             fix: fix_task,
+            cluster: cluster_task,
         },
         stops,
     })
+}
+
+type ClusterStart = (
+    Option<ClusterLink>,
+    Option<mpsc::UnboundedReceiver<crate::cluster::ClusterEvent>>,
+    Option<tokio::task::JoinHandle<()>>,
+);
+
+/// Cluster mode: starts the etcd task. The loop hears from it from the first turn; until the
+/// shared latch is read, resets and releases are refused (the risk core starts so).
+#[cfg(feature = "cluster")]
+fn start_cluster(
+    loaded: &Loaded,
+    metrics: &Metrics,
+    stops: &Stops,
+) -> Result<ClusterStart, DaemonError> {
+    let Some(c) = loaded.daemon.cluster.clone() else {
+        return Ok((None, None, None));
+    };
+    metrics.enable_cluster()?;
+    metrics.cluster_readable(false);
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let strategies = loaded.enabled().map(|p| p.risk.name.clone()).collect();
+    let link_name = (c.name.clone(), c.member.clone());
+    let (commands, task) =
+        crate::cluster::etcd::spawn(c, strategies, events_tx, stops.cluster.clone());
+    Ok((
+        Some(ClusterLink::new(link_name.0, link_name.1, commands)),
+        Some(events),
+        Some(task),
+    ))
+}
+
+/// Without the `cluster` feature, a config with `[cluster]` is refused when it is read.
+#[cfg(not(feature = "cluster"))]
+fn start_cluster(_: &Loaded, _: &Metrics, _: &Stops) -> Result<ClusterStart, DaemonError> {
+    Ok((None, None, None))
 }
 
 /// Raises the soft limit on open descriptors to the hard one (systemd's default soft limit is

@@ -95,6 +95,14 @@ pub struct Metrics {
     trigger_latency_seconds: Histogram,
     policy_reloads_total: IntCounterVec,
     seen: Mutex<Seen>,
+    /// Cluster mode's series, registered only in cluster mode ([`Metrics::enable_cluster`]).
+    cluster: std::sync::OnceLock<ClusterMetrics>,
+}
+
+struct ClusterMetrics {
+    etcd_up: IntGauge,
+    latch_engaged: IntGauge,
+    members: IntGauge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +321,7 @@ impl Metrics {
                 &["result"]
             )?),
             seen: Mutex::new(Seen::default()),
+            cluster: std::sync::OnceLock::new(),
             registry: registry.clone(),
         };
         let build = reg!(IntGaugeVec::new(
@@ -380,6 +389,53 @@ impl Metrics {
         self.trigger_confirmations_total
             .with_label_values(&[channel])
             .inc();
+    }
+
+    /// Registers cluster mode's series (once; they are absent alone on a host, where an alert
+    /// on etcd would mean nothing).
+    pub fn enable_cluster(&self) -> Result<(), MetricsError> {
+        if self.cluster.get().is_some() {
+            return Ok(());
+        }
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
+            let g = IntGauge::with_opts(opts(name, help))?;
+            self.registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let m = ClusterMetrics {
+            etcd_up: gauge(
+                "cluster_etcd_up",
+                "1 while the cluster's shared kill latch can be read in etcd; 0 while it cannot (resets and releases are refused).",
+            )?,
+            latch_engaged: gauge(
+                "cluster_latch_engaged",
+                "1 while the cluster's shared kill latch is engaged in etcd (as last read).",
+            )?,
+            members: gauge(
+                "cluster_members",
+                "Members registered in the cluster (this one included), as last read.",
+            )?,
+        };
+        let _ = self.cluster.set(m);
+        Ok(())
+    }
+
+    pub fn cluster_readable(&self, up: bool) {
+        if let Some(c) = self.cluster.get() {
+            c.etcd_up.set(i64::from(up));
+        }
+    }
+
+    pub fn cluster_latch(&self, engaged: bool) {
+        if let Some(c) = self.cluster.get() {
+            c.latch_engaged.set(i64::from(engaged));
+        }
+    }
+
+    pub fn cluster_members(&self, n: usize) {
+        if let Some(c) = self.cluster.get() {
+            c.members.set(n as i64);
+        }
     }
 
     /// The FIX session's state: `None` without FIX, else whether it is logged on and how many

@@ -50,6 +50,7 @@ pub fn config(strategies: Vec<StrategyPolicy>) -> RiskConfig {
         kill_scope: KillScope::Managed,
         kill_hold: true,
         blind_after_ms: 10_000,
+        cluster: false,
     }
 }
 

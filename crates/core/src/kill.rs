@@ -14,6 +14,15 @@ pub struct KillRecord {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
+    /// Cluster mode: etcd has held an engaged shared latch since this engagement was made, so
+    /// an operator's release written there covers it. An engagement made while etcd was out of
+    /// reach is not shared: it is published when etcd answers again, over any release.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shared: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,6 +51,17 @@ impl KillLatch {
         }
         self.engaged = Some(record);
         true
+    }
+
+    /// Marks the engagement as held by the cluster. Returns true when this call changed it.
+    pub fn mark_shared(&mut self) -> bool {
+        match &mut self.engaged {
+            Some(k) if !k.shared => {
+                k.shared = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The only way out. Returns the record that was released.

@@ -68,4 +68,7 @@ pub struct RiskConfig {
     pub kill_hold: bool,
     /// Disconnected this long counts as blind.
     pub blind_after_ms: i64,
+    /// Cluster mode: the kill latch is shared through etcd, and nothing is reset or released
+    /// until the shared latch has been read ([`crate::engine::ClusterInput::Readable`]).
+    pub cluster: bool,
 }

@@ -214,6 +214,7 @@ impl RiskEngine {
                         actor: DAEMON.to_owned(),
                         reason: format!("account limit {} exceeded", evidence.limit),
                         evidence: Some(evidence),
+                        shared: false,
                     },
                     now_ms,
                     out,

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{GroupAddress, GroupId};
+use crate::kill::KillRecord;
 use crate::limits::Evidence;
 use crate::policy::StrategyPolicy;
 use crate::units::{Contracts, Dollars};
@@ -57,6 +58,20 @@ pub enum OperatorCommand {
     Trigger(String),
 }
 
+/// What cluster mode's etcd link tells the core about the account's shared kill latch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterInput {
+    /// Whether the shared latch can be read. While it cannot, every reset (manual or
+    /// automatic) and every release is refused: they would need the latch.
+    Readable(bool),
+    /// Another member engaged the shared latch: engage this one (the record is shared).
+    Engaged(KillRecord),
+    /// etcd now holds an engaged latch that covers this member's engagement.
+    Shared,
+    /// An operator (`actor`) released the shared latch: release this one, if etcd held it.
+    Released { actor: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     Fill(Fill),
@@ -104,6 +119,8 @@ pub enum Input {
         since_ms: i64,
         reason: String,
     },
+    /// Cluster mode: the account's shared kill latch, as the shell's etcd link reads it.
+    Cluster(ClusterInput),
     /// A backfill could not be completed (`reason`): the windows may be missing fills. With
     /// `unknown` (the start-up rebuild), every active strategy becomes Unknown (still guarded,
     /// never auto-reset) until settled.
@@ -184,6 +201,14 @@ pub enum DecisionKind {
     /// A duplicate group from the daemon's own creates was deleted (or the delete failed, as
     /// the reason says).
     OrphanDeleted,
+    /// Cluster mode: etcd holds an engaged latch that covers this member's engagement.
+    KillShared,
+    /// A release was refused (the shared latch cannot be read).
+    ReleaseRefused,
+    /// Cluster mode: the shared kill latch can no longer be read (etcd out of reach).
+    LatchUnreadable,
+    /// Cluster mode: the shared kill latch is read again.
+    LatchReadable,
 }
 
 /// One decision, with enough to audit it (a line of `audit.jsonl`).

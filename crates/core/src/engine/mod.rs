@@ -36,8 +36,8 @@ mod trips;
 
 use fills::{Route, Seen};
 pub use io::{
-    Action, Command, Decision, DecisionKind, Fill, GroupChange, Input, OperatorCommand, Output,
-    StreamHealth, decision,
+    Action, ClusterInput, Command, Decision, DecisionKind, Fill, GroupChange, Input,
+    OperatorCommand, Output, StreamHealth, decision,
 };
 pub use snapshot::{GroupSnapshot, Snapshot, StrategySnapshot};
 
@@ -115,6 +115,8 @@ pub struct RiskEngine {
     kill_foreign_sent: BTreeSet<GroupId>,
     blind: bool,
     disconnected_since: Option<i64>,
+    /// Cluster mode: whether the shared kill latch can be read (always true alone).
+    latch_readable: bool,
     counters: Counters,
 }
 
@@ -144,6 +146,7 @@ impl RiskEngine {
             blind: false,
             disconnected_since: None,
             last_sweep_ms: None,
+            latch_readable: !cfg.cluster,
             counters: Counters::default(),
             cfg,
         };
@@ -159,6 +162,11 @@ impl RiskEngine {
 
     pub fn kill(&self) -> Option<&KillRecord> {
         self.kill.record()
+    }
+
+    /// Cluster mode: whether the shared kill latch can be read (resets and releases need it).
+    pub fn latch_readable(&self) -> bool {
+        self.latch_readable
     }
 
     pub fn is_blind(&self) -> bool {
@@ -262,6 +270,7 @@ impl RiskEngine {
             Input::BackfillFailed { reason, unknown } => {
                 self.on_backfill_failed(&reason, unknown, now_ms, out)
             }
+            Input::Cluster(c) => self.on_cluster(c, now_ms, out),
         }
     }
 }

@@ -117,7 +117,7 @@ impl RiskEngine {
         self.sweep_if_due(now_ms, out);
         for i in 0..self.strategies.len() {
             self.record_warnings(i, now_ms, out);
-            let may_reset = !self.kill.is_engaged() && !self.blind;
+            let may_reset = !self.kill.is_engaged() && !self.blind && self.latch_readable;
             if may_reset && self.strategies[i].auto_reset_due(now_ms) {
                 self.strategies[i].auto_resets.push_back(now_ms);
                 self.reset_strategy(

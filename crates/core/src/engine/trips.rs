@@ -1,11 +1,16 @@
 //! Trips, Triggers, resets, the kill switch and operators' commands.
 
-use super::{Command, DecisionKind, OperatorCommand, Output, RiskEngine, decision};
+use super::{
+    ClusterInput, Command, DAEMON, DecisionKind, OperatorCommand, Output, RiskEngine, decision,
+};
 use crate::guard::{GuardState, Trip, TripReason};
 use crate::ids::GroupAddress;
 use crate::kill::KillRecord;
 use crate::limits::Evidence;
 use crate::policy::{KillScope, Mode};
+
+/// Why a reset or release is refused in cluster mode while etcd is out of reach.
+const LATCH_UNREADABLE: &str = "the cluster's shared kill latch cannot be read (etcd is out of reach); resets and releases need it";
 
 impl RiskEngine {
     /// Trips a strategy (if not already tripped) and triggers all its groups.
@@ -191,6 +196,66 @@ impl RiskEngine {
         }
     }
 
+    /// Releases the kill latch.
+    fn release_kill(&mut self, actor: &str, now_ms: i64, out: &mut Vec<Output>) {
+        let reason = match self.kill.release() {
+            Some(k) => format!(
+                "kill switch released (engaged at {} by {}: {})",
+                k.at_ms, k.actor, k.reason
+            ),
+            None => "release asked, but the kill switch was not engaged".to_owned(),
+        };
+        self.kill_foreign_sent.clear();
+        out.push(Output::Decision(decision(
+            now_ms,
+            DecisionKind::KillReleased,
+            reason,
+            actor,
+        )));
+    }
+
+    /// Cluster mode: the shared kill latch, as etcd holds it.
+    pub(super) fn on_cluster(&mut self, input: ClusterInput, now_ms: i64, out: &mut Vec<Output>) {
+        match input {
+            ClusterInput::Readable(readable) => {
+                if readable == self.latch_readable {
+                    return;
+                }
+                self.latch_readable = readable;
+                let (kind, reason) = if readable {
+                    (
+                        DecisionKind::LatchReadable,
+                        "the cluster's shared kill latch is read again",
+                    )
+                } else {
+                    (
+                        DecisionKind::LatchUnreadable,
+                        "the cluster's shared kill latch cannot be read: resets and releases are refused until it can",
+                    )
+                };
+                out.push(Output::Decision(decision(now_ms, kind, reason, DAEMON)));
+            }
+            ClusterInput::Engaged(record) if !self.kill.is_engaged() => {
+                self.engage_kill(record, now_ms, out)
+            }
+            ClusterInput::Engaged(_) | ClusterInput::Shared => {
+                if self.kill.mark_shared() {
+                    out.push(Output::Decision(decision(
+                        now_ms,
+                        DecisionKind::KillShared,
+                        "etcd holds the engaged latch: every member of the cluster is engaged",
+                        DAEMON,
+                    )));
+                }
+            }
+            ClusterInput::Released { actor } => {
+                if self.kill.record().is_some_and(|k| k.shared) {
+                    self.release_kill(&actor, now_ms, out);
+                }
+            }
+        }
+    }
+
     pub(super) fn on_operator(
         &mut self,
         command: OperatorCommand,
@@ -205,31 +270,27 @@ impl RiskEngine {
                     actor: actor.to_owned(),
                     reason: "kill switch".to_owned(),
                     evidence: None,
+                    shared: false,
                 },
                 now_ms,
                 out,
             ),
-            OperatorCommand::Release => {
-                let reason = match self.kill.release() {
-                    Some(k) => format!(
-                        "kill switch released (engaged at {} by {}: {})",
-                        k.at_ms, k.actor, k.reason
-                    ),
-                    None => "release asked, but the kill switch was not engaged".to_owned(),
-                };
-                self.kill_foreign_sent.clear();
+            OperatorCommand::Release if !self.latch_readable => {
                 out.push(Output::Decision(decision(
                     now_ms,
-                    DecisionKind::KillReleased,
-                    reason,
+                    DecisionKind::ReleaseRefused,
+                    format!("release refused: {LATCH_UNREADABLE}"),
                     actor,
                 )));
             }
+            OperatorCommand::Release => self.release_kill(actor, now_ms, out),
             OperatorCommand::Reset(target) => {
                 let refusal = if self.kill.is_engaged() {
                     Some("the kill switch is engaged")
                 } else if self.blind {
                     Some("the user stream is blind")
+                } else if !self.latch_readable {
+                    Some(LATCH_UNREADABLE)
                 } else {
                     None
                 };

@@ -1,0 +1,284 @@
+//! The etcd task of cluster mode: registers this member under a lease, reads and watches the
+//! shared kill latch, and writes it when the loop asks. It reports to the loop and decides
+//! nothing.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{ClusterCommand, ClusterEvent, Registration, SharedLatch};
+use crate::config::ClusterConfig;
+use crate::kalshi::retry::RetryPolicy;
+
+fn latch_key(cluster: &str) -> String {
+    format!("/kalshi-riskd/{cluster}/latch")
+}
+
+fn members_prefix(cluster: &str) -> String {
+    format!("/kalshi-riskd/{cluster}/members/")
+}
+
+/// Starts the etcd task. It runs until `stop`, reconnecting with backoff; every failure is
+/// reported as `Readable(false)` and logged.
+pub fn spawn(
+    cfg: ClusterConfig,
+    strategies: Vec<String>,
+    events: mpsc::UnboundedSender<ClusterEvent>,
+    stop: CancellationToken,
+) -> (
+    mpsc::UnboundedSender<ClusterCommand>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = tokio::spawn(run(cfg, strategies, events, rx, stop));
+    (tx, handle)
+}
+
+/// Reconnect pauses: from 200 ms up to 5 s, with full jitter.
+const RECONNECT: RetryPolicy = RetryPolicy {
+    attempts: u32::MAX,
+    initial: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+};
+
+async fn run(
+    cfg: ClusterConfig,
+    mut strategies: Vec<String>,
+    events: mpsc::UnboundedSender<ClusterEvent>,
+    mut commands: mpsc::UnboundedReceiver<ClusterCommand>,
+    stop: CancellationToken,
+) {
+    let mut failures = 0u32;
+    let mut readable = false;
+    loop {
+        let mut session = Session {
+            cfg: &cfg,
+            strategies: &mut strategies,
+            events: &events,
+            commands: &mut commands,
+            stop: &stop,
+            readable: &mut readable,
+        };
+        match session.run().await {
+            Ok(()) => return,
+            Err(e) => {
+                if readable {
+                    tracing::error!(error = %e, "etcd: the shared kill latch cannot be read; resets and releases are refused until it can");
+                } else if failures == 0 || failures.is_power_of_two() {
+                    tracing::warn!(error = %e, failures, "etcd: not reachable");
+                }
+                readable = false;
+                let _ = events.send(ClusterEvent::Readable(false));
+                failures = failures.saturating_add(1);
+            }
+        }
+        // Pause, failing releases that arrive meanwhile at once.
+        let pause = tokio::time::sleep(RECONNECT.delay(failures.min(16)));
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = &mut pause => break,
+                cmd = commands.recv() => match cmd {
+                    None => return,
+                    Some(ClusterCommand::Release { token, .. }) => {
+                        let _ = events.send(ClusterEvent::ReleaseFailed {
+                            token,
+                            error: "etcd is out of reach".into(),
+                        });
+                    }
+                    Some(ClusterCommand::Register(s)) => strategies = s,
+                    // Published again from the loop's sync once etcd answers.
+                    Some(ClusterCommand::Publish(_)) => {}
+                },
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Etcd(#[from] etcd_client::Error),
+    #[error("{0}")]
+    Lost(String),
+}
+
+struct Session<'a> {
+    cfg: &'a ClusterConfig,
+    strategies: &'a mut Vec<String>,
+    events: &'a mpsc::UnboundedSender<ClusterEvent>,
+    commands: &'a mut mpsc::UnboundedReceiver<ClusterCommand>,
+    stop: &'a CancellationToken,
+    readable: &'a mut bool,
+}
+
+fn parse_latch(value: &[u8]) -> Option<SharedLatch> {
+    match serde_json::from_slice(value) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            // Unreadable is not released: treat it as engaged by nobody, so the local latch is
+            // published over it.
+            tracing::error!(error = %e, "etcd: the shared latch holds something this daemon cannot read; it will be overwritten by the next engagement");
+            None
+        }
+    }
+}
+
+impl Session<'_> {
+    async fn run(&mut self) -> Result<(), SessionError> {
+        let cfg = self.cfg;
+        let ttl = cfg.lease_ttl;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(ttl / 2)
+            .with_timeout(ttl / 2)
+            .with_keep_alive(ttl / 4, ttl / 4)
+            .with_keep_alive_while_idle(true);
+        let mut client = Client::connect(&cfg.endpoints, Some(options)).await?;
+        let lease = client.lease_grant(ttl.as_secs() as i64, None).await?.id();
+        let member_key = format!("{}{}", members_prefix(&cfg.name), cfg.member);
+        self.register(&mut client, &member_key, lease).await?;
+        let (mut keeper, mut renewals) = client.lease_keep_alive(lease).await?;
+
+        let key = latch_key(&cfg.name);
+        let got = client.get(key.as_str(), None).await?;
+        let revision = got.header().map_or(0, |h| h.revision());
+        let mut latch_revision = got.kvs().first().map_or(0, |kv| kv.mod_revision());
+        let latch = got.kvs().first().and_then(|kv| parse_latch(kv.value()));
+        let mut watch = client
+            .watch(
+                key.as_str(),
+                Some(WatchOptions::new().with_start_revision(revision + 1)),
+            )
+            .await?;
+        let _ = self.events.send(ClusterEvent::Latch(latch));
+        let _ = self.events.send(ClusterEvent::Readable(true));
+        *self.readable = true;
+        tracing::info!(endpoints = ?cfg.endpoints, cluster = %cfg.name, member = %cfg.member, "etcd: registered; the shared kill latch is read and watched");
+        self.list_members(&mut client).await?;
+
+        let mut renew = tokio::time::interval(ttl / 3);
+        let mut renewed = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => {
+                    // Leave at once rather than when the lease runs out.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
+                    return Ok(());
+                }
+                _ = renew.tick() => {
+                    if renewed.elapsed() > ttl {
+                        return Err(SessionError::Lost(format!("the lease was not renewed for {ttl:?}")));
+                    }
+                    keeper.keep_alive().await?;
+                    self.list_members(&mut client).await?;
+                }
+                msg = renewals.message() => match msg? {
+                    Some(r) if r.ttl() > 0 => renewed = tokio::time::Instant::now(),
+                    Some(_) => return Err(SessionError::Lost("the lease expired".into())),
+                    None => return Err(SessionError::Lost("the lease renewal stream ended".into())),
+                },
+                msg = watch.message() => {
+                    let Some(resp) = msg? else {
+                        return Err(SessionError::Lost("the latch watch ended".into()));
+                    };
+                    if resp.canceled() {
+                        return Err(SessionError::Lost(format!("the latch watch was cancelled: {}", resp.cancel_reason())));
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        latch_revision = kv.mod_revision();
+                        let latch = match ev.event_type() {
+                            EventType::Put => parse_latch(kv.value()),
+                            EventType::Delete => None,
+                        };
+                        let _ = self.events.send(ClusterEvent::Latch(latch));
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    None => return Ok(()),
+                    Some(ClusterCommand::Publish(record)) => {
+                        let value = serde_json::to_vec(&SharedLatch::Engaged {
+                            member: cfg.member.clone(),
+                            record,
+                        })
+                        .map_err(|e| SessionError::Lost(e.to_string()))?;
+                        let txn = Txn::new()
+                            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, latch_revision)])
+                            .and_then([TxnOp::put(key.as_str(), value, None)]);
+                        if !client.txn(txn).await?.succeeded() {
+                            // Someone wrote it first: read it again and let the loop decide.
+                            let got = client.get(key.as_str(), None).await?;
+                            latch_revision = got.kvs().first().map_or(0, |kv| kv.mod_revision());
+                            let latch = got.kvs().first().and_then(|kv| parse_latch(kv.value()));
+                            let _ = self.events.send(ClusterEvent::Latch(latch));
+                        }
+                    }
+                    Some(ClusterCommand::Release { token, actor }) => {
+                        let value = serde_json::to_vec(&SharedLatch::Released {
+                            member: cfg.member.clone(),
+                            actor,
+                            at_ms: crate::kalshi::auth::now_ms(),
+                        })
+                        .map_err(|e| SessionError::Lost(e.to_string()))?;
+                        match client.put(key.as_str(), value, None).await {
+                            Ok(_) => {
+                                let _ = self.events.send(ClusterEvent::ReleaseWritten { token });
+                            }
+                            Err(e) => {
+                                let _ = self.events.send(ClusterEvent::ReleaseFailed { token, error: format!("etcd: {e}") });
+                                return Err(e.into());
+                            }
+                        }
+                    }
+                    Some(ClusterCommand::Register(s)) => {
+                        *self.strategies = s;
+                        self.register(&mut client, &member_key, lease).await?;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn register(
+        &mut self,
+        client: &mut Client,
+        member_key: &str,
+        lease: i64,
+    ) -> Result<(), SessionError> {
+        let reg = Registration {
+            member: self.cfg.member.clone(),
+            strategies: self.strategies.clone(),
+            started_ms: crate::kalshi::auth::now_ms(),
+        };
+        let value = serde_json::to_vec(&reg).map_err(|e| SessionError::Lost(e.to_string()))?;
+        client
+            .put(member_key, value, Some(PutOptions::new().with_lease(lease)))
+            .await?;
+        Ok(())
+    }
+
+    async fn list_members(&mut self, client: &mut Client) -> Result<(), SessionError> {
+        let prefix = members_prefix(&self.cfg.name);
+        let got = client
+            .get(
+                prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        let mut names: Vec<String> = got
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok())
+            .filter_map(|k| k.strip_prefix(prefix.as_str()).map(str::to_owned))
+            .collect();
+        names.sort();
+        let _ = self.events.send(ClusterEvent::Members(names));
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! Cluster mode: the daemons of one Kalshi account, one per trading host, share one kill latch
+//! through etcd.
+//!
+//! Keys, under `/kalshi-riskd/<cluster name>/`:
+//! - `latch`: the shared kill latch ([`SharedLatch`], JSON). Never leased: it outlives every
+//!   member, and only an operator's release clears it.
+//! - `members/<member>`: each member's registration ([`Registration`]), under the member's
+//!   lease, so it goes when the member stops renewing.
+//!
+//! The rules (the loop applies them with [`sync`], on every change of either side):
+//! - The local latch is written first and etcd second, so etcd never delays a Trigger.
+//! - Engaged anywhere is engaged everywhere: a member that reads an engaged shared latch engages
+//!   its own, which triggers its groups in scope and refuses its resets.
+//! - A local engagement is *shared* once etcd has held an engaged latch since it was made. A
+//!   release read from etcd releases only a shared engagement; one made while etcd was out of
+//!   reach is published when etcd answers again: an engagement anywhere wins over a release
+//!   that did not see it.
+//! - A release is written to etcd before the local latch is released, so it needs etcd: while
+//!   the latch cannot be read, releases are refused, and so is every reset, manual or automatic.
+//!
+//! The etcd task (`etcd`, with the `cluster` feature) only talks to etcd; what to do with what
+//! it reads is the loop's ([`sync`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::risk::kill::KillRecord;
+
+#[cfg(feature = "cluster")]
+pub mod etcd;
+
+/// The shared latch as etcd holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SharedLatch {
+    /// Engaged by `member` (the first to publish; others may have engaged at the same time).
+    Engaged { member: String, record: KillRecord },
+    /// Released by an operator (`actor`) on `member`.
+    Released {
+        member: String,
+        actor: String,
+        at_ms: i64,
+    },
+}
+
+/// What a member publishes about itself under its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub member: String,
+    pub strategies: Vec<String>,
+    pub started_ms: i64,
+}
+
+/// From the loop to the etcd task.
+#[derive(Debug)]
+pub enum ClusterCommand {
+    /// Publish this local engagement (not yet shared) as the shared latch, unless the latch
+    /// changed since it was last read (then it is read again and the loop decides again).
+    Publish(KillRecord),
+    /// An operator's release: write it, then report [`ClusterEvent::ReleaseWritten`].
+    Release { token: u64, actor: String },
+    /// The member's strategies changed (a reload).
+    Register(Vec<String>),
+}
+
+/// From the etcd task to the loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// The latch could be read (after a fresh read, which comes first as [`ClusterEvent::Latch`])
+    /// or can no longer be (`false`: etcd out of reach, the lease lost, a watch ended).
+    Readable(bool),
+    /// The shared latch as etcd now holds it (`None`: never engaged in this cluster).
+    Latch(Option<SharedLatch>),
+    /// The members registered now (this one included), by name.
+    Members(Vec<String>),
+    /// The release `token` is written.
+    ReleaseWritten { token: u64 },
+    /// The release `token` could not be written.
+    ReleaseFailed { token: u64, error: String },
+}
+
+/// What the loop must do to bring the local latch and the shared one together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    /// Engage the local latch from a peer's engagement (already shared).
+    Engage(KillRecord),
+    /// The local engagement is now held by etcd.
+    MarkShared,
+    /// An operator released the shared latch: release the local one (`actor` names who, where).
+    Release {
+        actor: String,
+    },
+    /// Publish the local engagement.
+    Publish(KillRecord),
+}
+
+/// The rules of the module's documentation, as a pure function of the two latches.
+pub fn sync(local: Option<&KillRecord>, shared: Option<&SharedLatch>) -> Step {
+    match (local, shared) {
+        (None, Some(SharedLatch::Engaged { member, record })) => Step::Engage(KillRecord {
+            actor: format!("{}@{member}", record.actor),
+            shared: true,
+            ..record.clone()
+        }),
+        (None, _) => Step::Nothing,
+        (Some(k), Some(SharedLatch::Engaged { .. })) => {
+            if k.shared {
+                Step::Nothing
+            } else {
+                Step::MarkShared
+            }
+        }
+        (Some(k), Some(SharedLatch::Released { member, actor, .. })) if k.shared => Step::Release {
+            actor: format!("{actor}@{member}"),
+        },
+        // Released without having seen this engagement, or never engaged: this one wins.
+        (Some(k), _) => Step::Publish(k.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_latch(value: &[u8]) -> Option<SharedLatch> {
+        serde_json::from_slice(value).ok()
+    }
+
+    fn record(actor: &str, shared: bool) -> KillRecord {
+        KillRecord {
+            at_ms: 1_000,
+            actor: actor.into(),
+            reason: "kill switch".into(),
+            evidence: None,
+            shared,
+        }
+    }
+
+    fn released() -> SharedLatch {
+        SharedLatch::Released {
+            member: "b".into(),
+            actor: "uid:1000".into(),
+            at_ms: 2_000,
+        }
+    }
+
+    fn engaged(actor: &str) -> SharedLatch {
+        SharedLatch::Engaged {
+            member: "b".into(),
+            record: record(actor, false),
+        }
+    }
+
+    #[test]
+    fn a_peer_engagement_engages_the_local_latch_as_shared() {
+        assert_eq!(
+            sync(None, Some(&engaged("signal"))),
+            Step::Engage(record("signal@b", true))
+        );
+    }
+
+    #[test]
+    fn nothing_to_do_when_neither_is_engaged() {
+        assert_eq!(sync(None, None), Step::Nothing);
+        assert_eq!(sync(None, Some(&released())), Step::Nothing);
+    }
+
+    #[test]
+    fn a_local_engagement_is_published_then_marked_shared() {
+        let local = record("signal", false);
+        assert_eq!(sync(Some(&local), None), Step::Publish(local.clone()));
+        assert_eq!(
+            sync(Some(&local), Some(&engaged("signal"))),
+            Step::MarkShared
+        );
+        let shared = record("signal", true);
+        assert_eq!(sync(Some(&shared), Some(&engaged("x"))), Step::Nothing);
+    }
+
+    #[test]
+    fn a_release_releases_only_an_engagement_etcd_has_held() {
+        assert_eq!(
+            sync(Some(&record("signal", true)), Some(&released())),
+            Step::Release {
+                actor: "uid:1000@b".into()
+            }
+        );
+        // Engaged while etcd was out of reach: the release did not see it, so it wins.
+        let unseen = record("signal", false);
+        assert_eq!(
+            sync(Some(&unseen), Some(&released())),
+            Step::Publish(unseen.clone())
+        );
+    }
+
+    #[test]
+    fn a_latch_key_deleted_by_hand_is_not_a_release() {
+        let shared = record("signal", true);
+        assert_eq!(sync(Some(&shared), None), Step::Publish(shared.clone()));
+    }
+
+    #[test]
+    fn the_shared_latch_reads_back_what_it_wrote() {
+        for l in [engaged("signal"), released()] {
+            let text = serde_json::to_string(&l).unwrap();
+            assert_eq!(parse_latch(text.as_bytes()), Some(l));
+        }
+        assert_eq!(parse_latch(b"not json"), None);
+    }
+}

@@ -1,0 +1,176 @@
+//! The loop's side of cluster mode: what the etcd task reports, the rules of
+//! [`crate::cluster::sync`] applied to the risk core, and operators' releases, which are
+//! written to etcd before the local latch lets go.
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+
+use super::event_loop::{AdminReply, Shell};
+use crate::admin::api::{ClusterStatus, Released};
+use crate::admin::{AdminAnswer, AdminError};
+use crate::cluster::{ClusterCommand, ClusterEvent, SharedLatch, Step};
+use crate::risk::engine::{ClusterInput, Input, OperatorCommand};
+
+/// The etcd task's handle and what it last reported.
+pub(super) struct ClusterLink {
+    pub name: String,
+    pub member: String,
+    pub commands: mpsc::UnboundedSender<ClusterCommand>,
+    pub readable: bool,
+    pub shared: Option<SharedLatch>,
+    pub members: Vec<String>,
+    /// A publish was asked for and etcd's latch has not been read since.
+    pub publishing: bool,
+    /// Operators' releases being written, by token: the caller and who they are.
+    pub releases: HashMap<u64, (AdminReply, String)>,
+    pub next_token: u64,
+}
+
+impl ClusterLink {
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(super) fn new(
+        name: String,
+        member: String,
+        commands: mpsc::UnboundedSender<ClusterCommand>,
+    ) -> Self {
+        ClusterLink {
+            name,
+            member,
+            commands,
+            readable: false,
+            shared: None,
+            members: Vec::new(),
+            publishing: false,
+            releases: HashMap::new(),
+            next_token: 0,
+        }
+    }
+
+    pub(super) fn status(&self) -> ClusterStatus {
+        ClusterStatus {
+            name: self.name.clone(),
+            member: self.member.clone(),
+            readable: self.readable,
+            members: self.members.clone(),
+            shared_latch: self.shared.clone(),
+        }
+    }
+}
+
+/// Why a release is refused while the shared latch cannot be read.
+const UNREADABLE: &str = "the cluster's shared kill latch cannot be read (etcd is out of reach): a release must reach every member, so it needs etcd";
+
+impl Shell {
+    /// One report of the etcd task.
+    pub(super) fn on_cluster(&mut self, ev: ClusterEvent) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        match ev {
+            ClusterEvent::Readable(readable) => {
+                link.readable = readable;
+                if !readable {
+                    link.publishing = false;
+                }
+                self.metrics.cluster_readable(readable);
+                self.handle(Input::Cluster(ClusterInput::Readable(readable)));
+            }
+            ClusterEvent::Latch(latch) => {
+                self.metrics
+                    .cluster_latch(matches!(latch, Some(SharedLatch::Engaged { .. })));
+                link.shared = latch;
+                link.publishing = false;
+            }
+            ClusterEvent::Members(members) => {
+                self.metrics.cluster_members(members.len());
+                link.members = members;
+                return;
+            }
+            ClusterEvent::ReleaseWritten { token } => {
+                if let Some((reply, actor)) = link.releases.remove(&token) {
+                    let released = self.engine.kill().is_some();
+                    self.handle(Input::Operator {
+                        command: OperatorCommand::Release,
+                        actor,
+                    });
+                    let kill = self.engine.kill().cloned();
+                    self.answer_when_durable(
+                        vec![reply],
+                        Ok(AdminAnswer::Released(Released { released, kill })),
+                    );
+                }
+            }
+            ClusterEvent::ReleaseFailed { token, error } => {
+                if let Some((reply, _)) = link.releases.remove(&token) {
+                    let _ = reply.send(Err(AdminError::Refused(format!(
+                        "release refused: the shared kill latch could not be written ({error})"
+                    ))));
+                }
+                return;
+            }
+        }
+        self.cluster_sync();
+    }
+
+    /// Brings the local latch and the shared one together, after a change of either.
+    pub(super) fn cluster_sync(&mut self) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        if !link.readable {
+            return;
+        }
+        let input = match crate::cluster::sync(self.engine.kill(), link.shared.as_ref()) {
+            Step::Nothing => return,
+            Step::Publish(record) => {
+                if !link.publishing {
+                    link.publishing = true;
+                    let _ = link.commands.send(ClusterCommand::Publish(record));
+                }
+                return;
+            }
+            Step::Engage(record) => ClusterInput::Engaged(record),
+            Step::MarkShared => ClusterInput::Shared,
+            Step::Release { actor } => ClusterInput::Released { actor },
+        };
+        self.handle(Input::Cluster(input));
+    }
+
+    /// An operator's release in cluster mode: written to etcd first, answered once the local
+    /// latch has followed. `None` when this is not cluster mode or nothing is engaged here (the
+    /// caller releases as alone).
+    pub(super) fn cluster_release(
+        &mut self,
+        reply: AdminReply,
+        actor: String,
+    ) -> Option<AdminReply> {
+        let engaged = self.engine.kill().is_some();
+        let Some(link) = self.cluster.as_mut().filter(|_| engaged) else {
+            return Some(reply);
+        };
+        if !link.readable {
+            let _ = reply.send(Err(AdminError::Refused(format!(
+                "release refused: {UNREADABLE}"
+            ))));
+            return None;
+        }
+        let token = link.next_token;
+        link.next_token += 1;
+        if link
+            .commands
+            .send(ClusterCommand::Release {
+                token,
+                actor: actor.clone(),
+            })
+            .is_err()
+        {
+            let _ = reply.send(Err(AdminError::Refused(format!(
+                "release refused: {UNREADABLE}"
+            ))));
+            return None;
+        }
+        link.releases.insert(token, (reply, actor));
+        None
+    }
+}

@@ -1,0 +1,289 @@
+//! Cluster mode against a real etcd (Debian's `etcd-server`, started here on loopback ports) and
+//! two real daemons on one simulated account: the shared kill latch. Needs the `cluster`
+//! feature and `/usr/bin/etcd` (or `ETCD_BIN`): `cargo test --features cluster --test
+//! cluster_latch`.
+//!
+//! Each daemon's kill scope is `managed`, so a member's groups are triggered only by its own
+//! latch: a peer's groups triggered means the latch reached the peer.
+#![cfg(feature = "cluster")]
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use serde_json::Value;
+use support::daemon::{Daemon, cli, get, group_of, sample, setup};
+use support::{PATIENCE, TestSim};
+
+const ALPHA: &str = "subaccount = 0\n[group]\ncontracts_limit = 100\n";
+const BETA: &str = "subaccount = 1\n[group]\ncontracts_limit = 100\n";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One etcd member on loopback, with its data in a temporary directory.
+struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client: u16,
+    peer: u16,
+}
+
+impl Etcd {
+    fn bin() -> PathBuf {
+        let bin = std::env::var_os("ETCD_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+        assert!(
+            bin.exists(),
+            "no etcd at {}: install Debian's etcd-server (or set ETCD_BIN)",
+            bin.display()
+        );
+        bin
+    }
+
+    fn start() -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            client: free_port(),
+            peer: free_port(),
+        };
+        e.restart();
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+
+    /// Starts (again) on the same ports and data, and waits until it answers.
+    fn restart(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let child = Command::new(Self::bin())
+            .args(["--name", "t1", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &self.url()])
+            .args(["--advertise-client-urls", &self.url()])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t1={peer}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("etcd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let health = Command::new("curl")
+                .args(["-fsS", &format!("{}/health", self.url())])
+                .output()
+                .unwrap();
+            if health.status.success() && String::from_utf8_lossy(&health.stdout).contains("true") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: gone at once, as a crashed or partitioned etcd.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A daemon's config dir for member `member` of cluster `name` on etcd `etcd`.
+fn member(
+    t: &TestSim,
+    etcd: &Etcd,
+    name: &str,
+    member: &str,
+    policy: (&str, &str),
+) -> tempfile::TempDir {
+    setup(
+        t,
+        &[policy],
+        &format!(
+            "\n[kill]\nscope = \"managed\"\n\n[cluster]\nendpoints = [\"{}\"]\nname = \"{name}\"\nmember = \"{member}\"\nlease_ttl = \"2s\"\n",
+            etcd.url()
+        ),
+    )
+}
+
+async fn scrape(d: &Daemon) -> String {
+    get(&d.metrics_addr(), "/metrics").await.1
+}
+
+/// Waits (bounded) until the daemon's metric `series` has `value`.
+async fn until_metric(d: &Daemon, series: &str, value: f64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s = scrape(d).await;
+        if sample(&s, series) == Some(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never {value}:\n{s}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn until_triggered(t: &TestSim, group: &str, what: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        if t.group_state(group).await["triggered"] == true {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{what}: {group} never triggered"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn kill_engaged(state: &Value) -> bool {
+    !state["kill"].is_null()
+}
+
+async fn start(dir: &Path) -> Daemon {
+    support::daemon::start(dir).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_on_one_member_engages_every_member_and_a_release_anywhere_releases_all() {
+    let etcd = Etcd::start();
+    let t = TestSim::start().await;
+    let a_dir = member(&t, &etcd, "acct", "a", ("alpha.toml", ALPHA));
+    let b_dir = member(&t, &etcd, "acct", "b", ("beta.toml", BETA));
+    let a = start(a_dir.path()).await;
+    let b = start(b_dir.path()).await;
+    until_metric(&a, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    until_metric(&b, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    until_metric(&b, "kalshi_riskd_cluster_members", 2.0).await;
+    let beta_group = group_of(&b.state(), "beta");
+    let alpha_group = group_of(&a.state(), "alpha");
+
+    // SIGUSR1 on a: a's groups by a, b's by b once the latch reaches it.
+    a.signal("-USR1");
+    let at_a = until_triggered(&t, &alpha_group, "a's own kill").await;
+    let at_b = until_triggered(&t, &beta_group, "the kill reaching b").await;
+    eprintln!("kill on a: a's group triggered after {at_a:?}, b's after {at_b:?}");
+    let engaged = b.until_state("engaged through the cluster", kill_engaged);
+    assert!(
+        engaged["kill"]["actor"].as_str().unwrap().ends_with("@a"),
+        "{engaged}"
+    );
+    assert_eq!(engaged["kill"]["shared"], true);
+    a.until_state("shared", |s| s["kill"]["shared"] == true);
+
+    // A reset on b is refused while the shared latch is engaged.
+    let (code, out, err) = cli(b_dir.path(), &["reset", "beta"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("kill switch is engaged"), "{err}");
+
+    // Status on b shows the cluster.
+    let (code, out, err) = cli(b_dir.path(), &["status"]);
+    assert_eq!(code, Some(6), "{out}{err}");
+    assert!(
+        out.contains("cluster acct as b: etcd ok; members a, b; shared latch engaged by signal@a"),
+        "{out}"
+    );
+
+    // A release on b releases a too.
+    let (code, out, err) = cli(b_dir.path(), &["release"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    b.until_state("released", |s| s["kill"].is_null());
+    a.until_state("released through the cluster", |s| s["kill"].is_null());
+    let released = a.until_audit("the release from b", |v| {
+        v["event"] == "kill_released" && v["actor"].as_str().is_some_and(|x| x.ends_with("@b"))
+    });
+    assert!(
+        released["reason"].as_str().unwrap().contains("signal"),
+        "{released}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_gone_members_still_trigger_refuse_resets_and_converge_when_it_returns() {
+    let mut etcd = Etcd::start();
+    let t = TestSim::start().await;
+    let a_dir = member(&t, &etcd, "acct2", "a", ("alpha.toml", ALPHA));
+    let b_dir = member(&t, &etcd, "acct2", "b", ("beta.toml", BETA));
+    let a = start(a_dir.path()).await;
+    let b = start(b_dir.path()).await;
+    until_metric(&a, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    until_metric(&b, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    let alpha_group = group_of(&a.state(), "alpha");
+    let beta_group = group_of(&b.state(), "beta");
+    // Something for b to reset: its strategy tripped by hand.
+    let trip = Command::new("curl")
+        .args(["-fsS", "-X", "POST", "--unix-socket"])
+        .arg(b_dir.path().join("admin.sock"))
+        .arg("http://localhost/v1/strategies/beta/trigger")
+        .output()
+        .unwrap();
+    assert!(trip.status.success(), "{trip:?}");
+    until_triggered(&t, &beta_group, "b's manual trigger").await;
+
+    etcd.kill();
+    until_metric(&b, "kalshi_riskd_cluster_etcd_up", 0.0).await;
+    until_metric(&a, "kalshi_riskd_cluster_etcd_up", 0.0).await;
+    b.until_audit("the latch unreadable", |v| v["event"] == "latch_unreadable");
+
+    // Resets need the shared latch: refused.
+    let (code, out, err) = cli(b_dir.path(), &["reset", "beta"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("etcd is out of reach"), "{err}");
+    // A kill is not delayed: a's groups are triggered with etcd gone.
+    a.signal("-USR1");
+    let took = until_triggered(&t, &alpha_group, "a's kill with etcd gone").await;
+    eprintln!("kill on a with etcd gone: a's group triggered after {took:?}");
+    let state = a.until_state("engaged", kill_engaged);
+    assert_eq!(state["kill"]["shared"], Value::Null, "{state}");
+    // A release needs etcd too.
+    let (code, out, err) = cli(a_dir.path(), &["release"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("etcd is out of reach"), "{err}");
+    assert!(!b.log().contains("panicked"));
+
+    // etcd returns: a publishes its engagement, b engages from it.
+    let back = Instant::now();
+    etcd.restart();
+    b.until_state("engaged after etcd returned", kill_engaged);
+    eprintln!("convergence after etcd returned: {:?}", back.elapsed());
+    until_metric(&b, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    until_metric(&b, "kalshi_riskd_cluster_latch_engaged", 1.0).await;
+    a.until_state("shared", |s| s["kill"]["shared"] == true);
+}
