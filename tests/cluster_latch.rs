@@ -195,6 +195,22 @@ async fn a_kill_on_one_member_engages_every_member_and_a_release_anywhere_releas
     let beta_group = group_of(&b.state(), "beta");
     let alpha_group = group_of(&a.state(), "alpha");
 
+    // A fill in b's group is b's: counted there, not an unmapped fill on a.
+    until_metric(&a, "kalshi_riskd_cluster_members", 2.0).await;
+    b.until_read_after_start();
+    a.until_read_after_start();
+    let (status, body) = t
+        .order_in("KXSIM-26NOV23-T1", Some(&beta_group), "3", 1)
+        .await;
+    assert!(status.is_success(), "{body}");
+    until_metric(&b, "kalshi_riskd_fills_total{strategy=\"beta\"}", 1.0).await;
+    until_metric(&a, "kalshi_riskd_cluster_peer_fills_total", 1.0).await;
+    assert!(
+        !a.audit().iter().any(|v| v["event"] == "unmapped_fill"),
+        "{:#?}",
+        a.audit()
+    );
+
     // SIGUSR1 on a: a's groups by a, b's by b once the latch reaches it.
     a.signal("-USR1");
     let at_a = until_triggered(&t, &alpha_group, "a's own kill").await;
@@ -286,4 +302,31 @@ async fn with_etcd_gone_members_still_trigger_refuse_resets_and_converge_when_it
     until_metric(&b, "kalshi_riskd_cluster_etcd_up", 1.0).await;
     until_metric(&b, "kalshi_riskd_cluster_latch_engaged", 1.0).await;
     a.until_state("shared", |s| s["kill"]["shared"] == true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strategy_claimed_by_two_members_is_reported_by_both() {
+    let etcd = Etcd::start();
+    let t = TestSim::start().await;
+    let a_dir = member(&t, &etcd, "acct3", "a", ("alpha.toml", ALPHA));
+    let c_dir = member(&t, &etcd, "acct3", "c", ("alpha.toml", BETA));
+    let a = start(a_dir.path()).await;
+    let c = start(c_dir.path()).await;
+    until_metric(&a, "kalshi_riskd_cluster_strategy_conflicts", 1.0).await;
+    until_metric(&c, "kalshi_riskd_cluster_strategy_conflicts", 1.0).await;
+    assert!(
+        a.log().contains("claimed by another member too"),
+        "{}",
+        a.log()
+    );
+    let (code, out, err) = cli(c_dir.path(), &["status"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("CLUSTER CONFLICT: strategy alpha is also claimed by member a"),
+        "{out}"
+    );
+    // When c leaves, the conflict is gone on a.
+    support::daemon::stop(c).await;
+    until_metric(&a, "kalshi_riskd_cluster_strategy_conflicts", 0.0).await;
+    until_metric(&a, "kalshi_riskd_cluster_members", 1.0).await;
 }

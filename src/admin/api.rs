@@ -78,6 +78,9 @@ pub struct ClusterStatus {
     pub members: Vec<String>,
     /// The shared latch as last read (`null`: never engaged in this cluster).
     pub shared_latch: Option<crate::cluster::SharedLatch>,
+    /// This member's strategies that another member claims too (a configuration error).
+    #[serde(default)]
+    pub conflicts: Vec<crate::cluster::Conflict>,
 }
 
 impl Status {

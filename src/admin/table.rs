@@ -47,6 +47,13 @@ pub fn status_table(status: &Status) -> String {
             c.member,
             c.members.join(", ")
         );
+        for x in &c.conflicts {
+            let _ = writeln!(
+                out,
+                "CLUSTER CONFLICT: strategy {} is also claimed by member {}",
+                x.strategy, x.member
+            );
+        }
     }
     if status.durable.failing {
         let _ = writeln!(

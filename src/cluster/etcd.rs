@@ -11,7 +11,7 @@ use etcd_client::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ClusterCommand, ClusterEvent, Registration, SharedLatch};
+use super::{ClusterCommand, ClusterEvent, RegisteredStrategy, Registration, SharedLatch};
 use crate::config::ClusterConfig;
 use crate::kalshi::retry::RetryPolicy;
 
@@ -27,7 +27,7 @@ fn members_prefix(cluster: &str) -> String {
 /// reported as `Readable(false)` and logged.
 pub fn spawn(
     cfg: ClusterConfig,
-    strategies: Vec<String>,
+    strategies: Vec<RegisteredStrategy>,
     events: mpsc::UnboundedSender<ClusterEvent>,
     stop: CancellationToken,
 ) -> (
@@ -48,7 +48,7 @@ const RECONNECT: RetryPolicy = RetryPolicy {
 
 async fn run(
     cfg: ClusterConfig,
-    mut strategies: Vec<String>,
+    mut strategies: Vec<RegisteredStrategy>,
     events: mpsc::UnboundedSender<ClusterEvent>,
     mut commands: mpsc::UnboundedReceiver<ClusterCommand>,
     stop: CancellationToken,
@@ -111,7 +111,7 @@ enum SessionError {
 
 struct Session<'a> {
     cfg: &'a ClusterConfig,
-    strategies: &'a mut Vec<String>,
+    strategies: &'a mut Vec<RegisteredStrategy>,
     events: &'a mpsc::UnboundedSender<ClusterEvent>,
     commands: &'a mut mpsc::UnboundedReceiver<ClusterCommand>,
     stop: &'a CancellationToken,
@@ -156,11 +156,23 @@ impl Session<'_> {
                 Some(WatchOptions::new().with_start_revision(revision + 1)),
             )
             .await?;
+        let prefix = members_prefix(&cfg.name);
+        let mut members = client
+            .watch(
+                prefix.as_str(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision + 1),
+                ),
+            )
+            .await?;
+        // The members first: a peer's fills are known as the peer's before anything else.
+        self.list_members(&mut client).await?;
         let _ = self.events.send(ClusterEvent::Latch(latch));
         let _ = self.events.send(ClusterEvent::Readable(true));
         *self.readable = true;
         tracing::info!(endpoints = ?cfg.endpoints, cluster = %cfg.name, member = %cfg.member, "etcd: registered; the shared kill latch is read and watched");
-        self.list_members(&mut client).await?;
 
         let mut renew = tokio::time::interval(ttl / 3);
         let mut renewed = tokio::time::Instant::now();
@@ -176,7 +188,17 @@ impl Session<'_> {
                         return Err(SessionError::Lost(format!("the lease was not renewed for {ttl:?}")));
                     }
                     keeper.keep_alive().await?;
-                    self.list_members(&mut client).await?;
+                }
+                msg = members.message() => {
+                    let Some(resp) = msg? else {
+                        return Err(SessionError::Lost("the members watch ended".into()));
+                    };
+                    if resp.canceled() {
+                        return Err(SessionError::Lost(format!("the members watch was cancelled: {}", resp.cancel_reason())));
+                    }
+                    if !resp.events().is_empty() {
+                        self.list_members(&mut client).await?;
+                    }
                 }
                 msg = renewals.message() => match msg? {
                     Some(r) if r.ttl() > 0 => renewed = tokio::time::Instant::now(),
@@ -266,19 +288,19 @@ impl Session<'_> {
     async fn list_members(&mut self, client: &mut Client) -> Result<(), SessionError> {
         let prefix = members_prefix(&self.cfg.name);
         let got = client
-            .get(
-                prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
-        let mut names: Vec<String> = got
-            .kvs()
-            .iter()
-            .filter_map(|kv| kv.key_str().ok())
-            .filter_map(|k| k.strip_prefix(prefix.as_str()).map(str::to_owned))
-            .collect();
-        names.sort();
-        let _ = self.events.send(ClusterEvent::Members(names));
+        let mut members: Vec<Registration> = Vec::new();
+        for kv in got.kvs() {
+            match serde_json::from_slice::<Registration>(kv.value()) {
+                Ok(r) => members.push(r),
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "etcd: a member's registration cannot be read; skipped")
+                }
+            }
+        }
+        members.sort_by(|a, b| a.member.cmp(&b.member));
+        let _ = self.events.send(ClusterEvent::Members(members));
         Ok(())
     }
 }

@@ -21,8 +21,11 @@
 //! The etcd task (`etcd`, with the `cluster` feature) only talks to etcd; what to do with what
 //! it reads is the loop's ([`sync`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::risk::GroupId;
 use crate::risk::kill::KillRecord;
 
 #[cfg(feature = "cluster")]
@@ -46,8 +49,58 @@ pub enum SharedLatch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub member: String,
-    pub strategies: Vec<String>,
+    pub strategies: Vec<RegisteredStrategy>,
     pub started_ms: i64,
+}
+
+/// One strategy a member manages, with its groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredStrategy {
+    pub name: String,
+    pub groups: Vec<GroupId>,
+}
+
+/// A strategy that another member also claims: a configuration error, reported by both.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Conflict {
+    pub strategy: String,
+    pub member: String,
+}
+
+/// The other members' groups, with who manages them: a fill in one of them is that member's to
+/// count, not an unmapped fill here.
+pub fn peer_groups(me: &str, members: &[Registration]) -> BTreeMap<GroupId, String> {
+    members
+        .iter()
+        .filter(|r| r.member != me)
+        .flat_map(|r| {
+            r.strategies
+                .iter()
+                .flat_map(|s| s.groups.iter().map(|g| (g.clone(), r.member.clone())))
+        })
+        .collect()
+}
+
+/// This member's strategies that another member claims too.
+pub fn conflicts(me: &str, members: &[Registration]) -> Vec<Conflict> {
+    let Some(mine) = members.iter().find(|r| r.member == me) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Conflict> = members
+        .iter()
+        .filter(|r| r.member != me)
+        .flat_map(|r| {
+            r.strategies
+                .iter()
+                .filter(|s| mine.strategies.iter().any(|m| m.name == s.name))
+                .map(|s| Conflict {
+                    strategy: s.name.clone(),
+                    member: r.member.clone(),
+                })
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// From the loop to the etcd task.
@@ -58,8 +111,8 @@ pub enum ClusterCommand {
     Publish(KillRecord),
     /// An operator's release: write it, then report [`ClusterEvent::ReleaseWritten`].
     Release { token: u64, actor: String },
-    /// The member's strategies changed (a reload).
-    Register(Vec<String>),
+    /// The member's strategies or groups changed (a reload).
+    Register(Vec<RegisteredStrategy>),
 }
 
 /// From the etcd task to the loop.
@@ -70,8 +123,8 @@ pub enum ClusterEvent {
     Readable(bool),
     /// The shared latch as etcd now holds it (`None`: never engaged in this cluster).
     Latch(Option<SharedLatch>),
-    /// The members registered now (this one included), by name.
-    Members(Vec<String>),
+    /// The members registered now (this one included).
+    Members(Vec<Registration>),
     /// The release `token` is written.
     ReleaseWritten { token: u64 },
     /// The release `token` could not be written.
@@ -190,6 +243,42 @@ mod tests {
         assert_eq!(
             sync(Some(&unseen), Some(&released())),
             Step::Publish(unseen.clone())
+        );
+    }
+
+    fn reg(member: &str, strategies: &[(&str, &[&str])]) -> Registration {
+        Registration {
+            member: member.into(),
+            strategies: strategies
+                .iter()
+                .map(|(name, groups)| RegisteredStrategy {
+                    name: (*name).into(),
+                    groups: groups.iter().map(|g| GroupId::new(*g)).collect(),
+                })
+                .collect(),
+            started_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_peers_groups_are_its_own_and_a_strategy_claimed_twice_is_a_conflict() {
+        let members = [
+            reg("a", &[("alpha", &["g1"]), ("shared", &["g2"])]),
+            reg("b", &[("beta", &["g3", "g4"]), ("shared", &["g5"])]),
+        ];
+        let peers = peer_groups("a", &members);
+        assert_eq!(peers.len(), 3);
+        assert_eq!(peers[&GroupId::new("g4")], "b");
+        assert!(!peers.contains_key(&GroupId::new("g1")));
+        let want = vec![Conflict {
+            strategy: "shared".into(),
+            member: "b".into(),
+        }];
+        assert_eq!(conflicts("a", &members), want);
+        assert_eq!(conflicts("b", &members)[0].member, "a", "reported by both");
+        assert!(
+            conflicts("c", &members).is_empty(),
+            "not registered: nothing to compare"
         );
     }
 

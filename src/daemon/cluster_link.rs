@@ -9,8 +9,10 @@ use tokio::sync::mpsc;
 use super::event_loop::{AdminReply, Shell};
 use crate::admin::api::{ClusterStatus, Released};
 use crate::admin::{AdminAnswer, AdminError};
-use crate::cluster::{ClusterCommand, ClusterEvent, SharedLatch, Step};
-use crate::risk::engine::{ClusterInput, Input, OperatorCommand};
+use crate::cluster::{
+    ClusterCommand, ClusterEvent, Conflict, RegisteredStrategy, Registration, SharedLatch, Step,
+};
+use crate::risk::engine::{ClusterInput, Input, OperatorCommand, RiskEngine};
 
 /// The etcd task's handle and what it last reported.
 pub(super) struct ClusterLink {
@@ -19,7 +21,11 @@ pub(super) struct ClusterLink {
     pub commands: mpsc::UnboundedSender<ClusterCommand>,
     pub readable: bool,
     pub shared: Option<SharedLatch>,
-    pub members: Vec<String>,
+    pub members: Vec<Registration>,
+    /// This member's strategies that another member claims too.
+    pub conflicts: Vec<Conflict>,
+    /// What this member last registered.
+    pub registered: Vec<RegisteredStrategy>,
     /// A publish was asked for and etcd's latch has not been read since.
     pub publishing: bool,
     /// Operators' releases being written, by token: the caller and who they are.
@@ -33,6 +39,7 @@ impl ClusterLink {
         name: String,
         member: String,
         commands: mpsc::UnboundedSender<ClusterCommand>,
+        registered: Vec<RegisteredStrategy>,
     ) -> Self {
         ClusterLink {
             name,
@@ -41,6 +48,8 @@ impl ClusterLink {
             readable: false,
             shared: None,
             members: Vec::new(),
+            conflicts: Vec::new(),
+            registered,
             publishing: false,
             releases: HashMap::new(),
             next_token: 0,
@@ -52,10 +61,23 @@ impl ClusterLink {
             name: self.name.clone(),
             member: self.member.clone(),
             readable: self.readable,
-            members: self.members.clone(),
+            members: self.members.iter().map(|m| m.member.clone()).collect(),
             shared_latch: self.shared.clone(),
+            conflicts: self.conflicts.clone(),
         }
     }
+}
+
+/// What this member registers: its strategies and their groups.
+pub(super) fn registered(engine: &RiskEngine) -> Vec<RegisteredStrategy> {
+    engine
+        .strategies()
+        .iter()
+        .map(|s| RegisteredStrategy {
+            name: s.policy.name.clone(),
+            groups: s.groups.iter().map(|g| g.id.clone()).collect(),
+        })
+        .collect()
 }
 
 /// Why a release is refused while the shared latch cannot be read.
@@ -84,7 +106,15 @@ impl Shell {
             }
             ClusterEvent::Members(members) => {
                 self.metrics.cluster_members(members.len());
+                let conflicts = crate::cluster::conflicts(&link.member, &members);
+                for c in conflicts.iter().filter(|c| !link.conflicts.contains(c)) {
+                    tracing::error!(strategy = %c.strategy, member = %c.member, "cluster: this strategy is claimed by another member too; a strategy belongs to one member (a configuration error: remove its policy from one of them)");
+                }
+                self.metrics.cluster_conflicts(conflicts.len());
+                link.conflicts = conflicts;
+                let peers = crate::cluster::peer_groups(&link.member, &members);
                 link.members = members;
+                self.handle(Input::Cluster(ClusterInput::PeerGroups(peers)));
                 return;
             }
             ClusterEvent::ReleaseWritten { token } => {
@@ -135,6 +165,19 @@ impl Shell {
             Step::Release { actor } => ClusterInput::Released { actor },
         };
         self.handle(Input::Cluster(input));
+    }
+
+    /// Registers this member's strategies and groups again when they changed (a reload, a
+    /// group created later); cheap when nothing did.
+    pub(super) fn cluster_register(&mut self) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        let now = registered(&self.engine);
+        if now != link.registered {
+            link.registered = now.clone();
+            let _ = link.commands.send(ClusterCommand::Register(now));
+        }
     }
 
     /// An operator's release in cluster mode: written to etcd first, answered once the local

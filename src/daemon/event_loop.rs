@@ -261,6 +261,7 @@ impl Running {
                 },
                 _ = tick.tick() => {
                     shell.handle(Input::Tick);
+                    shell.cluster_register();
                     let now = now_ms();
                     shell.metrics.refresh(&mut shell.engine, counters, now);
                     shell.metrics.refresh_writes(&shell.writes);

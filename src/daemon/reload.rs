@@ -135,6 +135,9 @@ impl Shell {
                 if new.daemon.log_format != old.log_format {
                     restart_only.push("[log]");
                 }
+                if new.daemon.cluster != old.cluster {
+                    restart_only.push("[cluster]");
+                }
                 if new.daemon.account_limit != old.account_limit
                     || new.daemon.kill_scope != old.kill_scope
                     || new.daemon.kill_hold != old.kill_hold

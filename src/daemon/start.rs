@@ -179,7 +179,8 @@ pub(super) async fn start(
     let (reconcile_tx, reconcile) = mpsc::unbounded_channel();
     let (backfill_tx, backfill) = mpsc::unbounded_channel();
     let (backfill_retry_tx, backfill_retry) = mpsc::unbounded_channel();
-    let (cluster_link, cluster_events, cluster_task) = start_cluster(&loaded, &metrics, &stops)?;
+    let (cluster_link, cluster_events, cluster_task) =
+        start_cluster(&loaded, &engine, &metrics, &stops)?;
     let mut inbox = Inbox {
         results,
         admin,
@@ -329,6 +330,7 @@ type ClusterStart = (
 #[cfg(feature = "cluster")]
 fn start_cluster(
     loaded: &Loaded,
+    engine: &RiskEngine,
     metrics: &Metrics,
     stops: &Stops,
 ) -> Result<ClusterStart, DaemonError> {
@@ -338,12 +340,17 @@ fn start_cluster(
     metrics.enable_cluster()?;
     metrics.cluster_readable(false);
     let (events_tx, events) = mpsc::unbounded_channel();
-    let strategies = loaded.enabled().map(|p| p.risk.name.clone()).collect();
+    let strategies = super::cluster_link::registered(engine);
     let link_name = (c.name.clone(), c.member.clone());
     let (commands, task) =
-        crate::cluster::etcd::spawn(c, strategies, events_tx, stops.cluster.clone());
+        crate::cluster::etcd::spawn(c, strategies.clone(), events_tx, stops.cluster.clone());
     Ok((
-        Some(ClusterLink::new(link_name.0, link_name.1, commands)),
+        Some(ClusterLink::new(
+            link_name.0,
+            link_name.1,
+            commands,
+            strategies,
+        )),
         Some(events),
         Some(task),
     ))
@@ -351,7 +358,12 @@ fn start_cluster(
 
 /// Without the `cluster` feature, a config with `[cluster]` is refused when it is read.
 #[cfg(not(feature = "cluster"))]
-fn start_cluster(_: &Loaded, _: &Metrics, _: &Stops) -> Result<ClusterStart, DaemonError> {
+fn start_cluster(
+    _: &Loaded,
+    _: &RiskEngine,
+    _: &Metrics,
+    _: &Stops,
+) -> Result<ClusterStart, DaemonError> {
     Ok((None, None, None))
 }
 

@@ -47,6 +47,7 @@ struct Seen {
     trips: BTreeMap<(String, TripReason), u64>,
     resets: BTreeMap<(String, String), u64>,
     unmapped: u64,
+    peer_fills: u64,
     backfilled: u64,
     backfill_failures: u64,
     reconnects: u64,
@@ -103,6 +104,8 @@ struct ClusterMetrics {
     etcd_up: IntGauge,
     latch_engaged: IntGauge,
     members: IntGauge,
+    strategy_conflicts: IntGauge,
+    peer_fills_total: IntCounter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -415,6 +418,18 @@ impl Metrics {
                 "cluster_members",
                 "Members registered in the cluster (this one included), as last read.",
             )?,
+            strategy_conflicts: gauge(
+                "cluster_strategy_conflicts",
+                "This member's strategies that another member of the cluster claims too (a configuration error).",
+            )?,
+            peer_fills_total: {
+                let c = IntCounter::with_opts(opts(
+                    "cluster_peer_fills_total",
+                    "Fills in another member's groups: counted by that member, not unmapped here.",
+                ))?;
+                self.registry.register(Box::new(c.clone()))?;
+                c
+            },
         };
         let _ = self.cluster.set(m);
         Ok(())
@@ -435,6 +450,12 @@ impl Metrics {
     pub fn cluster_members(&self, n: usize) {
         if let Some(c) = self.cluster.get() {
             c.members.set(n as i64);
+        }
+    }
+
+    pub fn cluster_conflicts(&self, n: usize) {
+        if let Some(c) = self.cluster.get() {
+            c.strategy_conflicts.set(n as i64);
         }
     }
 
@@ -581,6 +602,11 @@ impl Metrics {
         self.unmapped_fills_total
             .inc_by(c.unmapped_fills.saturating_sub(seen.unmapped));
         seen.unmapped = c.unmapped_fills;
+        if let Some(m) = self.cluster.get() {
+            m.peer_fills_total
+                .inc_by(c.peer_fills.saturating_sub(seen.peer_fills));
+            seen.peer_fills = c.peer_fills;
+        }
         self.fills_backfilled_total
             .inc_by(c.backfilled_fills.saturating_sub(seen.backfilled));
         seen.backfilled = c.backfilled_fills;

@@ -232,7 +232,10 @@ impl RiskEngine {
         });
         match route {
             Some(Ok((strategy, group))) => self.apply(strategy, group, &f, usage, now_ms, out),
-            Some(Err(why)) => self.unmapped(&f, &why, now_ms, out),
+            Some(Err(why)) => {
+                let group = self.routes.get(&f.order_id).and_then(|r| r.group.clone());
+                self.not_ours(&f, group.as_ref(), &why, now_ms, out)
+            }
             None => {
                 let parked = self.parked.entry(f.order_id.clone()).or_default();
                 if parked.is_empty() {
@@ -351,7 +354,7 @@ impl RiskEngine {
     ) {
         let place = group.as_ref().and_then(|g| self.groups.get(g)).copied();
         let why = unmanaged_reason(&order_id, &group);
-        self.remember_route(order_id.clone(), group, now_ms);
+        self.remember_route(order_id.clone(), group.clone(), now_ms);
         for f in self.parked.remove(&order_id).unwrap_or_default() {
             let usage = Usage {
                 contracts: f.count,
@@ -359,9 +362,26 @@ impl RiskEngine {
                 fills: 1,
             };
             match place {
-                Some((strategy, group)) => self.apply(strategy, group, &f, usage, now_ms, out),
-                None => self.unmapped(&f, &why, now_ms, out),
+                Some((strategy, g)) => self.apply(strategy, g, &f, usage, now_ms, out),
+                None => self.not_ours(&f, group.as_ref(), &why, now_ms, out),
             }
+        }
+    }
+
+    /// A fill in a group this daemon does not manage: another member's (cluster mode), counted
+    /// there; else unmapped.
+    fn not_ours(
+        &mut self,
+        f: &Fill,
+        group: Option<&GroupId>,
+        why: &str,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        if group.is_some_and(|g| self.peer_groups.contains_key(g)) {
+            self.counters.peer_fills += 1;
+        } else {
+            self.unmapped(f, why, now_ms, out);
         }
     }
 }

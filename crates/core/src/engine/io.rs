@@ -70,6 +70,9 @@ pub enum ClusterInput {
     Shared,
     /// An operator (`actor`) released the shared latch: release this one, if etcd held it.
     Released { actor: String },
+    /// The other members' groups, with the member managing each: fills in them are theirs to
+    /// count, not unmapped here.
+    PeerGroups(std::collections::BTreeMap<GroupId, String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,6 +75,8 @@ pub struct Counters {
     pub backfill_failures: u64,
     pub duplicate_fills: u64,
     pub unmapped_fills: u64,
+    /// Cluster mode: fills in another member's groups (counted there, not here).
+    pub peer_fills: u64,
     pub filled_contracts: Contracts,
     pub trips: BTreeMap<(String, TripReason), u64>,
     pub resets: BTreeMap<(String, String), u64>,
@@ -117,6 +119,8 @@ pub struct RiskEngine {
     disconnected_since: Option<i64>,
     /// Cluster mode: whether the shared kill latch can be read (always true alone).
     latch_readable: bool,
+    /// Cluster mode: the other members' groups, with who manages them.
+    peer_groups: BTreeMap<GroupId, String>,
     counters: Counters,
 }
 
@@ -147,6 +151,7 @@ impl RiskEngine {
             disconnected_since: None,
             last_sweep_ms: None,
             latch_readable: !cfg.cluster,
+            peer_groups: BTreeMap::new(),
             counters: Counters::default(),
             cfg,
         };

@@ -253,6 +253,7 @@ impl RiskEngine {
                     self.release_kill(&actor, now_ms, out);
                 }
             }
+            ClusterInput::PeerGroups(groups) => self.peer_groups = groups,
         }
     }
 
