@@ -128,11 +128,23 @@ fn member(
     member: &str,
     policy: (&str, &str),
 ) -> tempfile::TempDir {
+    member_with(t, etcd, name, member, policy, "")
+}
+
+/// [`member`] with more config (`extra`, TOML).
+fn member_with(
+    t: &TestSim,
+    etcd: &Etcd,
+    name: &str,
+    member: &str,
+    policy: (&str, &str),
+    extra: &str,
+) -> tempfile::TempDir {
     setup(
         t,
         &[policy],
         &format!(
-            "\n[kill]\nscope = \"managed\"\n\n[cluster]\nendpoints = [\"{}\"]\nname = \"{name}\"\nmember = \"{member}\"\nlease_ttl = \"2s\"\n",
+            "\n[kill]\nscope = \"managed\"\n\n[cluster]\nendpoints = [\"{}\"]\nname = \"{name}\"\nmember = \"{member}\"\nlease_ttl = \"2s\"\n{extra}",
             etcd.url()
         ),
     )
@@ -187,10 +199,13 @@ async fn a_kill_on_one_member_engages_every_member_and_a_release_anywhere_releas
     let t = TestSim::start().await;
     let a_dir = member(&t, &etcd, "acct", "a", ("alpha.toml", ALPHA));
     let b_dir = member(&t, &etcd, "acct", "b", ("beta.toml", BETA));
+    // a registers first: it is the leader.
     let a = start(a_dir.path()).await;
-    let b = start(b_dir.path()).await;
     until_metric(&a, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    let b = start(b_dir.path()).await;
     until_metric(&b, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    until_metric(&a, "kalshi_riskd_cluster_leader", 1.0).await;
+    until_metric(&b, "kalshi_riskd_cluster_leader", 0.0).await;
     until_metric(&b, "kalshi_riskd_cluster_members", 2.0).await;
     let beta_group = group_of(&b.state(), "beta");
     let alpha_group = group_of(&a.state(), "alpha");
@@ -233,7 +248,9 @@ async fn a_kill_on_one_member_engages_every_member_and_a_release_anywhere_releas
     let (code, out, err) = cli(b_dir.path(), &["status"]);
     assert_eq!(code, Some(6), "{out}{err}");
     assert!(
-        out.contains("cluster acct as b: etcd ok; members a, b; shared latch engaged by signal@a"),
+        out.contains(
+            "cluster acct as b: etcd ok; members a, b (leader a); shared latch engaged by signal@a"
+        ),
         "{out}"
     );
 
@@ -329,4 +346,71 @@ async fn a_strategy_claimed_by_two_members_is_reported_by_both() {
     support::daemon::stop(c).await;
     until_metric(&a, "kalshi_riskd_cluster_strategy_conflicts", 0.0).await;
     until_metric(&a, "kalshi_riskd_cluster_members", 1.0).await;
+}
+
+/// The account-level limit is evaluated by the leader (the member registered longest) over every
+/// fill of the account; when the leader dies, a survivor takes over once its lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_evaluates_the_account_limit_and_a_survivor_takes_over() {
+    let etcd = Etcd::start();
+    let t = TestSim::start().await;
+    let account = "\n[account]\nmax_contracts = 10\nwindow = \"15s\"\n";
+    let a_dir = member_with(&t, &etcd, "acct4", "a", ("alpha.toml", ALPHA), account);
+    let b_dir = member_with(&t, &etcd, "acct4", "b", ("beta.toml", BETA), account);
+    let a = start(a_dir.path()).await;
+    until_metric(&a, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    let b = start(b_dir.path()).await;
+    until_metric(&b, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    until_metric(&a, "kalshi_riskd_cluster_leader", 1.0).await;
+    until_metric(&b, "kalshi_riskd_cluster_leader", 0.0).await;
+    a.until_read_after_start();
+    b.until_read_after_start();
+    let beta_group = group_of(&b.state(), "beta");
+
+    // 11 contracts in b's group: the leader a engages, b follows through the cluster.
+    let (status, body) = t
+        .order_in("KXSIM-26NOV23-T1", Some(&beta_group), "11", 1)
+        .await;
+    assert!(status.is_success(), "{body}");
+    let engaged = a.until_audit("the leader's account-limit kill", |v| {
+        v["event"] == "kill_engaged" && v["actor"] == "daemon"
+    });
+    assert!(
+        engaged["reason"]
+            .as_str()
+            .unwrap()
+            .contains("account limit"),
+        "{engaged}"
+    );
+    let followed = b.until_state("engaged from the leader", kill_engaged);
+    assert_eq!(followed["kill"]["actor"], "daemon@a", "{followed}");
+    assert!(
+        !b.audit()
+            .iter()
+            .any(|v| v["event"] == "kill_engaged" && v["actor"] == "daemon"),
+        "b is not the leader: it did not evaluate the account limit itself"
+    );
+    let (code, out, err) = cli(b_dir.path(), &["release"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    a.until_state("released", |s| s["kill"].is_null());
+
+    // The leader dies: b takes over when a's lease runs out.
+    let died = Instant::now();
+    a.crash();
+    until_metric(&b, "kalshi_riskd_cluster_leader", 1.0).await;
+    eprintln!(
+        "takeover: b leads {:?} after a was killed (lease_ttl 2s)",
+        died.elapsed()
+    );
+    until_metric(&b, "kalshi_riskd_cluster_members", 1.0).await;
+    // b's groups stay triggered after the release: one more contract outside any group.
+    let (status, body) = t.order_in("KXSIM-26NOV23-T1", None, "1", 1).await;
+    assert!(status.is_success(), "{body}");
+    let own = b.until_audit("b's own account-limit kill", |v| {
+        v["event"] == "kill_engaged" && v["actor"] == "daemon"
+    });
+    assert!(
+        own["reason"].as_str().unwrap().contains("account limit"),
+        "{own}"
+    );
 }

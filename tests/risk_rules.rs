@@ -1016,3 +1016,26 @@ fn in_cluster_mode_a_shared_release_releases_only_what_etcd_held() {
     }));
     assert!(h.engine.kill().is_none());
 }
+
+/// Cluster mode: the account limit is the leader's to act on (every member counts the account's
+/// fills, so a new leader starts with a full window); a follower's breach engages nothing.
+#[test]
+fn in_cluster_mode_only_the_leader_acts_on_the_account_limit() {
+    use kalshi_riskd::risk::engine::ClusterInput;
+    let mut cfg = config(vec![policy("a", vec![])]);
+    cfg.account_limit = Some(limit("account", 15_000, 100));
+    cfg.cluster = true;
+    let mut h = Harness::new(cfg, 1);
+    h.send(Input::Cluster(ClusterInput::Readable(true)));
+    h.send(Input::Cluster(ClusterInput::AccountLimit(false)));
+    let out = h.fill("a", c(101));
+    assert!(decisions(&out, DecisionKind::KillEngaged).is_empty(), "a follower");
+    assert!(h.engine.kill().is_none());
+    h.send(Input::Cluster(ClusterInput::AccountLimit(true)));
+    let out = h.fill("a", c(1));
+    assert_eq!(
+        decisions(&out, DecisionKind::KillEngaged).len(),
+        1,
+        "the leader now: the window it counted all along is over the limit"
+    );
+}

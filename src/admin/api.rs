@@ -81,6 +81,9 @@ pub struct ClusterStatus {
     /// This member's strategies that another member claims too (a configuration error).
     #[serde(default)]
     pub conflicts: Vec<crate::cluster::Conflict>,
+    /// The member that evaluates the account-level limit (as last read).
+    #[serde(default)]
+    pub leader: Option<String>,
 }
 
 impl Status {

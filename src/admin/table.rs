@@ -42,10 +42,11 @@ pub fn status_table(status: &Status) -> String {
         };
         let _ = writeln!(
             out,
-            "cluster {} as {}: {etcd}; members {}; shared latch {latch}",
+            "cluster {} as {}: {etcd}; members {} (leader {}); shared latch {latch}",
             c.name,
             c.member,
-            c.members.join(", ")
+            c.members.join(", "),
+            c.leader.as_deref().unwrap_or("none")
         );
         for x in &c.conflicts {
             let _ = writeln!(

@@ -291,6 +291,13 @@ impl Session<'_> {
             .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
         let mut members: Vec<Registration> = Vec::new();
+        let leader = got
+            .kvs()
+            .iter()
+            .min_by_key(|kv| kv.create_revision())
+            .and_then(|kv| kv.key_str().ok())
+            .and_then(|k| k.strip_prefix(prefix.as_str()))
+            .map(str::to_owned);
         for kv in got.kvs() {
             match serde_json::from_slice::<Registration>(kv.value()) {
                 Ok(r) => members.push(r),
@@ -300,7 +307,7 @@ impl Session<'_> {
             }
         }
         members.sort_by(|a, b| a.member.cmp(&b.member));
-        let _ = self.events.send(ClusterEvent::Members(members));
+        let _ = self.events.send(ClusterEvent::Members { members, leader });
         Ok(())
     }
 }

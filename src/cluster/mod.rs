@@ -123,8 +123,13 @@ pub enum ClusterEvent {
     Readable(bool),
     /// The shared latch as etcd now holds it (`None`: never engaged in this cluster).
     Latch(Option<SharedLatch>),
-    /// The members registered now (this one included).
-    Members(Vec<Registration>),
+    /// The members registered now (this one included), and the leader: the member registered
+    /// longest (the smallest creation revision of its key, the recipe of etcd's own elections),
+    /// which evaluates the account-level limit for the cluster.
+    Members {
+        members: Vec<Registration>,
+        leader: Option<String>,
+    },
     /// The release `token` is written.
     ReleaseWritten { token: u64 },
     /// The release `token` could not be written.

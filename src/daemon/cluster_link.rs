@@ -26,6 +26,10 @@ pub(super) struct ClusterLink {
     pub conflicts: Vec<Conflict>,
     /// What this member last registered.
     pub registered: Vec<RegisteredStrategy>,
+    /// The cluster's leader (evaluates the account-level limit), as last read.
+    pub leader: Option<String>,
+    /// Whether this member evaluates the account-level limit now (as last told to the core).
+    pub account_active: bool,
     /// A publish was asked for and etcd's latch has not been read since.
     pub publishing: bool,
     /// Operators' releases being written, by token: the caller and who they are.
@@ -50,6 +54,8 @@ impl ClusterLink {
             members: Vec::new(),
             conflicts: Vec::new(),
             registered,
+            leader: None,
+            account_active: true,
             publishing: false,
             releases: HashMap::new(),
             next_token: 0,
@@ -64,6 +70,7 @@ impl ClusterLink {
             members: self.members.iter().map(|m| m.member.clone()).collect(),
             shared_latch: self.shared.clone(),
             conflicts: self.conflicts.clone(),
+            leader: self.leader.clone(),
         }
     }
 }
@@ -97,6 +104,7 @@ impl Shell {
                 }
                 self.metrics.cluster_readable(readable);
                 self.handle(Input::Cluster(ClusterInput::Readable(readable)));
+                self.cluster_account_limit();
             }
             ClusterEvent::Latch(latch) => {
                 self.metrics
@@ -104,7 +112,8 @@ impl Shell {
                 link.shared = latch;
                 link.publishing = false;
             }
-            ClusterEvent::Members(members) => {
+            ClusterEvent::Members { members, leader } => {
+                link.leader = leader;
                 self.metrics.cluster_members(members.len());
                 let conflicts = crate::cluster::conflicts(&link.member, &members);
                 for c in conflicts.iter().filter(|c| !link.conflicts.contains(c)) {
@@ -115,6 +124,7 @@ impl Shell {
                 let peers = crate::cluster::peer_groups(&link.member, &members);
                 link.members = members;
                 self.handle(Input::Cluster(ClusterInput::PeerGroups(peers)));
+                self.cluster_account_limit();
                 return;
             }
             ClusterEvent::ReleaseWritten { token } => {
@@ -165,6 +175,29 @@ impl Shell {
             Step::Release { actor } => ClusterInput::Released { actor },
         };
         self.handle(Input::Cluster(input));
+    }
+
+    /// Who evaluates the account-level limit: the leader, or every member while the shared
+    /// latch cannot be read.
+    fn cluster_account_limit(&mut self) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        let leader = link.leader.as_deref() == Some(link.member.as_str());
+        self.metrics.cluster_leader(leader);
+        let active = !link.readable || leader;
+        if active != link.account_active {
+            link.account_active = active;
+            if self.loaded.daemon.account_limit.is_some() {
+                tracing::info!(
+                    active,
+                    leader = link.leader.as_deref().unwrap_or(""),
+                    "cluster: the account-level limit is evaluated {}",
+                    if active { "here" } else { "by the leader" }
+                );
+            }
+            self.handle(Input::Cluster(ClusterInput::AccountLimit(active)));
+        }
     }
 
     /// Registers this member's strategies and groups again when they changed (a reload, a

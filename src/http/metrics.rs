@@ -106,6 +106,7 @@ struct ClusterMetrics {
     members: IntGauge,
     strategy_conflicts: IntGauge,
     peer_fills_total: IntCounter,
+    leader: IntGauge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -418,6 +419,10 @@ impl Metrics {
                 "cluster_members",
                 "Members registered in the cluster (this one included), as last read.",
             )?,
+            leader: gauge(
+                "cluster_leader",
+                "1 while this member is the cluster's leader (it evaluates the account-level limit).",
+            )?,
             strategy_conflicts: gauge(
                 "cluster_strategy_conflicts",
                 "This member's strategies that another member of the cluster claims too (a configuration error).",
@@ -450,6 +455,12 @@ impl Metrics {
     pub fn cluster_members(&self, n: usize) {
         if let Some(c) = self.cluster.get() {
             c.members.set(n as i64);
+        }
+    }
+
+    pub fn cluster_leader(&self, leader: bool) {
+        if let Some(c) = self.cluster.get() {
+            c.leader.set(i64::from(leader));
         }
     }
 

@@ -206,7 +206,10 @@ impl RiskEngine {
         };
         if let Some(account) = &mut self.account {
             account.add(f.ts_ms, usage);
-            if !self.kill.is_engaged() && account.level(now_ms) == Level::Breached {
+            if self.account_active
+                && !self.kill.is_engaged()
+                && account.level(now_ms) == Level::Breached
+            {
                 let evidence = account.evidence(now_ms);
                 self.engage_kill(
                     KillRecord {

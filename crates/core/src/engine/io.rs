@@ -73,6 +73,10 @@ pub enum ClusterInput {
     /// The other members' groups, with the member managing each: fills in them are theirs to
     /// count, not unmapped here.
     PeerGroups(std::collections::BTreeMap<GroupId, String>),
+    /// Whether this member evaluates the account-level limit: the cluster's leader does, and
+    /// every member does while the shared latch cannot be read (each guards alone). Fills are
+    /// counted in the account window either way, so a new leader starts with a full window.
+    AccountLimit(bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

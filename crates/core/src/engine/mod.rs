@@ -121,6 +121,9 @@ pub struct RiskEngine {
     latch_readable: bool,
     /// Cluster mode: the other members' groups, with who manages them.
     peer_groups: BTreeMap<GroupId, String>,
+    /// Whether a breach of the account limit engages the kill switch here (cluster mode: the
+    /// leader's, or everyone's while etcd is out of reach; alone: always).
+    account_active: bool,
     counters: Counters,
 }
 
@@ -152,6 +155,7 @@ impl RiskEngine {
             last_sweep_ms: None,
             latch_readable: !cfg.cluster,
             peer_groups: BTreeMap::new(),
+            account_active: true,
             counters: Counters::default(),
             cfg,
         };

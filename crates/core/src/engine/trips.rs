@@ -254,6 +254,7 @@ impl RiskEngine {
                 }
             }
             ClusterInput::PeerGroups(groups) => self.peer_groups = groups,
+            ClusterInput::AccountLimit(active) => self.account_active = active,
         }
     }
 
