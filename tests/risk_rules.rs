@@ -1029,7 +1029,10 @@ fn in_cluster_mode_only_the_leader_acts_on_the_account_limit() {
     h.send(Input::Cluster(ClusterInput::Readable(true)));
     h.send(Input::Cluster(ClusterInput::AccountLimit(false)));
     let out = h.fill("a", c(101));
-    assert!(decisions(&out, DecisionKind::KillEngaged).is_empty(), "a follower");
+    assert!(
+        decisions(&out, DecisionKind::KillEngaged).is_empty(),
+        "a follower"
+    );
     assert!(h.engine.kill().is_none());
     h.send(Input::Cluster(ClusterInput::AccountLimit(true)));
     let out = h.fill("a", c(1));
