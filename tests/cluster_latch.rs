@@ -414,3 +414,148 @@ async fn the_leader_evaluates_the_account_limit_and_a_survivor_takes_over() {
         "{own}"
     );
 }
+
+/// Three etcd members on loopback ports (one cluster), each with its own data.
+struct EtcdCluster {
+    members: Vec<Option<Child>>,
+    dir: tempfile::TempDir,
+    ports: Vec<(u16, u16)>,
+}
+
+impl EtcdCluster {
+    fn start(n: usize) -> EtcdCluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let mut c = EtcdCluster {
+            members: (0..n).map(|_| None).collect(),
+            dir: tempfile::tempdir().unwrap(),
+            ports,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i);
+        }
+        c
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[i].0)
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let initial: Vec<String> = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(j, (_, peer))| format!("m{j}=http://127.0.0.1:{peer}"))
+            .collect();
+        let peer = format!("http://127.0.0.1:{}", self.ports[i].1);
+        let child = Command::new(Etcd::bin())
+            .args(["--name", &format!("m{i}"), "--data-dir"])
+            .arg(self.dir.path().join(format!("m{i}")))
+            .args(["--listen-client-urls", &self.url(i)])
+            .args(["--advertise-client-urls", &self.url(i)])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join(format!("m{i}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        self.members[i] = Some(child);
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let deadline = Instant::now() + PATIENCE * 3;
+        loop {
+            let health = Command::new("curl")
+                .args(["-fsS", &format!("{}/health", self.url(i))])
+                .output()
+                .unwrap();
+            if health.status.success() && String::from_utf8_lossy(&health.stdout).contains("true") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd member {i} not healthy: {}",
+                std::fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A three-member etcd loses its quorum (two members gone): both daemons, each on its own
+/// member, lose the shared latch, keep triggering, refuse resets and releases; when the members
+/// return, they converge on the engagement made during the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_cluster_without_quorum_is_unreadable_and_the_members_converge_when_it_heals() {
+    let mut etcd = EtcdCluster::start(3);
+    let t = TestSim::start().await;
+    let cluster = |url: String, member: &str| {
+        format!(
+            "\n[kill]\nscope = \"managed\"\n\n[cluster]\nendpoints = [\"{url}\"]\nname = \"acct5\"\nmember = \"{member}\"\nlease_ttl = \"2s\"\n"
+        )
+    };
+    let a_dir = setup(&t, &[("alpha.toml", ALPHA)], &cluster(etcd.url(0), "a"));
+    let b_dir = setup(&t, &[("beta.toml", BETA)], &cluster(etcd.url(1), "b"));
+    let a = start(a_dir.path()).await;
+    let b = start(b_dir.path()).await;
+    until_metric(&a, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    until_metric(&b, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    until_metric(&b, "kalshi_riskd_cluster_members", 2.0).await;
+    let alpha_group = group_of(&a.state(), "alpha");
+    let beta_group = group_of(&b.state(), "beta");
+
+    // The partition: members 1 and 2 gone; member 0 (a's) is up but has no quorum.
+    let cut = Instant::now();
+    etcd.kill(1);
+    etcd.kill(2);
+    until_metric(&a, "kalshi_riskd_cluster_etcd_up", 0.0).await;
+    until_metric(&b, "kalshi_riskd_cluster_etcd_up", 0.0).await;
+    eprintln!(
+        "partition: both members unreadable after {:?}",
+        cut.elapsed()
+    );
+    a.signal("-USR1");
+    let took = until_triggered(&t, &alpha_group, "a's kill without quorum").await;
+    eprintln!("kill on a without quorum: a's group triggered after {took:?}");
+    let (code, out, err) = cli(a_dir.path(), &["release"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(t.group_state(&beta_group).await["triggered"], false);
+
+    // Healed: a publishes, b engages and triggers its group.
+    let healed = Instant::now();
+    etcd.spawn(1);
+    etcd.spawn(2);
+    until_triggered(&t, &beta_group, "b after the partition healed").await;
+    eprintln!(
+        "partition healed: b's group triggered {:?} after the members returned",
+        healed.elapsed()
+    );
+    b.until_state("engaged from a", |s| {
+        s["kill"]["actor"]
+            .as_str()
+            .is_some_and(|x| x.ends_with("@a"))
+    });
+    until_metric(&a, "kalshi_riskd_cluster_etcd_up", 1.0).await;
+    a.until_state("shared", |s| s["kill"]["shared"] == true);
+}
