@@ -253,6 +253,10 @@ async fn a_kill_on_one_member_engages_every_member_and_a_release_anywhere_releas
         ),
         "{out}"
     );
+    assert!(
+        out.contains("  member a guards: alpha\n  member b guards: beta\n"),
+        "{out}"
+    );
 
     // A release on b releases a too.
     let (code, out, err) = cli(b_dir.path(), &["release"]);

@@ -76,6 +76,9 @@ pub struct ClusterStatus {
     pub readable: bool,
     /// The members registered, by name (as last read).
     pub members: Vec<String>,
+    /// Who guards what: each member's strategies, as registered.
+    #[serde(default)]
+    pub strategies: std::collections::BTreeMap<String, Vec<String>>,
     /// The shared latch as last read (`null`: never engaged in this cluster).
     pub shared_latch: Option<crate::cluster::SharedLatch>,
     /// This member's strategies that another member claims too (a configuration error).

@@ -48,6 +48,17 @@ pub fn status_table(status: &Status) -> String {
             c.members.join(", "),
             c.leader.as_deref().unwrap_or("none")
         );
+        for (member, strategies) in &c.strategies {
+            let _ = writeln!(
+                out,
+                "  member {member} guards: {}",
+                if strategies.is_empty() {
+                    "-".to_owned()
+                } else {
+                    strategies.join(", ")
+                }
+            );
+        }
         for x in &c.conflicts {
             let _ = writeln!(
                 out,

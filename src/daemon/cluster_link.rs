@@ -68,6 +68,14 @@ impl ClusterLink {
             member: self.member.clone(),
             readable: self.readable,
             members: self.members.iter().map(|m| m.member.clone()).collect(),
+            strategies: self
+                .members
+                .iter()
+                .map(|m| {
+                    let names = m.strategies.iter().map(|s| s.name.clone()).collect();
+                    (m.member.clone(), names)
+                })
+                .collect(),
             shared_latch: self.shared.clone(),
             conflicts: self.conflicts.clone(),
             leader: self.leader.clone(),
