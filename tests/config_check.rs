@@ -651,6 +651,13 @@ fn the_cluster_section_is_checked_key_by_key() {
         assert!(found.is_empty(), "{found:?}");
         let (_dir, path) = setup(&good, &[("mm.toml", POLICY)]);
         let loaded = config::load(&path, Vec::new()).unwrap();
+        let described = kalshi_riskd::cli::describe(&loaded);
+        assert!(
+            described.contains(
+                "cluster acct-1 as member host-a: etcd http://127.0.0.1:2379, lease 5s\n"
+            ),
+            "{described}"
+        );
         let c = loaded.daemon.cluster.expect("cluster mode");
         assert_eq!(
             (c.name.as_str(), c.member.as_str(), c.lease_ttl),

@@ -482,6 +482,15 @@ pub fn describe(loaded: &crate::config::Loaded) -> String {
         },
         loaded.enabled().count(),
     );
+    if let Some(c) = &d.cluster {
+        out.push_str(&format!(
+            "cluster {} as member {}: etcd {}, lease {}\n",
+            c.name,
+            c.member,
+            c.endpoints.join(", "),
+            humantime::format_duration(c.lease_ttl)
+        ));
+    }
     for p in &loaded.policies {
         let r = &p.risk;
         let limits: Vec<String> = r
