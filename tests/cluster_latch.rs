@@ -563,3 +563,39 @@ async fn an_etcd_cluster_without_quorum_is_unreadable_and_the_members_converge_w
     until_metric(&a, "kalshi_riskd_cluster_etcd_up", 1.0).await;
     a.until_state("shared", |s| s["kill"]["shared"] == true);
 }
+
+/// A member that dies (its lease runs out) is reported lost by the others, with the strategies
+/// that now have no daemon-side limits, until it returns; one that stops cleanly is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_dies_is_reported_lost_and_one_that_stops_is_not() {
+    let etcd = Etcd::start();
+    let t = TestSim::start().await;
+    let a_dir = member(&t, &etcd, "acct6", "a", ("alpha.toml", ALPHA));
+    let b_dir = member(&t, &etcd, "acct6", "b", ("beta.toml", BETA));
+    let a = start(a_dir.path()).await;
+    let b = start(b_dir.path()).await;
+    until_metric(&b, "kalshi_riskd_cluster_members", 2.0).await;
+    until_metric(&a, "kalshi_riskd_cluster_members", 2.0).await;
+
+    a.crash();
+    until_metric(&b, "kalshi_riskd_cluster_members_lost", 1.0).await;
+    let (code, out, err) = cli(b_dir.path(), &["status"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("CLUSTER MEMBER LOST: a (alpha): no daemon-side limits until it returns"),
+        "{out}"
+    );
+
+    let a = start(a_dir.path()).await;
+    until_metric(&b, "kalshi_riskd_cluster_members_lost", 0.0).await;
+    until_metric(&b, "kalshi_riskd_cluster_members", 2.0).await;
+
+    assert_eq!(support::daemon::stop(a).await, Some(0));
+    until_metric(&b, "kalshi_riskd_cluster_members", 1.0).await;
+    let scrape = scrape(&b).await;
+    assert_eq!(
+        sample(&scrape, "kalshi_riskd_cluster_members_lost"),
+        Some(0.0),
+        "a clean stop is not a loss"
+    );
+}

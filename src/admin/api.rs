@@ -87,6 +87,9 @@ pub struct ClusterStatus {
     /// The member that evaluates the account-level limit (as last read).
     #[serde(default)]
     pub leader: Option<String>,
+    /// Members lost (gone without a clean stop) and not back, with their strategies.
+    #[serde(default)]
+    pub lost: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Status {

@@ -59,6 +59,13 @@ pub fn status_table(status: &Status) -> String {
                 }
             );
         }
+        for (member, strategies) in &c.lost {
+            let _ = writeln!(
+                out,
+                "CLUSTER MEMBER LOST: {member} ({}): no daemon-side limits until it returns",
+                strategies.join(", ")
+            );
+        }
         for x in &c.conflicts {
             let _ = writeln!(
                 out,

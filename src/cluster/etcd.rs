@@ -23,6 +23,11 @@ fn members_prefix(cluster: &str) -> String {
     format!("/kalshi-riskd/{cluster}/members/")
 }
 
+/// Members that stopped cleanly (a member that vanishes without one was lost).
+fn left_prefix(cluster: &str) -> String {
+    format!("/kalshi-riskd/{cluster}/left/")
+}
+
 /// Starts the etcd task. It runs until `stop`, reconnecting with backoff; every failure is
 /// reported as `Readable(false)` and logged.
 pub fn spawn(
@@ -142,6 +147,8 @@ impl Session<'_> {
         let mut client = Client::connect(&cfg.endpoints, Some(options)).await?;
         let lease = client.lease_grant(ttl.as_secs() as i64, None).await?.id();
         let member_key = format!("{}{}", members_prefix(&cfg.name), cfg.member);
+        let left_key = format!("{}{}", left_prefix(&cfg.name), cfg.member);
+        client.delete(left_key.as_str(), None).await?;
         self.register(&mut client, &member_key, lease).await?;
         let (mut keeper, mut renewals) = client.lease_keep_alive(lease).await?;
 
@@ -180,7 +187,16 @@ impl Session<'_> {
             tokio::select! {
                 _ = self.stop.cancelled() => {
                     // Leave at once rather than when the lease runs out.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
+                    // A clean stop: say so, and leave at once rather than when the lease runs out.
+                    let leave = Txn::new().and_then([
+                        TxnOp::put(left_key.as_str(), crate::kalshi::auth::now_ms().to_string(), None),
+                        TxnOp::delete(member_key.as_str(), None),
+                    ]);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        let _ = client.txn(leave).await;
+                        let _ = client.lease_revoke(lease).await;
+                    })
+                    .await;
                     return Ok(());
                 }
                 _ = renew.tick() => {
@@ -307,7 +323,23 @@ impl Session<'_> {
             }
         }
         members.sort_by(|a, b| a.member.cmp(&b.member));
-        let _ = self.events.send(ClusterEvent::Members { members, leader });
+        let left_prefix = left_prefix(&self.cfg.name);
+        let left = client
+            .get(
+                left_prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok())
+            .filter_map(|k| k.strip_prefix(left_prefix.as_str()).map(str::to_owned))
+            .collect();
+        let _ = self.events.send(ClusterEvent::Members {
+            members,
+            leader,
+            left,
+        });
         Ok(())
     }
 }

@@ -6,6 +6,9 @@
 //!   member, and only an operator's release clears it.
 //! - `members/<member>`: each member's registration ([`Registration`]), under the member's
 //!   lease, so it goes when the member stops renewing.
+//! - `left/<member>`: written by a member that stops cleanly, with the removal of its
+//!   registration; a registration that goes without it was lost (a crash, a host down, a
+//!   member cut off from etcd), and the others say so.
 //!
 //! The rules (the loop applies them with [`sync`], on every change of either side):
 //! - The local latch is written first and etcd second, so etcd never delays a Trigger.
@@ -129,6 +132,8 @@ pub enum ClusterEvent {
     Members {
         members: Vec<Registration>,
         leader: Option<String>,
+        /// Members that stopped cleanly (their registration went with a stop, not a lost lease).
+        left: Vec<String>,
     },
     /// The release `token` is written.
     ReleaseWritten { token: u64 },

@@ -2,7 +2,7 @@
 //! [`crate::cluster::sync`] applied to the risk core, and operators' releases, which are
 //! written to etcd before the local latch lets go.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::mpsc;
 
@@ -30,6 +30,9 @@ pub(super) struct ClusterLink {
     pub leader: Option<String>,
     /// Whether this member evaluates the account-level limit now (as last told to the core).
     pub account_active: bool,
+    /// Members lost (gone without a clean stop) and not back, with their strategies: nothing
+    /// counts those strategies' daemon-side limits until they return.
+    pub lost: BTreeMap<String, Vec<String>>,
     /// A publish was asked for and etcd's latch has not been read since.
     pub publishing: bool,
     /// Operators' releases being written, by token: the caller and who they are.
@@ -56,6 +59,7 @@ impl ClusterLink {
             registered,
             leader: None,
             account_active: true,
+            lost: BTreeMap::new(),
             publishing: false,
             releases: HashMap::new(),
             next_token: 0,
@@ -79,6 +83,7 @@ impl ClusterLink {
             shared_latch: self.shared.clone(),
             conflicts: self.conflicts.clone(),
             leader: self.leader.clone(),
+            lost: self.lost.clone(),
         }
     }
 }
@@ -120,8 +125,30 @@ impl Shell {
                 link.shared = latch;
                 link.publishing = false;
             }
-            ClusterEvent::Members { members, leader } => {
+            ClusterEvent::Members {
+                members,
+                leader,
+                left,
+            } => {
                 link.leader = leader;
+                for gone in link.members.iter().filter(|m| {
+                    m.member != link.member
+                        && !left.contains(&m.member)
+                        && !members.iter().any(|n| n.member == m.member)
+                }) {
+                    let strategies: Vec<String> =
+                        gone.strategies.iter().map(|s| s.name.clone()).collect();
+                    tracing::error!(member = %gone.member, strategies = ?strategies, "cluster: a member was lost (its registration went without a clean stop): its strategies have no daemon-side limits until it returns; only the exchange's group limit and the account limit guard them");
+                    link.lost.insert(gone.member.clone(), strategies);
+                }
+                link.lost.retain(|m, _| {
+                    let back = members.iter().any(|n| &n.member == m);
+                    if back {
+                        tracing::warn!(member = %m, "cluster: a lost member is back");
+                    }
+                    !back && !left.contains(m)
+                });
+                self.metrics.cluster_members_lost(link.lost.len());
                 self.metrics.cluster_members(members.len());
                 let conflicts = crate::cluster::conflicts(&link.member, &members);
                 for c in conflicts.iter().filter(|c| !link.conflicts.contains(c)) {

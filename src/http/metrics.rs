@@ -107,6 +107,7 @@ struct ClusterMetrics {
     strategy_conflicts: IntGauge,
     peer_fills_total: IntCounter,
     leader: IntGauge,
+    members_lost: IntGauge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -419,6 +420,10 @@ impl Metrics {
                 "cluster_members",
                 "Members registered in the cluster (this one included), as last read.",
             )?,
+            members_lost: gauge(
+                "cluster_members_lost",
+                "Members gone without a clean stop and not back: their strategies have no daemon-side limits.",
+            )?,
             leader: gauge(
                 "cluster_leader",
                 "1 while this member is the cluster's leader (it evaluates the account-level limit).",
@@ -455,6 +460,12 @@ impl Metrics {
     pub fn cluster_members(&self, n: usize) {
         if let Some(c) = self.cluster.get() {
             c.members.set(n as i64);
+        }
+    }
+
+    pub fn cluster_members_lost(&self, n: usize) {
+        if let Some(c) = self.cluster.get() {
+            c.members_lost.set(n as i64);
         }
     }
 
