@@ -330,7 +330,15 @@ async fn a_strategy_claimed_by_two_members_is_reported_by_both() {
     let etcd = Etcd::start();
     let t = TestSim::start().await;
     let a_dir = member(&t, &etcd, "acct3", "a", ("alpha.toml", ALPHA));
-    let c_dir = member(&t, &etcd, "acct3", "c", ("alpha.toml", BETA));
+    // c also carries an [account] limit that a does not: a mismatch, reported too.
+    let c_dir = member_with(
+        &t,
+        &etcd,
+        "acct3",
+        "c",
+        ("alpha.toml", BETA),
+        "\n[account]\nmax_contracts = 10\n",
+    );
     let a = start(a_dir.path()).await;
     let c = start(c_dir.path()).await;
     until_metric(&a, "kalshi_riskd_cluster_strategy_conflicts", 1.0).await;
@@ -345,6 +353,17 @@ async fn a_strategy_claimed_by_two_members_is_reported_by_both() {
     assert!(
         out.contains("CLUSTER CONFLICT: strategy alpha is also claimed by member a"),
         "{out}"
+    );
+    assert!(
+        out.contains(
+            "CLUSTER CONFIG MISMATCH: member a has a different [account] limit (the leader's acts)"
+        ),
+        "{out}"
+    );
+    assert!(
+        a.log().contains("[account] limit differs from ours"),
+        "{}",
+        a.log()
     );
     // When c leaves, the conflict is gone on a.
     support::daemon::stop(c).await;

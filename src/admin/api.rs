@@ -90,6 +90,9 @@ pub struct ClusterStatus {
     /// Members lost (gone without a clean stop) and not back, with their strategies.
     #[serde(default)]
     pub lost: std::collections::BTreeMap<String, Vec<String>>,
+    /// Members whose `[account]` limit differs from this member's (a configuration error).
+    #[serde(default)]
+    pub account_mismatches: Vec<String>,
 }
 
 impl Status {

@@ -66,6 +66,12 @@ pub fn status_table(status: &Status) -> String {
                 strategies.join(", ")
             );
         }
+        for m in &c.account_mismatches {
+            let _ = writeln!(
+                out,
+                "CLUSTER CONFIG MISMATCH: member {m} has a different [account] limit (the leader's acts)"
+            );
+        }
         for x in &c.conflicts {
             let _ = writeln!(
                 out,

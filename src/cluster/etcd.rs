@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ClusterCommand, ClusterEvent, RegisteredStrategy, Registration, SharedLatch};
 use crate::config::ClusterConfig;
 use crate::kalshi::retry::RetryPolicy;
+use crate::risk::LimitSpec;
 
 fn latch_key(cluster: &str) -> String {
     format!("/kalshi-riskd/{cluster}/latch")
@@ -33,6 +34,7 @@ fn left_prefix(cluster: &str) -> String {
 pub fn spawn(
     cfg: ClusterConfig,
     strategies: Vec<RegisteredStrategy>,
+    account_limit: Option<LimitSpec>,
     events: mpsc::UnboundedSender<ClusterEvent>,
     stop: CancellationToken,
 ) -> (
@@ -40,7 +42,7 @@ pub fn spawn(
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(run(cfg, strategies, events, rx, stop));
+    let handle = tokio::spawn(run(cfg, strategies, account_limit, events, rx, stop));
     (tx, handle)
 }
 
@@ -54,6 +56,7 @@ const RECONNECT: RetryPolicy = RetryPolicy {
 async fn run(
     cfg: ClusterConfig,
     mut strategies: Vec<RegisteredStrategy>,
+    account_limit: Option<LimitSpec>,
     events: mpsc::UnboundedSender<ClusterEvent>,
     mut commands: mpsc::UnboundedReceiver<ClusterCommand>,
     stop: CancellationToken,
@@ -64,6 +67,7 @@ async fn run(
         let mut session = Session {
             cfg: &cfg,
             strategies: &mut strategies,
+            account_limit: &account_limit,
             events: &events,
             commands: &mut commands,
             stop: &stop,
@@ -117,6 +121,7 @@ enum SessionError {
 struct Session<'a> {
     cfg: &'a ClusterConfig,
     strategies: &'a mut Vec<RegisteredStrategy>,
+    account_limit: &'a Option<LimitSpec>,
     events: &'a mpsc::UnboundedSender<ClusterEvent>,
     commands: &'a mut mpsc::UnboundedReceiver<ClusterCommand>,
     stop: &'a CancellationToken,
@@ -293,6 +298,7 @@ impl Session<'_> {
             member: self.cfg.member.clone(),
             strategies: self.strategies.clone(),
             started_ms: crate::kalshi::auth::now_ms(),
+            account_limit: self.account_limit.clone(),
         };
         let value = serde_json::to_vec(&reg).map_err(|e| SessionError::Lost(e.to_string()))?;
         client

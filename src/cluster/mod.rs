@@ -28,8 +28,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::risk::GroupId;
 use crate::risk::kill::KillRecord;
+use crate::risk::policy::StrategyPolicy;
+use crate::risk::{GroupAddress, GroupId, LimitSpec};
 
 #[cfg(feature = "cluster")]
 pub mod etcd;
@@ -54,13 +55,33 @@ pub struct Registration {
     pub member: String,
     pub strategies: Vec<RegisteredStrategy>,
     pub started_ms: i64,
+    /// The member's `[account]` limit: every member must carry the same one, since the leader's
+    /// is the one that acts ([`account_mismatches`]).
+    #[serde(default)]
+    pub account_limit: Option<LimitSpec>,
 }
 
-/// One strategy a member manages, with its groups.
+/// One strategy a member manages: its groups (with where they live) and its policy, so any
+/// member can read what guards it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisteredStrategy {
     pub name: String,
-    pub groups: Vec<GroupId>,
+    pub groups: Vec<GroupAddress>,
+    #[serde(default)]
+    pub policy: Option<StrategyPolicy>,
+}
+
+/// The members whose `[account]` limit differs from this member's: the leader's limit is the
+/// one that acts, so a difference means the limit changes with the leader.
+pub fn account_mismatches(me: &str, members: &[Registration]) -> Vec<String> {
+    let Some(mine) = members.iter().find(|r| r.member == me) else {
+        return Vec::new();
+    };
+    members
+        .iter()
+        .filter(|r| r.member != me && r.account_limit != mine.account_limit)
+        .map(|r| r.member.clone())
+        .collect()
 }
 
 /// A strategy that another member also claims: a configuration error, reported by both.
@@ -79,7 +100,7 @@ pub fn peer_groups(me: &str, members: &[Registration]) -> BTreeMap<GroupId, Stri
         .flat_map(|r| {
             r.strategies
                 .iter()
-                .flat_map(|s| s.groups.iter().map(|g| (g.clone(), r.member.clone())))
+                .flat_map(|s| s.groups.iter().map(|g| (g.id.clone(), r.member.clone())))
         })
         .collect()
 }
@@ -263,10 +284,19 @@ mod tests {
                 .iter()
                 .map(|(name, groups)| RegisteredStrategy {
                     name: (*name).into(),
-                    groups: groups.iter().map(|g| GroupId::new(*g)).collect(),
+                    groups: groups
+                        .iter()
+                        .map(|g| GroupAddress {
+                            id: GroupId::new(*g),
+                            subaccount: 0,
+                            exchange_index: 0,
+                        })
+                        .collect(),
+                    policy: None,
                 })
                 .collect(),
             started_ms: 0,
+            account_limit: None,
         }
     }
 
@@ -290,6 +320,23 @@ mod tests {
             conflicts("c", &members).is_empty(),
             "not registered: nothing to compare"
         );
+    }
+
+    #[test]
+    fn every_member_must_carry_the_same_account_limit() {
+        let limit = LimitSpec {
+            name: "account".into(),
+            window_ms: 15_000,
+            max_contracts: Some(crate::risk::Contracts::from_whole(10)),
+            max_notional: None,
+            max_fills: None,
+            warn_ratio: crate::risk::Ratio::from_ppm(800_000),
+        };
+        let mut members = [reg("a", &[]), reg("b", &[]), reg("c", &[])];
+        members[0].account_limit = Some(limit.clone());
+        members[1].account_limit = Some(limit);
+        assert_eq!(account_mismatches("a", &members), ["c"]);
+        assert_eq!(account_mismatches("c", &members), ["a", "b"]);
     }
 
     #[test]

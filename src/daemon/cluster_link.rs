@@ -24,6 +24,8 @@ pub(super) struct ClusterLink {
     pub members: Vec<Registration>,
     /// This member's strategies that another member claims too.
     pub conflicts: Vec<Conflict>,
+    /// Members whose `[account]` limit differs from this one's.
+    pub account_mismatches: Vec<String>,
     /// What this member last registered.
     pub registered: Vec<RegisteredStrategy>,
     /// The cluster's leader (evaluates the account-level limit), as last read.
@@ -56,6 +58,7 @@ impl ClusterLink {
             shared: None,
             members: Vec::new(),
             conflicts: Vec::new(),
+            account_mismatches: Vec::new(),
             registered,
             leader: None,
             account_active: true,
@@ -84,6 +87,7 @@ impl ClusterLink {
             conflicts: self.conflicts.clone(),
             leader: self.leader.clone(),
             lost: self.lost.clone(),
+            account_mismatches: self.account_mismatches.clone(),
         }
     }
 }
@@ -95,7 +99,8 @@ pub(super) fn registered(engine: &RiskEngine) -> Vec<RegisteredStrategy> {
         .iter()
         .map(|s| RegisteredStrategy {
             name: s.policy.name.clone(),
-            groups: s.groups.iter().map(|g| g.id.clone()).collect(),
+            groups: s.groups.clone(),
+            policy: Some(s.policy.clone()),
         })
         .collect()
 }
@@ -156,6 +161,14 @@ impl Shell {
                 }
                 self.metrics.cluster_conflicts(conflicts.len());
                 link.conflicts = conflicts;
+                let mismatches = crate::cluster::account_mismatches(&link.member, &members);
+                for m in mismatches
+                    .iter()
+                    .filter(|m| !link.account_mismatches.contains(m))
+                {
+                    tracing::error!(member = %m, "cluster: this member's [account] limit differs from ours; every member must carry the same one (the leader's acts)");
+                }
+                link.account_mismatches = mismatches;
                 let peers = crate::cluster::peer_groups(&link.member, &members);
                 link.members = members;
                 self.handle(Input::Cluster(ClusterInput::PeerGroups(peers)));

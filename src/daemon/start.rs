@@ -342,8 +342,13 @@ fn start_cluster(
     let (events_tx, events) = mpsc::unbounded_channel();
     let strategies = super::cluster_link::registered(engine);
     let link_name = (c.name.clone(), c.member.clone());
-    let (commands, task) =
-        crate::cluster::etcd::spawn(c, strategies.clone(), events_tx, stops.cluster.clone());
+    let (commands, task) = crate::cluster::etcd::spawn(
+        c,
+        strategies.clone(),
+        loaded.daemon.account_limit.clone(),
+        events_tx,
+        stops.cluster.clone(),
+    );
     Ok((
         Some(ClusterLink::new(
             link_name.0,
