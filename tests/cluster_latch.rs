@@ -32,92 +32,39 @@ fn free_port() -> u16 {
 }
 
 /// One etcd member on loopback, with its data in a temporary directory.
-struct Etcd {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    client: u16,
-    peer: u16,
-}
+struct Etcd(EtcdCluster);
 
 impl Etcd {
-    fn bin() -> PathBuf {
-        let bin = std::env::var_os("ETCD_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
-        assert!(
-            bin.exists(),
-            "no etcd at {}: install Debian's etcd-server (or set ETCD_BIN)",
-            bin.display()
-        );
-        bin
-    }
-
     fn start() -> Etcd {
-        let mut e = Etcd {
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            client: free_port(),
-            peer: free_port(),
-        };
-        e.restart();
-        e
+        Etcd(EtcdCluster::start(1))
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
+        self.0.url(0)
     }
 
-    /// Starts (again) on the same ports and data, and waits until it answers.
+    /// Starts again on the same ports and data, and waits until it answers.
     fn restart(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        let child = Command::new(Self::bin())
-            .args(["--name", "t1", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &self.url()])
-            .args(["--advertise-client-urls", &self.url()])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("t1={peer}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.path().join("etcd.log")).unwrap())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let health = Command::new("curl")
-                .args(["-fsS", &format!("{}/health", self.url())])
-                .output()
-                .unwrap();
-            if health.status.success() && String::from_utf8_lossy(&health.stdout).contains("true") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.0.spawn(0);
+        self.0.wait_healthy(0);
     }
 
     /// SIGKILL: gone at once, as a crashed or partitioned etcd.
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+        self.0.kill(0);
     }
 }
 
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn etcd_bin() -> PathBuf {
+    let bin = std::env::var_os("ETCD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+    assert!(
+        bin.exists(),
+        "no etcd at {}: install Debian's etcd-server (or set ETCD_BIN)",
+        bin.display()
+    );
+    bin
 }
 
 /// A daemon's config dir for member `member` of cluster `name` on etcd `etcd`.
@@ -438,7 +385,7 @@ async fn the_leader_evaluates_the_account_limit_and_a_survivor_takes_over() {
     );
 }
 
-/// Three etcd members on loopback ports (one cluster), each with its own data.
+/// `n` etcd members on loopback ports (one etcd cluster), each with its own data.
 struct EtcdCluster {
     members: Vec<Option<Child>>,
     dir: tempfile::TempDir,
@@ -474,7 +421,7 @@ impl EtcdCluster {
             .map(|(j, (_, peer))| format!("m{j}=http://127.0.0.1:{peer}"))
             .collect();
         let peer = format!("http://127.0.0.1:{}", self.ports[i].1);
-        let child = Command::new(Etcd::bin())
+        let child = Command::new(etcd_bin())
             .args(["--name", &format!("m{i}"), "--data-dir"])
             .arg(self.dir.path().join(format!("m{i}")))
             .args(["--listen-client-urls", &self.url(i)])
