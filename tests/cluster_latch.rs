@@ -530,35 +530,144 @@ async fn an_etcd_cluster_without_quorum_is_unreadable_and_the_members_converge_w
     a.until_state("shared", |s| s["kill"]["shared"] == true);
 }
 
-/// A member that dies (its lease runs out) is reported lost by the others, with the strategies
-/// that now have no daemon-side limits, until it returns; one that stops cleanly is not lost.
+/// A member that dies (`kill -9`: its lease runs out) is lost: the leader takes over guarding
+/// its strategies from their published policies, with the windows it counted all along (a breach
+/// spanning the death still triggers), and at once for a policy that fails closed. The member
+/// that comes back takes its strategies back with the trips made meanwhile; one that stops
+/// cleanly is not lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_that_dies_is_reported_lost_and_one_that_stops_is_not() {
+async fn a_dead_members_strategies_are_guarded_by_the_leader_and_handed_back_with_their_trips() {
     let etcd = Etcd::start();
     let t = TestSim::start().await;
     let a_dir = member(&t, &etcd, "acct6", "a", ("alpha.toml", ALPHA));
-    let b_dir = member(&t, &etcd, "acct6", "b", ("beta.toml", BETA));
+    let beta = "subaccount = 1\n[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"1h\"\nmax_contracts = 5\n[owner_lost]\naction = \"guard\"\n";
+    let gamma = "subaccount = 2\n[group]\ncontracts_limit = 100\n";
+    let b_dir = setup(
+        &t,
+        &[("beta.toml", beta), ("gamma.toml", gamma)],
+        &format!(
+            "\n[kill]\nscope = \"managed\"\n\n[cluster]\nendpoints = [\"{}\"]\nname = \"acct6\"\nmember = \"b\"\nlease_ttl = \"2s\"\n",
+            etcd.url()
+        ),
+    );
     let a = start(a_dir.path()).await;
+    until_metric(&a, "kalshi_riskd_cluster_leader", 1.0).await;
     let b = start(b_dir.path()).await;
     until_metric(&b, "kalshi_riskd_cluster_members", 2.0).await;
     until_metric(&a, "kalshi_riskd_cluster_members", 2.0).await;
+    b.until_read_after_start();
+    let (beta_group, gamma_group) = (group_of(&b.state(), "beta"), group_of(&b.state(), "gamma"));
 
-    a.crash();
-    until_metric(&b, "kalshi_riskd_cluster_members_lost", 1.0).await;
-    let (code, out, err) = cli(b_dir.path(), &["status"]);
-    assert_eq!(code, Some(0), "{out}{err}");
+    // 3 of beta's 5 contracts while b lives: b counts them, and so does a's mirror.
+    let (status, body) = t
+        .order_in("KXSIM-26NOV23-T1", Some(&beta_group), "3", 1)
+        .await;
+    assert!(status.is_success(), "{body}");
+    until_metric(&a, "kalshi_riskd_cluster_peer_fills_total", 1.0).await;
+
+    let died = Instant::now();
+    b.crash();
+    let taken = a.until_audit("a takes over gamma", |v| {
+        v["event"] == "takeover" && v["strategy"] == "gamma"
+    });
+    let took = died.elapsed();
     assert!(
-        out.contains("CLUSTER MEMBER LOST: a (alpha): no daemon-side limits until it returns"),
-        "{out}"
+        taken["reason"].as_str().unwrap().contains("b was lost"),
+        "{taken}"
+    );
+    let gamma_at = until_triggered(&t, &gamma_group, "gamma fails closed at the takeover").await;
+    eprintln!(
+        "takeover: a guards b's strategies {took:?} after b was killed (lease_ttl 2s); gamma triggered {:?} later",
+        gamma_at
+    );
+    assert!(
+        t.group_state(&beta_group).await["triggered"] == false,
+        "beta's policy says guard: not triggered at the takeover"
     );
 
-    let a = start(a_dir.path()).await;
-    until_metric(&b, "kalshi_riskd_cluster_members_lost", 0.0).await;
-    until_metric(&b, "kalshi_riskd_cluster_members", 2.0).await;
+    // 3 more: 6 over the hour, counted across b's death. a trips beta and triggers its group.
+    let sent = Instant::now();
+    let (status, body) = t
+        .order_in("KXSIM-26NOV23-T1", Some(&beta_group), "3", 1)
+        .await;
+    assert!(status.is_success(), "{body}");
+    let latency = until_triggered(&t, &beta_group, "a breach of a lost member's strategy").await;
+    eprintln!(
+        "guarded breach: beta's group triggered {:?} after the order ({latency:?} polling)",
+        sent.elapsed()
+    );
+    let trip = a.until_audit("beta's trip on a", |v| {
+        v["event"] == "trip" && v["strategy"] == "beta"
+    });
+    assert!(
+        trip["reason"]
+            .as_str()
+            .unwrap()
+            .contains("limit fast exceeded"),
+        "{trip}"
+    );
+    let (code, out, err) = cli(a_dir.path(), &["status"]);
+    assert_eq!(
+        code,
+        Some(6),
+        "a guarded strategy tripped needs an operator: {out}{err}"
+    );
+    assert!(
+        out.contains("CLUSTER MEMBER LOST: b (beta, gamma): guarded by the leader (a)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("guarding beta for lost member b: tripped"),
+        "{out}"
+    );
+    let until_handed = |n: usize| {
+        let dir = a_dir.path().to_owned();
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let (_, json, _) = cli(&dir, &["status", "--json"]);
+                let v: Value = serde_json::from_str(&json).unwrap();
+                if v["cluster"]["handed_trips"].as_array().map(Vec::len) == Some(n) {
+                    return v;
+                }
+                assert!(Instant::now() < deadline, "never {n} handed trips: {json}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    until_handed(2).await;
 
-    assert_eq!(support::daemon::stop(a).await, Some(0));
-    until_metric(&b, "kalshi_riskd_cluster_members", 1.0).await;
-    let scrape = scrape(&b).await;
+    // b comes back: it takes its strategies back, tripped as a left them, and etcd lets go.
+    let b = start(b_dir.path()).await;
+    let back = b.until_state("b takes its trips back", |s| {
+        s["strategies"]["beta"]["state"] == "tripped"
+            && s["strategies"]["gamma"]["state"] == "tripped"
+    });
+    // beta's trip is a's (`daemon@a`), or b's own if b's start-up read of its fills came first.
+    assert_eq!(
+        back["strategies"]["beta"]["trip"]["reason"], "limit",
+        "{back}"
+    );
+    assert_eq!(
+        back["strategies"]["gamma"]["trip"]["reason"], "owner_lost",
+        "{back}"
+    );
+    assert_eq!(
+        back["strategies"]["gamma"]["trip"]["actor"], "daemon@a",
+        "{back}"
+    );
+    until_metric(&a, "kalshi_riskd_cluster_members_lost", 0.0).await;
+    a.until_audit("a hands beta back", |v| {
+        v["event"] == "handback" && v["strategy"] == "beta"
+    });
+    until_handed(0).await;
+    let (code, out, err) = cli(a_dir.path(), &["status"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(!out.contains("guarding"), "{out}");
+
+    assert_eq!(support::daemon::stop(b).await, Some(0));
+    until_metric(&a, "kalshi_riskd_cluster_members", 1.0).await;
+    let scrape = scrape(&a).await;
     assert_eq!(
         sample(&scrape, "kalshi_riskd_cluster_members_lost"),
         Some(0.0),

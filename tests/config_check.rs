@@ -312,6 +312,11 @@ fn each_rule_names_its_key() {
         ),
         (
             MINIMAL,
+            "[group]\ncontracts_limit = 5\n[owner_lost]\naction = \"ignore\"\n",
+            "owner_lost.action: \"ignore\" is not one of trigger, guard",
+        ),
+        (
+            MINIMAL,
             "[group]\ncontracts_limit = 5\n[retire]\naction = \"burn\"\n",
             "retire.action: \"burn\" is not one of keep, trigger, delete",
         ),
@@ -657,6 +662,10 @@ fn the_cluster_section_is_checked_key_by_key() {
                 "cluster acct-1 as member host-a: etcd http://127.0.0.1:2379, lease 5s\n"
             ),
             "{described}"
+        );
+        assert!(
+            described.contains(", if its member is lost: trigger\n"),
+            "fail closed unless the policy says guard: {described}"
         );
         let c = loaded.daemon.cluster.expect("cluster mode");
         assert_eq!(

@@ -1042,3 +1042,156 @@ fn in_cluster_mode_only_the_leader_acts_on_the_account_limit() {
         "the leader now: the window it counted all along is over the limit"
     );
 }
+
+/// Cluster mode: a peer `p` (member `b`) with two groups and a 100-contract limit, as this
+/// member's core sees it; `guarded` when `b` is lost and this member leads.
+fn peer_setup(owner_lost: kalshi_riskd::risk::policy::LostAction) -> Harness {
+    use kalshi_riskd::risk::engine::ClusterInput;
+    let mut cfg = config(vec![policy("a", vec![])]);
+    cfg.cluster = true;
+    let mut h = Harness::new(cfg, 1);
+    h.send(Input::Cluster(ClusterInput::Readable(true)));
+    let groups = vec![group("p", 0), group("p", 1)];
+    h.send(Input::Cluster(ClusterInput::PeerGroups(
+        groups
+            .iter()
+            .map(|g| (g.id.clone(), "b".to_owned()))
+            .collect(),
+    )));
+    let mut p = policy("p", vec![limit("fast", 15_000, 100)]);
+    p.owner_lost = owner_lost;
+    h.peer = Some((p, groups));
+    h
+}
+
+fn peers(h: &mut Harness, guarded: bool) -> Vec<kalshi_riskd::risk::engine::Output> {
+    use kalshi_riskd::risk::engine::{ClusterInput, PeerStrategy};
+    let (policy, groups) = h.peer.clone().unwrap();
+    h.send(Input::Cluster(ClusterInput::Peers(vec![PeerStrategy {
+        member: "b".into(),
+        policy,
+        groups,
+        guarded,
+    }])))
+}
+
+/// Every member counts a peer's fills into a mirror of its windows, and acts on nothing while
+/// the owner lives; the leader that takes over a lost owner's strategy ("guard") starts from
+/// that full window, and trips it on a breach, triggering the owner's groups (never ours).
+#[test]
+fn a_lost_members_strategy_is_guarded_from_a_window_counted_all_along() {
+    use kalshi_riskd::risk::policy::LostAction;
+    let mut h = peer_setup(LostAction::Guard);
+    peers(&mut h, false);
+    let out = h.fill("p", c(101));
+    assert!(triggered(&out).is_empty(), "the owner guards it: {out:?}");
+    assert!(decisions(&out, DecisionKind::UnmappedFill).is_empty());
+    assert_eq!(h.engine.counters().peer_fills, 1);
+    h.advance(1_000);
+    let out = peers(&mut h, true);
+    assert_eq!(decisions(&out, DecisionKind::Takeover).len(), 1);
+    assert_eq!(
+        triggered(&out),
+        ["g-p-0", "g-p-1"],
+        "the window it counted all along is over the limit"
+    );
+    let trip = decisions(&out, DecisionKind::Trip);
+    assert_eq!(trip[0].strategy.as_deref(), Some("p"));
+    assert!(trip[0].evidence.is_some());
+    assert_eq!(h.engine.mirrors()["p"].guard.state(), GuardState::Tripped);
+    assert!(triggered(&h.fill("p", c(50))).is_empty(), "tripped once");
+}
+
+#[test]
+fn a_guarded_strategy_trips_on_a_breach_after_the_takeover() {
+    use kalshi_riskd::risk::policy::LostAction;
+    let mut h = peer_setup(LostAction::Guard);
+    peers(&mut h, false);
+    h.fill("p", c(60));
+    let out = peers(&mut h, true);
+    assert!(
+        triggered(&out).is_empty(),
+        "guard only: nothing exceeded yet"
+    );
+    let out = h.fill("p", c(41));
+    assert_eq!(triggered(&out), ["g-p-0", "g-p-1"]);
+    assert_eq!(
+        h.engine.counters().trips[&("p".to_owned(), TripReason::Limit)],
+        1
+    );
+    // Its groups reset outside while tripped are triggered again; the kill switch covers them.
+    let out = h.send(Input::GroupEvent {
+        group: group("p", 1).id,
+        change: GroupChange::Reset,
+    });
+    assert_eq!(decisions(&out, DecisionKind::Retrigger).len(), 1);
+    assert_eq!(triggered(&out), ["g-p-0", "g-p-1"]);
+    let out = h.send(op(OperatorCommand::Kill));
+    assert_eq!(triggered(&out), ["g-a-0", "g-p-0", "g-p-1"]);
+}
+
+/// The policy's default fails closed: the lost owner's groups are triggered at the takeover.
+#[test]
+fn a_lost_owners_groups_are_triggered_at_once_when_its_policy_says_so() {
+    use kalshi_riskd::risk::policy::LostAction;
+    let mut h = peer_setup(LostAction::Trigger);
+    peers(&mut h, false);
+    let out = peers(&mut h, true);
+    assert_eq!(triggered(&out), ["g-p-0", "g-p-1"]);
+    assert_eq!(
+        h.engine.mirrors()["p"].guard.trip().unwrap().reason,
+        TripReason::OwnerLost
+    );
+    // The owner returns: the strategy is handed back, and nothing here acts on it any more.
+    let out = peers(&mut h, false);
+    assert_eq!(decisions(&out, DecisionKind::Handback).len(), 1);
+    assert_eq!(h.engine.mirrors()["p"].guard.state(), GuardState::Active);
+    let out = h.send(Input::GroupEvent {
+        group: group("p", 0).id,
+        change: GroupChange::Reset,
+    });
+    assert!(triggered(&out).is_empty(), "its owner's again: {out:?}");
+}
+
+/// The owner takes back a trip its guard made (with its time, so a cooldown counts from it);
+/// a strategy already tripped keeps its own trip. A new guard applies an earlier guard's trip.
+#[test]
+fn a_handed_trip_goes_back_to_its_owner_and_to_any_later_guard() {
+    use kalshi_riskd::risk::engine::{ClusterInput, HandedTrip};
+    use kalshi_riskd::risk::guard::Trip;
+    use kalshi_riskd::risk::policy::LostAction;
+    let trip = |strategy: &str| HandedTrip {
+        strategy: strategy.into(),
+        by: "c".into(),
+        owner: "x".into(),
+        trip: Trip {
+            reason: TripReason::Limit,
+            at_ms: 900_000,
+            actor: "daemon".into(),
+            detail: "limit fast exceeded".into(),
+            evidence: None,
+            confirmed_ms: Some(900_010),
+        },
+    };
+    let mut h = peer_setup(LostAction::Guard);
+    let out = h.send(Input::Cluster(ClusterInput::HandedTrips(vec![trip("a")])));
+    assert_eq!(triggered(&out), ["g-a-0"]);
+    assert_eq!(decisions(&out, DecisionKind::Handback).len(), 1);
+    let s = &h.engine.strategies()[0];
+    let t = s.trip().unwrap();
+    assert_eq!((t.at_ms, t.actor.as_str()), (900_000, "daemon@c"));
+    assert_eq!(t.confirmed_ms, None, "confirmed again by its own Triggers");
+    let out = h.send(Input::Cluster(ClusterInput::HandedTrips(vec![trip("a")])));
+    assert!(
+        triggered(&out).is_empty(),
+        "already tripped: its trip stands"
+    );
+
+    // A later guard of `p` (this member, taking over from a guard that was lost too).
+    h.send(Input::Cluster(ClusterInput::HandedTrips(vec![trip("p")])));
+    peers(&mut h, false);
+    assert_eq!(h.engine.mirrors()["p"].guard.state(), GuardState::Active);
+    let out = peers(&mut h, true);
+    assert_eq!(triggered(&out), ["g-p-0", "g-p-1"]);
+    assert_eq!(h.engine.mirrors()["p"].guard.trip().unwrap().at_ms, 900_000);
+}

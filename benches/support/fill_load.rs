@@ -37,6 +37,7 @@ pub fn engine() -> RiskEngine {
                 ],
                 reset: ResetPolicy::Manual,
                 blind: BlindAction::Alert,
+                owner_lost: Default::default(),
             })
             .collect(),
         account_limit: Some(limit("account", 15_000, 10_000_000)),

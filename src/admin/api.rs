@@ -87,12 +87,28 @@ pub struct ClusterStatus {
     /// The member that evaluates the account-level limit (as last read).
     #[serde(default)]
     pub leader: Option<String>,
-    /// Members lost (gone without a clean stop) and not back, with their strategies.
+    /// Members lost (gone without a clean stop) and not back, with their strategies: the
+    /// leader guards them.
     #[serde(default)]
     pub lost: std::collections::BTreeMap<String, Vec<String>>,
+    /// The lost members' strategies this member guards (as the leader), with where they stand.
+    #[serde(default)]
+    pub guarding: Vec<GuardedStrategy>,
+    /// Trips made while guarding a lost member's strategy, kept until its owner takes them back.
+    #[serde(default)]
+    pub handed_trips: Vec<crate::risk::engine::HandedTrip>,
     /// Members whose `[account]` limit differs from this member's (a configuration error).
     #[serde(default)]
     pub account_mismatches: Vec<String>,
+}
+
+/// A lost member's strategy guarded here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardedStrategy {
+    pub strategy: String,
+    pub owner: String,
+    pub state: crate::risk::guard::GuardState,
+    pub trip: Option<crate::risk::guard::Trip>,
 }
 
 impl Status {
@@ -104,6 +120,10 @@ impl Status {
                 .strategies
                 .iter()
                 .any(|s| matches!(s.state, GuardState::Tripped | GuardState::Unknown))
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.guarding.iter().any(|g| g.state == GuardState::Tripped))
     }
 
     pub fn strategy(&self, name: &str) -> Option<&StrategyStatus> {

@@ -62,8 +62,31 @@ pub fn status_table(status: &Status) -> String {
         for (member, strategies) in &c.lost {
             let _ = writeln!(
                 out,
-                "CLUSTER MEMBER LOST: {member} ({}): no daemon-side limits until it returns",
-                strategies.join(", ")
+                "CLUSTER MEMBER LOST: {member} ({}): guarded by the leader ({}) until it returns",
+                strategies.join(", "),
+                c.leader.as_deref().unwrap_or("none")
+            );
+        }
+        for g in &c.guarding {
+            let trip = g.trip.as_ref().map_or(String::new(), |t| {
+                format!(" ({}: {})", t.reason.as_str(), t.detail)
+            });
+            let _ = writeln!(
+                out,
+                "  guarding {} for lost member {}: {}{trip}",
+                g.strategy,
+                g.owner,
+                g.state.as_str()
+            );
+        }
+        for h in &c.handed_trips {
+            let _ = writeln!(
+                out,
+                "  trip of {} (owner {}) kept for its owner: {} by {}",
+                h.strategy,
+                h.owner,
+                h.trip.reason.as_str(),
+                h.by
             );
         }
         for m in &c.account_mismatches {

@@ -467,7 +467,7 @@ fn run_check(path: &Path) -> ExitCode {
 
 /// `check`'s report: the config, then one line per strategy.
 pub fn describe(loaded: &crate::config::Loaded) -> String {
-    use crate::risk::policy::{BlindAction, Mode, ResetPolicy};
+    use crate::risk::policy::{BlindAction, LostAction, Mode, ResetPolicy};
     let d = &loaded.daemon;
     let mut out = format!(
         "config {}: environment {}, REST {}, {} strateg{} ({} enabled)\n",
@@ -524,7 +524,7 @@ pub fn describe(loaded: &crate::config::Loaded) -> String {
             ),
         };
         out.push_str(&format!(
-            "{}: {}{}, subaccount {}, exchange {:?}, group limit {}, limits [{}], reset {reset}, blind {}, retire {}\n",
+            "{}: {}{}, subaccount {}, exchange {:?}, group limit {}, limits [{}], reset {reset}, blind {}, retire {}{}\n",
             r.name,
             if p.enabled { "" } else { "DISABLED, " },
             match r.mode { Mode::Enforce => "enforce", Mode::Shadow => "shadow" },
@@ -534,6 +534,11 @@ pub fn describe(loaded: &crate::config::Loaded) -> String {
             limits.join("; "),
             match r.blind { BlindAction::Alert => "alert", BlindAction::Trigger => "trigger" },
             format!("{:?}", p.retire).to_lowercase(),
+            match (&d.cluster, r.owner_lost) {
+                (None, _) => "",
+                (Some(_), LostAction::Trigger) => ", if its member is lost: trigger",
+                (Some(_), LostAction::Guard) => ", if its member is lost: guard",
+            },
         ));
     }
     out

@@ -15,6 +15,7 @@ use super::{ClusterCommand, ClusterEvent, RegisteredStrategy, Registration, Shar
 use crate::config::ClusterConfig;
 use crate::kalshi::retry::RetryPolicy;
 use crate::risk::LimitSpec;
+use crate::risk::engine::HandedTrip;
 
 fn latch_key(cluster: &str) -> String {
     format!("/kalshi-riskd/{cluster}/latch")
@@ -24,9 +25,18 @@ fn members_prefix(cluster: &str) -> String {
     format!("/kalshi-riskd/{cluster}/members/")
 }
 
-/// Members that stopped cleanly (a member that vanishes without one was lost).
-fn left_prefix(cluster: &str) -> String {
-    format!("/kalshi-riskd/{cluster}/left/")
+/// Every member's registration, never leased: one here and not among the members was lost.
+fn registry_prefix(cluster: &str) -> String {
+    format!("/kalshi-riskd/{cluster}/registry/")
+}
+
+/// Trips made while guarding a lost member's strategy, by strategy.
+fn trips_prefix(cluster: &str) -> String {
+    format!("/kalshi-riskd/{cluster}/trips/")
+}
+
+fn cluster_prefix(cluster: &str) -> String {
+    format!("/kalshi-riskd/{cluster}/")
 }
 
 /// Starts the etcd task. It runs until `stop`, reconnecting with backoff; every failure is
@@ -104,6 +114,9 @@ async fn run(
                     Some(ClusterCommand::Register(s)) => strategies = s,
                     // Published again from the loop's sync once etcd answers.
                     Some(ClusterCommand::Publish(_)) => {}
+                    // Asked again by the loop once etcd answers (it compares with what etcd
+                    // holds).
+                    Some(ClusterCommand::PublishTrip(_) | ClusterCommand::ClearTrip { .. }) => {}
                 },
             }
         }
@@ -152,9 +165,9 @@ impl Session<'_> {
         let mut client = Client::connect(&cfg.endpoints, Some(options)).await?;
         let lease = client.lease_grant(ttl.as_secs() as i64, None).await?.id();
         let member_key = format!("{}{}", members_prefix(&cfg.name), cfg.member);
-        let left_key = format!("{}{}", left_prefix(&cfg.name), cfg.member);
-        client.delete(left_key.as_str(), None).await?;
-        self.register(&mut client, &member_key, lease).await?;
+        let registry_key = format!("{}{}", registry_prefix(&cfg.name), cfg.member);
+        self.register(&mut client, &member_key, &registry_key, lease)
+            .await?;
         let (mut keeper, mut renewals) = client.lease_keep_alive(lease).await?;
 
         let key = latch_key(&cfg.name);
@@ -168,7 +181,8 @@ impl Session<'_> {
                 Some(WatchOptions::new().with_start_revision(revision + 1)),
             )
             .await?;
-        let prefix = members_prefix(&cfg.name);
+        // Members, the registry and handed trips: everything but the latch, watched as one.
+        let prefix = cluster_prefix(&cfg.name);
         let mut members = client
             .watch(
                 prefix.as_str(),
@@ -181,6 +195,7 @@ impl Session<'_> {
             .await?;
         // The members first: a peer's fills are known as the peer's before anything else.
         self.list_members(&mut client).await?;
+        self.list_trips(&mut client).await?;
         let _ = self.events.send(ClusterEvent::Latch(latch));
         let _ = self.events.send(ClusterEvent::Readable(true));
         *self.readable = true;
@@ -191,10 +206,10 @@ impl Session<'_> {
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => {
-                    // Leave at once rather than when the lease runs out.
-                    // A clean stop: say so, and leave at once rather than when the lease runs out.
+                    // A clean stop: leave the registry too (not lost), at once rather than when
+                    // the lease runs out.
                     let leave = Txn::new().and_then([
-                        TxnOp::put(left_key.as_str(), crate::kalshi::auth::now_ms().to_string(), None),
+                        TxnOp::delete(registry_key.as_str(), None),
                         TxnOp::delete(member_key.as_str(), None),
                     ]);
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -217,7 +232,14 @@ impl Session<'_> {
                     if resp.canceled() {
                         return Err(SessionError::Lost(format!("the members watch was cancelled: {}", resp.cancel_reason())));
                     }
-                    if !resp.events().is_empty() {
+                    let keys = || resp.events().iter().filter_map(|e| e.kv()).map(|kv| kv.key());
+                    let trips = trips_prefix(&cfg.name);
+                    if keys().any(|k| k.starts_with(trips.as_bytes())) {
+                        self.list_trips(&mut client).await?;
+                    }
+                    let registry = registry_prefix(&cfg.name);
+                    let members = members_prefix(&cfg.name);
+                    if keys().any(|k| k.starts_with(members.as_bytes()) || k.starts_with(registry.as_bytes())) {
                         self.list_members(&mut client).await?;
                     }
                 }
@@ -281,17 +303,37 @@ impl Session<'_> {
                     }
                     Some(ClusterCommand::Register(s)) => {
                         *self.strategies = s;
-                        self.register(&mut client, &member_key, lease).await?;
+                        self.register(&mut client, &member_key, &registry_key, lease).await?;
+                    }
+                    Some(ClusterCommand::PublishTrip(trip)) => {
+                        let key = format!("{}{}", trips_prefix(&cfg.name), trip.strategy);
+                        let value = serde_json::to_vec(&trip).map_err(|e| SessionError::Lost(e.to_string()))?;
+                        client.put(key.as_str(), value, None).await?;
+                        tracing::warn!(strategy = %trip.strategy, owner = %trip.owner, "etcd: a trip made while guarding a lost member's strategy is kept for its owner");
+                    }
+                    Some(ClusterCommand::ClearTrip { strategy, at_ms }) => {
+                        let key = format!("{}{strategy}", trips_prefix(&cfg.name));
+                        let got = client.get(key.as_str(), None).await?;
+                        if let Some(kv) = got.kvs().first()
+                            && serde_json::from_slice::<HandedTrip>(kv.value()).is_ok_and(|t| t.trip.at_ms == at_ms)
+                        {
+                            let txn = Txn::new()
+                                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
+                                .and_then([TxnOp::delete(key.as_str(), None)]);
+                            client.txn(txn).await?;
+                        }
                     }
                 },
             }
         }
     }
 
+    /// Registers under the lease, and in the registry (never leased) in the same transaction.
     async fn register(
         &mut self,
         client: &mut Client,
         member_key: &str,
+        registry_key: &str,
         lease: i64,
     ) -> Result<(), SessionError> {
         let reg = Registration {
@@ -301,9 +343,35 @@ impl Session<'_> {
             account_limit: self.account_limit.clone(),
         };
         let value = serde_json::to_vec(&reg).map_err(|e| SessionError::Lost(e.to_string()))?;
-        client
-            .put(member_key, value, Some(PutOptions::new().with_lease(lease)))
+        let txn = Txn::new().and_then([
+            TxnOp::put(
+                member_key,
+                value.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+            TxnOp::put(registry_key, value, None),
+        ]);
+        client.txn(txn).await?;
+        Ok(())
+    }
+
+    async fn list_trips(&mut self, client: &mut Client) -> Result<(), SessionError> {
+        let prefix = trips_prefix(&self.cfg.name);
+        let got = client
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
+        let trips = got
+            .kvs()
+            .iter()
+            .filter_map(|kv| match serde_json::from_slice::<HandedTrip>(kv.value()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "etcd: a handed trip cannot be read; skipped");
+                    None
+                }
+            })
+            .collect();
+        let _ = self.events.send(ClusterEvent::HandedTrips(trips));
         Ok(())
     }
 
@@ -312,6 +380,7 @@ impl Session<'_> {
         let got = client
             .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
+        let revision = got.header().map_or(0, |h| h.revision());
         let mut members: Vec<Registration> = Vec::new();
         let leader = got
             .kvs()
@@ -329,22 +398,23 @@ impl Session<'_> {
             }
         }
         members.sort_by(|a, b| a.member.cmp(&b.member));
-        let left_prefix = left_prefix(&self.cfg.name);
-        let left = client
+        let registry = registry_prefix(&self.cfg.name);
+        let lost = client
             .get(
-                left_prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
+                registry.as_str(),
+                // As of the members read: both sides of one moment.
+                Some(GetOptions::new().with_prefix().with_revision(revision)),
             )
             .await?
             .kvs()
             .iter()
-            .filter_map(|kv| kv.key_str().ok())
-            .filter_map(|k| k.strip_prefix(left_prefix.as_str()).map(str::to_owned))
+            .filter_map(|kv| serde_json::from_slice::<Registration>(kv.value()).ok())
+            .filter(|r| !members.iter().any(|m| m.member == r.member))
             .collect();
         let _ = self.events.send(ClusterEvent::Members {
             members,
             leader,
-            left,
+            lost,
         });
         Ok(())
     }

@@ -6,9 +6,14 @@
 //!   member, and only an operator's release clears it.
 //! - `members/<member>`: each member's registration ([`Registration`]), under the member's
 //!   lease, so it goes when the member stops renewing.
-//! - `left/<member>`: written by a member that stops cleanly, with the removal of its
-//!   registration; a registration that goes without it was lost (a crash, a host down, a
-//!   member cut off from etcd), and the others say so.
+//! - `registry/<member>`: the same registration, never leased; a member that stops cleanly
+//!   removes both. A member in the registry but not among the members was lost (a crash, a
+//!   host down, a member cut off from etcd for longer than its lease): the leader guards its
+//!   strategies until it returns ([`peers`]). The registry outlives every member, so a leader
+//!   that starts later, or takes over from a lost leader, knows whom to guard.
+//! - `trips/<strategy>`: a trip the member guarding a lost member's strategy made
+//!   ([`HandedTrip`]), never leased; the strategy's owner takes it back when it returns, and
+//!   removes it once its own state holds it.
 //!
 //! The rules (the loop applies them with [`sync`], on every change of either side):
 //! - The local latch is written first and etcd second, so etcd never delays a Trigger.
@@ -28,6 +33,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::risk::engine::{HandedTrip, PeerStrategy};
 use crate::risk::kill::KillRecord;
 use crate::risk::policy::StrategyPolicy;
 use crate::risk::{GroupAddress, GroupId, LimitSpec};
@@ -105,6 +111,32 @@ pub fn peer_groups(me: &str, members: &[Registration]) -> BTreeMap<GroupId, Stri
         .collect()
 }
 
+/// Every peer strategy that publishes a policy, for the core to mirror: those of `lost`
+/// members are guarded here when this member is the `leader`.
+pub fn peers(
+    me: &str,
+    members: &[Registration],
+    lost: &[Registration],
+    leader: Option<&str>,
+) -> Vec<PeerStrategy> {
+    let guarding = leader == Some(me);
+    let live = members.iter().map(|r| (r, false));
+    let gone = lost.iter().map(|r| (r, guarding));
+    live.chain(gone)
+        .filter(|(r, _)| r.member != me)
+        .flat_map(|(r, guarded)| {
+            r.strategies.iter().filter_map(move |s| {
+                Some(PeerStrategy {
+                    member: r.member.clone(),
+                    policy: s.policy.clone()?,
+                    groups: s.groups.clone(),
+                    guarded,
+                })
+            })
+        })
+        .collect()
+}
+
 /// This member's strategies that another member claims too.
 pub fn conflicts(me: &str, members: &[Registration]) -> Vec<Conflict> {
     let Some(mine) = members.iter().find(|r| r.member == me) else {
@@ -137,6 +169,11 @@ pub enum ClusterCommand {
     Release { token: u64, actor: String },
     /// The member's strategies or groups changed (a reload).
     Register(Vec<RegisteredStrategy>),
+    /// Keep a trip made while guarding a lost member's strategy, for its owner.
+    PublishTrip(HandedTrip),
+    /// The owner's state holds the handed trip of `strategy` made at `at_ms`: remove it (unless
+    /// a newer one replaced it).
+    ClearTrip { strategy: String, at_ms: i64 },
 }
 
 /// From the etcd task to the loop.
@@ -153,9 +190,12 @@ pub enum ClusterEvent {
     Members {
         members: Vec<Registration>,
         leader: Option<String>,
-        /// Members that stopped cleanly (their registration went with a stop, not a lost lease).
-        left: Vec<String>,
+        /// Members lost: in the registry, not registered (their lease expired without a clean
+        /// stop), with what they last registered.
+        lost: Vec<Registration>,
     },
+    /// The trips handed to owners, as etcd holds them now.
+    HandedTrips(Vec<HandedTrip>),
     /// The release `token` is written.
     ReleaseWritten { token: u64 },
     /// The release `token` could not be written.
@@ -319,6 +359,40 @@ mod tests {
         assert!(
             conflicts("c", &members).is_empty(),
             "not registered: nothing to compare"
+        );
+    }
+
+    #[test]
+    fn the_leader_guards_the_strategies_of_lost_members_only() {
+        let mut live = reg("b", &[("beta", &["g1"])]);
+        let mut lost = reg("c", &[("gamma", &["g2"]), ("unpublished", &["g3"])]);
+        let policy = |name: &str| StrategyPolicy {
+            name: name.into(),
+            mode: crate::risk::policy::Mode::Enforce,
+            group_limit: crate::risk::Contracts::from_whole(10),
+            limits: Vec::new(),
+            reset: crate::risk::policy::ResetPolicy::Manual,
+            blind: crate::risk::policy::BlindAction::Alert,
+            owner_lost: Default::default(),
+        };
+        live.strategies[0].policy = Some(policy("beta"));
+        lost.strategies[0].policy = Some(policy("gamma"));
+        let (members, lost) = ([reg("a", &[]), live], [lost]);
+        let guarded = |me: &str, leader: &str| -> Vec<(String, bool)> {
+            peers(me, &members, &lost, Some(leader))
+                .into_iter()
+                .map(|p| (p.policy.name, p.guarded))
+                .collect()
+        };
+        assert_eq!(
+            guarded("a", "a"),
+            [("beta".to_owned(), false), ("gamma".to_owned(), true)],
+            "a strategy with no published policy can only be attributed, not guarded"
+        );
+        assert_eq!(
+            guarded("b", "a"),
+            [("gamma".to_owned(), false)],
+            "mirrored by every member, guarded by the leader alone"
         );
     }
 

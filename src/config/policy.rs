@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::source::{ConfigError, Reader, Source};
 use crate::risk::guard::EXCHANGE_WINDOW_MS;
-use crate::risk::policy::{BlindAction, Mode, ResetPolicy, StrategyPolicy};
+use crate::risk::policy::{BlindAction, LostAction, Mode, ResetPolicy, StrategyPolicy};
 use crate::risk::{Contracts, Dollars, LimitSpec, Ratio};
 
 /// What happens to a strategy's groups when its policy file is removed.
@@ -223,6 +223,14 @@ fn from_source(src: &Source, errors: &mut Vec<ConfigError>) -> Option<Policy> {
         "trigger" => BlindAction::Trigger,
         _ => BlindAction::Alert,
     };
+    r.table("owner_lost");
+    let owner_lost = match r
+        .choice("owner_lost.action", &["trigger", "guard"], "trigger")
+        .as_str()
+    {
+        "guard" => LostAction::Guard,
+        _ => LostAction::Trigger,
+    };
     r.table("retire");
     let retire = match r
         .choice("retire.action", &["keep", "trigger", "delete"], "keep")
@@ -248,6 +256,7 @@ fn from_source(src: &Source, errors: &mut Vec<ConfigError>) -> Option<Policy> {
             limits,
             reset,
             blind,
+            owner_lost,
         },
     })
 }

@@ -158,7 +158,7 @@ impl Shell {
             },
             control,
             strategies,
-            cluster: self.cluster.as_ref().map(|c| c.status()),
+            cluster: self.cluster.as_ref().map(|c| c.status(&self.engine)),
         }
     }
 }

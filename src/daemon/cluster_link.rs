@@ -2,17 +2,17 @@
 //! [`crate::cluster::sync`] applied to the risk core, and operators' releases, which are
 //! written to etcd before the local latch lets go.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tokio::sync::mpsc;
 
 use super::event_loop::{AdminReply, Shell};
-use crate::admin::api::{ClusterStatus, Released};
+use crate::admin::api::{ClusterStatus, GuardedStrategy, Released};
 use crate::admin::{AdminAnswer, AdminError};
 use crate::cluster::{
     ClusterCommand, ClusterEvent, Conflict, RegisteredStrategy, Registration, SharedLatch, Step,
 };
-use crate::risk::engine::{ClusterInput, Input, OperatorCommand, RiskEngine};
+use crate::risk::engine::{ClusterInput, HandedTrip, Input, OperatorCommand, RiskEngine};
 
 /// The etcd task's handle and what it last reported.
 pub(super) struct ClusterLink {
@@ -32,9 +32,14 @@ pub(super) struct ClusterLink {
     pub leader: Option<String>,
     /// Whether this member evaluates the account-level limit now (as last told to the core).
     pub account_active: bool,
-    /// Members lost (gone without a clean stop) and not back, with their strategies: nothing
-    /// counts those strategies' daemon-side limits until they return.
+    /// Members lost (in the registry, not registered) and not back, with their strategies:
+    /// the leader guards them.
     pub lost: BTreeMap<String, Vec<String>>,
+    /// Trips handed to owners, as etcd holds them.
+    pub handed: Vec<HandedTrip>,
+    /// Trips made here while guarding, asked to be kept in etcd (by strategy and time); cleared
+    /// when etcd is out of reach, so they are asked again.
+    pub published: BTreeSet<(String, i64)>,
     /// A publish was asked for and etcd's latch has not been read since.
     pub publishing: bool,
     /// Operators' releases being written, by token: the caller and who they are.
@@ -63,13 +68,15 @@ impl ClusterLink {
             leader: None,
             account_active: true,
             lost: BTreeMap::new(),
+            handed: Vec::new(),
+            published: BTreeSet::new(),
             publishing: false,
             releases: HashMap::new(),
             next_token: 0,
         }
     }
 
-    pub(super) fn status(&self) -> ClusterStatus {
+    pub(super) fn status(&self, engine: &RiskEngine) -> ClusterStatus {
         ClusterStatus {
             name: self.name.clone(),
             member: self.member.clone(),
@@ -87,6 +94,18 @@ impl ClusterLink {
             conflicts: self.conflicts.clone(),
             leader: self.leader.clone(),
             lost: self.lost.clone(),
+            guarding: engine
+                .mirrors()
+                .iter()
+                .filter(|(_, m)| m.guarded)
+                .map(|(name, m)| GuardedStrategy {
+                    strategy: name.clone(),
+                    owner: m.member.clone(),
+                    state: m.guard.state(),
+                    trip: m.guard.trip().cloned(),
+                })
+                .collect(),
+            handed_trips: self.handed.clone(),
             account_mismatches: self.account_mismatches.clone(),
         }
     }
@@ -119,6 +138,7 @@ impl Shell {
                 link.readable = readable;
                 if !readable {
                     link.publishing = false;
+                    link.published.clear();
                 }
                 self.metrics.cluster_readable(readable);
                 self.handle(Input::Cluster(ClusterInput::Readable(readable)));
@@ -133,26 +153,33 @@ impl Shell {
             ClusterEvent::Members {
                 members,
                 leader,
-                left,
+                lost,
             } => {
                 link.leader = leader;
-                for gone in link.members.iter().filter(|m| {
-                    m.member != link.member
-                        && !left.contains(&m.member)
-                        && !members.iter().any(|n| n.member == m.member)
-                }) {
-                    let strategies: Vec<String> =
-                        gone.strategies.iter().map(|s| s.name.clone()).collect();
-                    tracing::error!(member = %gone.member, strategies = ?strategies, "cluster: a member was lost (its registration went without a clean stop): its strategies have no daemon-side limits until it returns; only the exchange's group limit and the account limit guard them");
-                    link.lost.insert(gone.member.clone(), strategies);
+                let lost: Vec<_> = lost
+                    .into_iter()
+                    .filter(|r| r.member != link.member)
+                    .collect();
+                let now_lost: BTreeMap<String, Vec<String>> = lost
+                    .iter()
+                    .map(|r| {
+                        let names = r.strategies.iter().map(|s| s.name.clone()).collect();
+                        (r.member.clone(), names)
+                    })
+                    .collect();
+                let guard = link.leader.as_deref().unwrap_or("none");
+                for (m, strategies) in now_lost.iter().filter(|(m, _)| !link.lost.contains_key(*m))
+                {
+                    tracing::error!(member = %m, strategies = ?strategies, leader = guard, "cluster: a member was lost (its lease expired without a clean stop): the leader guards its strategies from their published policies until it returns");
                 }
-                link.lost.retain(|m, _| {
-                    let back = members.iter().any(|n| &n.member == m);
-                    if back {
-                        tracing::warn!(member = %m, "cluster: a lost member is back");
+                for m in link.lost.keys().filter(|m| !now_lost.contains_key(*m)) {
+                    if members.iter().any(|n| &n.member == m) {
+                        tracing::warn!(member = %m, "cluster: a lost member is back and guards its strategies again");
+                    } else {
+                        tracing::warn!(member = %m, "cluster: a lost member was removed from the registry: nobody guards its strategies now");
                     }
-                    !back && !left.contains(m)
-                });
+                }
+                link.lost = now_lost;
                 self.metrics.cluster_members_lost(link.lost.len());
                 self.metrics.cluster_members(members.len());
                 let conflicts = crate::cluster::conflicts(&link.member, &members);
@@ -169,10 +196,43 @@ impl Shell {
                     tracing::error!(member = %m, "cluster: this member's [account] limit differs from ours; every member must carry the same one (the leader's acts)");
                 }
                 link.account_mismatches = mismatches;
-                let peers = crate::cluster::peer_groups(&link.member, &members);
+                let everyone: Vec<Registration> = members.iter().chain(&lost).cloned().collect();
+                let groups = crate::cluster::peer_groups(&link.member, &everyone);
+                let peers =
+                    crate::cluster::peers(&link.member, &members, &lost, link.leader.as_deref());
                 link.members = members;
-                self.handle(Input::Cluster(ClusterInput::PeerGroups(peers)));
+                self.handle(Input::Cluster(ClusterInput::PeerGroups(groups)));
+                self.handle(Input::Cluster(ClusterInput::Peers(peers)));
                 self.cluster_account_limit();
+                self.cluster_publish_trips();
+                return;
+            }
+            ClusterEvent::HandedTrips(trips) => {
+                link.handed = trips.clone();
+                // This member's own strategies among them are taken back (tripped here), and
+                // removed from etcd once that is durable.
+                let clears: Vec<ClusterCommand> = trips
+                    .iter()
+                    .filter(|h| {
+                        self.engine
+                            .strategies()
+                            .iter()
+                            .any(|s| s.policy.name == h.strategy)
+                    })
+                    .map(|h| ClusterCommand::ClearTrip {
+                        strategy: h.strategy.clone(),
+                        at_ms: h.trip.at_ms,
+                    })
+                    .collect();
+                let commands = link.commands.clone();
+                self.handle(Input::Cluster(ClusterInput::HandedTrips(trips)));
+                if !clears.is_empty() {
+                    self.after_durable(move || {
+                        for c in clears {
+                            let _ = commands.send(c);
+                        }
+                    });
+                }
                 return;
             }
             ClusterEvent::ReleaseWritten { token } => {
@@ -245,6 +305,33 @@ impl Shell {
                 );
             }
             self.handle(Input::Cluster(ClusterInput::AccountLimit(active)));
+        }
+    }
+
+    /// Asks etcd to keep every trip made here while guarding a lost member's strategy that it
+    /// does not hold yet, for the owner to take back.
+    pub(super) fn cluster_publish_trips(&mut self) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        if !link.readable {
+            return;
+        }
+        for (name, m) in self.engine.mirrors().iter().filter(|(_, m)| m.guarded) {
+            let Some(trip) = m.guard.trip() else { continue };
+            let held = link
+                .handed
+                .iter()
+                .any(|h| &h.strategy == name && h.trip.at_ms == trip.at_ms);
+            if held || !link.published.insert((name.clone(), trip.at_ms)) {
+                continue;
+            }
+            let _ = link.commands.send(ClusterCommand::PublishTrip(HandedTrip {
+                strategy: name.clone(),
+                by: link.member.clone(),
+                owner: m.member.clone(),
+                trip: trip.clone(),
+            }));
         }
     }
 

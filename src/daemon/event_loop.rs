@@ -93,13 +93,18 @@ impl Shell {
         let mut out = Vec::new();
         self.engine.handle(input, now_ms(), &mut out);
         let decisions = self.dispatch(out);
-        // Cluster mode: a new local engagement is published (after its Triggers went out).
-        if self.cluster.is_some()
-            && decisions
+        // Cluster mode: a new local engagement is published (after its Triggers went out), and
+        // so is a trip made while guarding a lost member's strategy.
+        if self.cluster.is_some() {
+            if decisions
                 .iter()
                 .any(|d| d.event == DecisionKind::KillEngaged)
-        {
-            self.cluster_sync();
+            {
+                self.cluster_sync();
+            }
+            if decisions.iter().any(|d| d.event == DecisionKind::Trip) {
+                self.cluster_publish_trips();
+            }
         }
         decisions
     }
@@ -177,6 +182,16 @@ impl Shell {
         if replies.is_empty() {
             return;
         }
+        self.after_durable(move || {
+            for r in replies {
+                let _ = r.send(answer.clone());
+            }
+        });
+    }
+
+    /// Runs `then` once everything recorded so far is durable, without holding up the loop
+    /// (not at all if the writer has stopped).
+    pub(super) fn after_durable(&self, then: impl FnOnce() + Send + 'static) {
         let (done, durable) = tokio::sync::oneshot::channel();
         let _ = self.writer.send(WriteJob {
             decisions: Vec::new(),
@@ -185,9 +200,8 @@ impl Shell {
             done: Some(done),
         });
         tokio::spawn(async move {
-            let _ = durable.await;
-            for r in replies {
-                let _ = r.send(answer.clone());
+            if durable.await.is_ok() {
+                then();
             }
         });
     }
@@ -262,6 +276,7 @@ impl Running {
                 _ = tick.tick() => {
                     shell.handle(Input::Tick);
                     shell.cluster_register();
+                    shell.cluster_publish_trips();
                     let now = now_ms();
                     shell.metrics.refresh(&mut shell.engine, counters, now);
                     shell.metrics.refresh_writes(&shell.writes);

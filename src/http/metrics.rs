@@ -422,7 +422,7 @@ impl Metrics {
             )?,
             members_lost: gauge(
                 "cluster_members_lost",
-                "Members gone without a clean stop and not back: their strategies have no daemon-side limits.",
+                "Members gone without a clean stop and not back: the leader guards their strategies.",
             )?,
             leader: gauge(
                 "cluster_leader",

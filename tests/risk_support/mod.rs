@@ -32,6 +32,7 @@ pub fn policy(name: &str, limits: Vec<LimitSpec>) -> StrategyPolicy {
         limits,
         reset: ResetPolicy::Manual,
         blind: BlindAction::Alert,
+        owner_lost: Default::default(),
     }
 }
 
@@ -67,6 +68,8 @@ pub struct Harness {
     pub engine: RiskEngine,
     pub now: i64,
     pub next_trade: u64,
+    /// Cluster mode: a peer's strategy and its groups, for tests that mirror one.
+    pub peer: Option<(StrategyPolicy, Vec<GroupAddress>)>,
 }
 
 impl Harness {
@@ -77,6 +80,7 @@ impl Harness {
             engine: RiskEngine::new(cfg),
             now: 1_000_000,
             next_trade: 0,
+            peer: None,
         };
         for name in names {
             let gs = (0..groups).map(|n| group(&name, n)).collect();

@@ -54,14 +54,18 @@ pub enum TripReason {
     Blind,
     /// An operator triggered the strategy.
     Manual,
+    /// Cluster mode: the member owning the strategy was lost and its policy says to fail
+    /// closed (tripped by the member that took over guarding it).
+    OwnerLost,
 }
 
 impl TripReason {
-    pub const ALL: [TripReason; 4] = [
+    pub const ALL: [TripReason; 5] = [
         TripReason::Limit,
         TripReason::Exchange,
         TripReason::Blind,
         TripReason::Manual,
+        TripReason::OwnerLost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +74,7 @@ impl TripReason {
             TripReason::Exchange => "exchange",
             TripReason::Blind => "blind",
             TripReason::Manual => "manual",
+            TripReason::OwnerLost => "owner_lost",
         }
     }
 
@@ -278,6 +283,22 @@ impl StrategyGuard {
         }
         self.standing = Standing::Active { reset_from: None };
         true
+    }
+
+    /// A peer's strategy this member guarded, handed back to its owner: the owner's standing is
+    /// the one that counts now (the trip, if any, went with the hand-back). Windows are kept.
+    pub fn hand_back(&mut self) {
+        self.standing = Standing::Active { reset_from: None };
+    }
+
+    /// The first limit exceeded at `now_ms`, if any (for a strategy whose fills were counted
+    /// while nothing acted on them).
+    pub fn breach(&mut self, now_ms: i64) -> Option<Evidence> {
+        let l = self
+            .limits
+            .iter_mut()
+            .find_map(|l| (l.level(now_ms) == Level::Breached).then_some(l))?;
+        Some(l.evidence(now_ms))
     }
 
     pub fn set_groups(&mut self, groups: Vec<GroupAddress>) {

@@ -37,6 +37,18 @@ pub enum BlindAction {
     Trigger,
 }
 
+/// Cluster mode: what the member guarding a lost member's strategy does when it takes over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LostAction {
+    /// Trigger its groups at once (fail closed): whatever traded through them is gone with its
+    /// host, or cut off from its guard.
+    #[default]
+    Trigger,
+    /// Count its fills and trigger on a breach, as its owner would.
+    Guard,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StrategyPolicy {
     pub name: String,
@@ -46,6 +58,9 @@ pub struct StrategyPolicy {
     pub limits: Vec<LimitSpec>,
     pub reset: ResetPolicy,
     pub blind: BlindAction,
+    /// Cluster mode: what the guarding member does when this strategy's owner is lost.
+    #[serde(default)]
+    pub owner_lost: LostAction,
 }
 
 /// Which groups the kill switch triggers.

@@ -142,9 +142,10 @@ impl RiskEngine {
         &mut self,
         id: GroupId,
         change: GroupChange,
-        _now_ms: i64,
+        now_ms: i64,
         out: &mut Vec<Output>,
     ) {
+        self.on_peer_group_event(&id, change, now_ms, out);
         let holding = self.kill.is_engaged()
             && self.cfg.kill_hold
             && self.cfg.kill_scope == KillScope::Account;

@@ -381,8 +381,14 @@ impl RiskEngine {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) {
-        if group.is_some_and(|g| self.peer_groups.contains_key(g)) {
+        if let Some(g) = group.filter(|g| self.peer_groups.contains_key(*g)) {
             self.counters.peer_fills += 1;
+            let usage = Usage {
+                contracts: f.count,
+                notional: f.price.times(f.count),
+                fills: 1,
+            };
+            self.on_peer_fill(g, usage, f.ts_ms, now_ms, out);
         } else {
             self.unmapped(f, why, now_ms, out);
         }

@@ -73,10 +73,41 @@ pub enum ClusterInput {
     /// The other members' groups, with the member managing each: fills in them are theirs to
     /// count, not unmapped here.
     PeerGroups(std::collections::BTreeMap<GroupId, String>),
+    /// The other members' strategies that publish a policy, mirrored here: their fills are
+    /// counted into a mirror of their windows, and the ones marked `guarded` are guarded here
+    /// (their owner was lost and this member is the leader). A strategy missing from the list
+    /// is forgotten.
+    Peers(Vec<PeerStrategy>),
+    /// The trips that members guarding a lost member's strategies made, as etcd holds them
+    /// until the strategy's owner takes them back. A strategy of this member's among them is
+    /// tripped with its trip (the owner takes it back); a peer's marks its mirror tripped.
+    HandedTrips(Vec<HandedTrip>),
     /// Whether this member evaluates the account-level limit: the cluster's leader does, and
     /// every member does while the shared latch cannot be read (each guards alone). Fills are
     /// counted in the account window either way, so a new leader starts with a full window.
     AccountLimit(bool),
+}
+
+/// A strategy another member manages, as it published it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStrategy {
+    pub member: String,
+    pub policy: StrategyPolicy,
+    pub groups: Vec<GroupAddress>,
+    /// Guarded here: its owner was lost, and this member took over.
+    pub guarded: bool,
+}
+
+/// A trip made by the member guarding a lost member's strategy, kept in etcd until the owner
+/// takes it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedTrip {
+    pub strategy: String,
+    /// The member that guarded the strategy and tripped it.
+    pub by: String,
+    /// The member that owned the strategy when it was lost.
+    pub owner: String,
+    pub trip: crate::guard::Trip,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +247,11 @@ pub enum DecisionKind {
     LatchUnreadable,
     /// Cluster mode: the shared kill latch is read again.
     LatchReadable,
+    /// Cluster mode: this member took over guarding a lost member's strategy.
+    Takeover,
+    /// Cluster mode: a strategy guarded here went back to its owner (or a strategy of this
+    /// member's came back with the trip its guard made meanwhile).
+    Handback,
 }
 
 /// One decision, with enough to audit it (a line of `audit.jsonl`).

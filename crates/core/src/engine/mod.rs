@@ -29,6 +29,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 mod exchange;
 mod fills;
 mod io;
+mod peers;
 mod policies;
 mod snapshot;
 mod stream;
@@ -36,9 +37,10 @@ mod trips;
 
 use fills::{Route, Seen};
 pub use io::{
-    Action, ClusterInput, Command, Decision, DecisionKind, Fill, GroupChange, Input,
-    OperatorCommand, Output, StreamHealth, decision,
+    Action, ClusterInput, Command, Decision, DecisionKind, Fill, GroupChange, HandedTrip, Input,
+    OperatorCommand, Output, PeerStrategy, StreamHealth, decision,
 };
+pub use peers::Mirror;
 pub use snapshot::{GroupSnapshot, Snapshot, StrategySnapshot};
 
 use super::guard::{GuardState, StrategyGuard, TripReason};
@@ -121,6 +123,12 @@ pub struct RiskEngine {
     latch_readable: bool,
     /// Cluster mode: the other members' groups, with who manages them.
     peer_groups: BTreeMap<GroupId, String>,
+    /// Cluster mode: the peers' strategies that publish a policy, mirrored (see [`peers`]).
+    peers: BTreeMap<String, Mirror>,
+    /// Where each mirrored group sits: its strategy and its place among the strategy's groups.
+    peer_places: HashMap<GroupId, (String, usize)>,
+    /// Cluster mode: trips guards made, by strategy, until the owner takes them back.
+    handed: BTreeMap<String, HandedTrip>,
     /// Whether a breach of the account limit engages the kill switch here (cluster mode: the
     /// leader's, or everyone's while etcd is out of reach; alone: always).
     account_active: bool,
@@ -155,6 +163,9 @@ impl RiskEngine {
             last_sweep_ms: None,
             latch_readable: !cfg.cluster,
             peer_groups: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            peer_places: HashMap::default(),
+            handed: BTreeMap::new(),
             account_active: true,
             counters: Counters::default(),
             cfg,

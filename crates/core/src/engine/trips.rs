@@ -25,16 +25,36 @@ impl RiskEngine {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) {
-        let s = &mut self.strategies[strategy];
-        let tripped = s.trip_with(Trip {
+        let trip = Trip {
             reason,
             at_ms: now_ms,
             actor: actor.to_owned(),
-            detail: detail.clone(),
-            evidence: evidence.clone(),
+            detail,
+            evidence,
             confirmed_ms: None,
-        });
-        if !tripped {
+        };
+        self.trip_record(strategy, trip, now_ms, out);
+    }
+
+    /// Trips a strategy with a trip made now or earlier (one taken back from the member that
+    /// guarded it), if not already tripped, and triggers all its groups.
+    pub(super) fn trip_record(
+        &mut self,
+        strategy: usize,
+        trip: Trip,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let s = &mut self.strategies[strategy];
+        let (reason, actor) = (trip.reason, trip.actor.clone());
+        let mut d = decision(
+            now_ms,
+            DecisionKind::Trip,
+            format!("{}: {}", reason.as_str(), trip.detail),
+            &actor,
+        );
+        d.evidence = trip.evidence.clone();
+        if !s.trip_with(trip) {
             return;
         }
         let name = s.policy.name.clone();
@@ -43,17 +63,10 @@ impl RiskEngine {
             .trips
             .entry((name.clone(), reason))
             .or_insert(0) += 1;
-        let mut d = decision(
-            now_ms,
-            DecisionKind::Trip,
-            format!("{}: {detail}", reason.as_str()),
-            actor,
-        );
         d.strategy = Some(name);
-        d.evidence = evidence;
         out.push(Output::Decision(d));
         self.record_warnings(strategy, now_ms, out);
-        self.trigger_strategy(strategy, now_ms, actor, "trip", out);
+        self.trigger_strategy(strategy, now_ms, &actor, "trip", out);
     }
 
     /// Sends (or, in shadow mode, records) a Trigger for every group of the strategy.
@@ -148,7 +161,15 @@ impl RiskEngine {
         for g in ours {
             out.push(Output::Command(Command::Trigger { group: g }));
         }
-        if self.cfg.kill_scope == KillScope::Account {
+        let account = self.cfg.kill_scope == KillScope::Account;
+        // Cluster mode: the groups of a lost member's strategies guarded here (the account scope
+        // reaches them as foreign groups already).
+        for g in self.guarded_groups() {
+            if !(account && self.foreign.contains_key(&g.id)) {
+                out.push(Output::Command(Command::Trigger { group: g }));
+            }
+        }
+        if account {
             for (id, g) in &self.foreign {
                 self.kill_foreign_sent.insert(id.clone());
                 out.push(Output::Command(Command::Trigger { group: g.clone() }));
@@ -254,6 +275,8 @@ impl RiskEngine {
                 }
             }
             ClusterInput::PeerGroups(groups) => self.peer_groups = groups,
+            ClusterInput::Peers(list) => self.on_peers(list, now_ms, out),
+            ClusterInput::HandedTrips(list) => self.on_handed_trips(list, now_ms, out),
             ClusterInput::AccountLimit(active) => self.account_active = active,
         }
     }
