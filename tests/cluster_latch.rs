@@ -270,6 +270,21 @@ async fn with_etcd_gone_members_still_trigger_refuse_resets_and_converge_when_it
     until_metric(&b, "kalshi_riskd_cluster_etcd_up", 1.0).await;
     until_metric(&b, "kalshi_riskd_cluster_latch_engaged", 1.0).await;
     a.until_state("shared", |s| s["kill"]["shared"] == true);
+
+    // etcd keeps the members' old leases for one `lease_ttl` after it returns: a member must be
+    // registered again by then, or the others take it for lost (and trigger its strategies).
+    // Waiting is the point here: nothing may happen in that time.
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(back.elapsed())).await;
+    for (d, name) in [(&a, "a"), (&b, "b")] {
+        let s = scrape(d).await;
+        assert_eq!(
+            sample(&s, "kalshi_riskd_cluster_members_lost"),
+            Some(0.0),
+            "{name} took a peer for lost after etcd returned:\n{}",
+            d.log()
+        );
+        assert_eq!(sample(&s, "kalshi_riskd_cluster_members"), Some(2.0));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

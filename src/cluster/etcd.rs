@@ -56,12 +56,18 @@ pub fn spawn(
     (tx, handle)
 }
 
-/// Reconnect pauses: from 200 ms up to 5 s, with full jitter.
-const RECONNECT: RetryPolicy = RetryPolicy {
-    attempts: u32::MAX,
-    initial: Duration::from_millis(200),
-    max: Duration::from_secs(5),
-};
+/// Reconnect pauses: from 200 ms up to a quarter of the lease's TTL (at least 200 ms, at most
+/// 5 s), with full jitter. etcd keeps a lease one TTL (and its election timeout) after it
+/// returns from an outage: a member must be registered again within it, or the others take it
+/// for lost and guard (perhaps trigger) its strategies.
+fn reconnect(ttl: Duration) -> RetryPolicy {
+    let initial = Duration::from_millis(200);
+    RetryPolicy {
+        attempts: u32::MAX,
+        initial,
+        max: (ttl / 4).clamp(initial, Duration::from_secs(5)),
+    }
+}
 
 async fn run(
     cfg: ClusterConfig,
@@ -97,7 +103,7 @@ async fn run(
             }
         }
         // Pause, failing releases that arrive meanwhile at once.
-        let pause = tokio::time::sleep(RECONNECT.delay(failures.min(16)));
+        let pause = tokio::time::sleep(reconnect(cfg.lease_ttl).delay(failures.min(16)));
         tokio::pin!(pause);
         loop {
             tokio::select! {
@@ -417,5 +423,19 @@ impl Session<'_> {
             lost,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_reconnects_well_within_its_lease() {
+        for secs in [2, 5, 60] {
+            let ttl = Duration::from_secs(secs);
+            let longest = (0..40).map(|n| reconnect(ttl).delay(n)).max().unwrap();
+            assert!(longest <= ttl / 4, "{longest:?} for a {ttl:?} lease");
+        }
     }
 }
