@@ -1126,8 +1126,26 @@ fn a_guarded_strategy_trips_on_a_breach_after_the_takeover() {
     });
     assert_eq!(decisions(&out, DecisionKind::Retrigger).len(), 1);
     assert_eq!(triggered(&out), ["g-p-0", "g-p-1"]);
+}
+
+/// The kill switch covers a lost member's groups guarded here, whatever its scope, and holds
+/// them; the owner's groups are not this member's to touch otherwise.
+#[test]
+fn the_kill_switch_covers_and_holds_the_groups_guarded_for_a_lost_member() {
+    use kalshi_riskd::risk::policy::LostAction;
+    let mut h = peer_setup(LostAction::Guard);
+    peers(&mut h, false);
+    let out = h.send(op(OperatorCommand::Kill));
+    assert_eq!(triggered(&out), ["g-a-0"], "the owner lives: not ours");
+    peers(&mut h, true);
     let out = h.send(op(OperatorCommand::Kill));
     assert_eq!(triggered(&out), ["g-a-0", "g-p-0", "g-p-1"]);
+    let out = h.send(Input::GroupEvent {
+        group: group("p", 1).id,
+        change: GroupChange::Reset,
+    });
+    assert_eq!(decisions(&out, DecisionKind::Retrigger).len(), 1);
+    assert_eq!(triggered(&out), ["g-p-1"]);
 }
 
 /// The policy's default fails closed: the lost owner's groups are triggered at the takeover.

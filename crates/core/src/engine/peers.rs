@@ -21,7 +21,7 @@ use super::{Command, DAEMON, DecisionKind, EXCHANGE, GroupChange, Output, RiskEn
 use crate::guard::{GuardState, StrategyGuard, Trip, TripReason};
 use crate::ids::GroupId;
 use crate::limits::{Evidence, Usage};
-use crate::policy::LostAction;
+use crate::policy::{KillScope, LostAction};
 
 pub use super::io::{HandedTrip, PeerStrategy};
 
@@ -194,13 +194,18 @@ impl RiskEngine {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) {
-        let Some((name, _)) = self.peer_places.get(id).cloned() else {
+        let Some((name, gi)) = self.peer_places.get(id).cloned() else {
             return;
         };
         let Some(m) = self.peers.get(&name).filter(|m| m.guarded) else {
             return;
         };
         let tripped = m.guard.state() == GuardState::Tripped;
+        // The account scope holds it as a foreign group already.
+        let holding = self.kill.is_engaged()
+            && self.cfg.kill_hold
+            && self.cfg.kill_scope == KillScope::Managed;
+        let group = m.guard.groups.get(gi).cloned();
         match change {
             GroupChange::Triggered if !tripped && !self.kill.is_engaged() => {
                 let detail = format!("the exchange triggered group {id}");
@@ -227,6 +232,22 @@ impl RiskEngine {
                 d.group_id = Some(id.clone());
                 out.push(Output::Decision(d));
                 self.trigger_mirror(&name, now_ms, DAEMON, "re-trigger", out);
+            }
+            GroupChange::Reset | GroupChange::Created if holding => {
+                let mut d = decision(
+                    now_ms,
+                    DecisionKind::Retrigger,
+                    format!(
+                        "group {id}, guarded for a lost member, became active while the kill switch is engaged"
+                    ),
+                    DAEMON,
+                );
+                d.strategy = Some(name);
+                d.group_id = Some(id.clone());
+                out.push(Output::Decision(d));
+                if let Some(group) = group {
+                    out.push(Output::Command(Command::Trigger { group }));
+                }
             }
             _ => {}
         }
