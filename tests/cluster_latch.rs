@@ -145,7 +145,9 @@ async fn a_kill_on_one_member_engages_every_member_and_a_release_anywhere_releas
     let etcd = Etcd::start();
     let t = TestSim::start().await;
     let a_dir = member(&t, &etcd, "acct", "a", ("alpha.toml", ALPHA));
-    let b_dir = member(&t, &etcd, "acct", "b", ("beta.toml", BETA));
+    // beta resets itself a second after a trip, once its one-second window has drained.
+    let beta = "subaccount = 1\n[group]\ncontracts_limit = 100\n[[limit]]\nname = \"fast\"\nwindow = \"1s\"\nmax_contracts = 5\n[reset]\nmode = \"cooldown\"\ncooldown = \"1s\"\n";
+    let b_dir = member(&t, &etcd, "acct", "b", ("beta.toml", beta));
     // a registers first: it is the leader.
     let a = start(a_dir.path()).await;
     until_metric(&a, "kalshi_riskd_cluster_etcd_up", 1.0).await;
@@ -217,6 +219,37 @@ async fn a_kill_on_one_member_engages_every_member_and_a_release_anywhere_releas
         released["reason"].as_str().unwrap().contains("signal"),
         "{released}"
     );
+
+    // A cooldown reset waits for the release too: beta trips on its own limit on b, a engages
+    // the latch again, and b's cooldown passes (and its window drains) with the latch engaged.
+    let (code, out, err) = cli(b_dir.path(), &["reset", "beta"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let deadline = Instant::now() + PATIENCE;
+    while t.group_state(&beta_group).await["triggered"] == true {
+        assert!(Instant::now() < deadline, "beta's group never reset");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = t
+        .order_in("KXSIM-26NOV23-T1", Some(&beta_group), "6", 1)
+        .await;
+    assert!(status.is_success(), "{body}");
+    until_triggered(&t, &beta_group, "beta's own limit").await;
+    b.until_state("beta tripped", |s| {
+        s["strategies"]["beta"]["state"] == "tripped"
+    });
+    a.signal("-USR1");
+    b.until_state("engaged again through the cluster", |s| {
+        s["kill"]["shared"] == true
+    });
+    let auto_reset = |v: &Value| v["event"] == "reset" && v["actor"] == "daemon";
+    // Waiting is the point: the cooldown (1 s) and the window (1 s) pass, and nothing resets.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(!b.audit().iter().any(auto_reset), "{:#?}", b.audit());
+    assert_eq!(b.state()["strategies"]["beta"]["state"], "tripped");
+    // Released: the cooldown that was held back resets beta.
+    let (code, out, err) = cli(a_dir.path(), &["release"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    b.until_audit("beta's cooldown reset after the release", auto_reset);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
