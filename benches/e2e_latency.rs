@@ -5,6 +5,9 @@
 //! - **breach**: from the fill message to the group's `triggered` event: the fill reaches the
 //!   daemon, the risk core trips the strategy, the Trigger goes out and the exchange applies it.
 //!   Each sample is a fresh strategy (limit 1 contract, a 2-contract fill trips it).
+//! - **floor**: the same, with the daemon replaced by the least any client can do here (a
+//!   blocking WebSocket read and a pre-signed Trigger written on a warm socket), sampled
+//!   alternately with breach in the same run; the ratio of the two p50s is the daemon's cost.
 //! - **kill**: from `SIGUSR1` to the last of 100 groups' `triggered` events, two seconds after
 //!   the daemon is ready (steady state: the kill set is armed).
 //!   Client, daemon and simulator share the machine's two cores.
@@ -92,6 +95,77 @@ fn start_daemon(dir: &Path) -> Child {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The floor: the least any client can do on this harness. A blocking WebSocket reads the fill
+/// frame; a pre-signed Trigger is written at once on a warm keep-alive socket. No runtime, no
+/// queue, no risk logic.
+struct Floor {
+    ws: tokio_tungstenite::tungstenite::WebSocket<std::net::TcpStream>,
+    rest: std::net::TcpStream,
+    host: String,
+}
+
+impl Floor {
+    fn connect(sim: &Simulator, signer: &Signer) -> Floor {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let addr = sim.addr();
+        let mut req = sim.ws_url().into_client_request().unwrap();
+        for (k, v) in signer.sign_now("GET", "/trade-api/ws/v2").pairs() {
+            req.headers_mut().insert(k, v.parse().unwrap());
+        }
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (mut ws, _) = tokio_tungstenite::tungstenite::client(req, stream).unwrap();
+        ws.send(Message::text(
+            json!({"id":1,"cmd":"subscribe","params":{"channels":["fill"]}}).to_string(),
+        ))
+        .unwrap();
+        ws.read().unwrap(); // subscribed
+        let rest = std::net::TcpStream::connect(addr).unwrap();
+        rest.set_nodelay(true).unwrap();
+        Floor {
+            ws,
+            rest,
+            host: addr.to_string(),
+        }
+    }
+
+    /// A Trigger of `group`, signed now, as the bytes of one HTTP/1.1 request.
+    fn armed(&self, signer: &Signer, group: &str) -> Vec<u8> {
+        let path = format!("/trade-api/v2/portfolio/order_groups/{group}/trigger");
+        let mut head = format!(
+            "PUT {path}?subaccount=0&exchange_index=0 HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n",
+            self.host
+        );
+        for (k, v) in signer.sign_now("PUT", &path).pairs() {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n{}");
+        head.into_bytes()
+    }
+
+    /// Waits for the fill of its order (`client_order_id`), then fires `request` and reads
+    /// its answer.
+    fn fire_on_fill(&mut self, client_order_id: &str, request: &[u8]) {
+        use std::io::{Read as _, Write as _};
+        let mine = format!("\"client_order_id\":\"{client_order_id}\"");
+        loop {
+            if let Message::Text(t) = self.ws.read().unwrap()
+                && t.as_str().contains(&mine)
+            {
+                break;
+            }
+        }
+        self.rest.write_all(request).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = self.rest.read(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+}
+
 async fn observer(sim: &Simulator, signer: &Signer) -> Ws {
     let mut req = sim.ws_url().into_client_request().unwrap();
     for (k, v) in signer.sign_now("GET", "/trade-api/ws/v2").pairs() {
@@ -146,43 +220,84 @@ fn main() {
         let mut daemon = start_daemon(dir.path());
         let state = state_groups(dir.path());
         let mut ws = observer(&sim, &signer).await;
-        let mut breach = Vec::new();
-        for i in 0..BREACH_SAMPLES {
-            let group = state["strategies"][format!("s{i:03}")]["groups"][0]["id"].as_str().unwrap().to_owned();
-            let path = "/trade-api/v2/portfolio/events/orders";
-            let mut req = http.post(format!("http://{}{path}", sim.addr())).json(&json!({
-                "ticker": "KXBENCH", "side": "bid", "count": "2", "price": "0.50",
-                "time_in_force": "good_till_canceled", "self_trade_prevention_type": "maker",
-                "order_group_id": group,
-            }));
+        let signed_post = |path: &str, body: Value| {
+            let mut req = http.post(format!("http://{}{path}", sim.addr())).json(&body);
             for (k, v) in signer.sign_now("POST", path).pairs() {
                 req = req.header(k, v);
             }
-            let sent = req.send();
+            req.send()
+        };
+        // One sample: an order that fills 2 contracts in `group`, timed on the observer from
+        // the fill to the group's `triggered` event.
+        async fn sample(ws: &mut Ws, order: impl std::future::IntoFuture<Output = reqwest::Result<reqwest::Response>>, group: &str) -> Duration {
             let mut fill_at = None;
             let watch = async {
                 loop {
-                    let v = next_json(&mut ws).await;
+                    let v = next_json(ws).await;
                     if v["type"] == "fill" && fill_at.is_none() {
                         fill_at = Some(Instant::now());
                     }
-                    if v["type"] == "order_group_updates" && v["msg"]["event_type"] == "triggered" && v["msg"]["order_group_id"] == group.as_str() {
+                    if v["type"] == "order_group_updates" && v["msg"]["event_type"] == "triggered" && v["msg"]["order_group_id"] == group {
                         return Instant::now();
                     }
                 }
             };
-            let (resp, triggered_at) = tokio::join!(sent, watch);
+            let (resp, triggered_at) = tokio::join!(order.into_future(), watch);
             resp.unwrap();
-            breach.push(triggered_at - fill_at.unwrap());
+            triggered_at - fill_at.unwrap()
+        }
+        let order = |group: &str, client_order_id: &str| {
+            signed_post("/trade-api/v2/portfolio/events/orders", json!({
+                "ticker": "KXBENCH", "side": "bid", "count": "2", "price": "0.50",
+                "time_in_force": "good_till_canceled", "self_trade_prevention_type": "maker",
+                "order_group_id": group, "client_order_id": client_order_id,
+            }))
+        };
+        let mut floor = Some(Floor::connect(&sim, &signer));
+        // Steady state: the armory's first round (signing the kill set) is done.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (mut breach, mut floors) = (Vec::new(), Vec::new());
+        for i in 0..BREACH_SAMPLES {
+            // The daemon, then the floor, alternating, so both see the same machine.
+            let group = state["strategies"][format!("s{i:03}")]["groups"][0]["id"].as_str().unwrap().to_owned();
+            breach.push(sample(&mut ws, order(&group, &format!("daemon-{i}")), &group).await);
+
+
+            let created: Value = signed_post("/trade-api/v2/portfolio/order_groups/create", json!({"contracts_limit_fp": "1000"}))
+                .await.unwrap().json().await.unwrap();
+            let group = created["order_group_id"].as_str().unwrap().to_owned();
+            let mut f = floor.take().unwrap();
+            let request = f.armed(&signer, &group);
+            let mine = format!("floor-{i}");
+            let contender = std::thread::spawn({
+                let mine = mine.clone();
+                move || {
+                    f.fire_on_fill(&mine, &request);
+                    f
+                }
+            });
+            floors.push(sample(&mut ws, order(&group, &mine), &group).await);
+            floor = Some(tokio::task::spawn_blocking(move || contender.join().unwrap()).await.unwrap());
         }
         let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
         let _ = daemon.wait();
+        let (p50, floor50) = (pct(&mut breach, 0.5), pct(&mut floors, 0.5));
         println!(
             "breach (fill published -> Trigger applied by the exchange), {} samples: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
             breach.len(),
-            pct(&mut breach, 0.5),
+            p50,
             pct(&mut breach, 0.99),
             pct(&mut breach, 1.0)
+        );
+        println!(
+            "floor (a blocking client firing a pre-signed Trigger on a warm socket), same run: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+            floor50,
+            pct(&mut floors, 0.99),
+            pct(&mut floors, 1.0)
+        );
+        println!(
+            "breach / floor at p50: {:.2}x",
+            p50.as_secs_f64() / floor50.as_secs_f64()
         );
 
         // Kill: 100 groups, one strategy per exchange index set.

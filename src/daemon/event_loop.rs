@@ -53,6 +53,9 @@ pub(super) struct Shell {
     pub(super) reload_done: mpsc::UnboundedSender<Result<Prepared, String>>,
     /// Create intents to close with the next state write.
     pub(super) close_after_save: Vec<u64>,
+    /// Decisions not yet logged and handed to the writer: those of an input that sent a
+    /// Trigger wait until the loop has let the Trigger's task run ([`Shell::record`]).
+    pub(super) unrecorded: Vec<crate::risk::engine::Decision>,
     pub(super) reconciling: Reconciling,
     pub(super) reconcile_done: mpsc::UnboundedSender<Result<Vec<GroupAddress>, String>>,
     pub(super) backfilling: Backfilling,
@@ -109,19 +112,43 @@ impl Shell {
         decisions
     }
 
-    /// Commands first (each on its own task), then the record.
-    /// Carries out commands and records decisions; returns the decisions.
+    /// Carries out commands (each on its own task), then records decisions; returns the
+    /// decisions. When a Trigger went out, the record waits until the loop has yielded, so the
+    /// Trigger's task runs first ([`Shell::trigger_pending`]); records stay in order.
     pub(super) fn dispatch(&mut self, out: Vec<Output>) -> Vec<crate::risk::engine::Decision> {
         let mut decisions = Vec::new();
+        let mut fired = false;
         for o in out {
             match o {
-                Output::Command(c) => self.spawn(c),
+                Output::Command(c) => {
+                    fired |= matches!(c, crate::risk::engine::Command::Trigger { .. });
+                    self.spawn(c)
+                }
                 Output::Decision(d) => decisions.push(d),
             }
         }
         if decisions.is_empty() {
             return decisions;
         }
+        self.unrecorded.extend(decisions.iter().cloned());
+        if !fired {
+            self.record();
+        }
+        decisions
+    }
+
+    /// Whether decisions wait for the Trigger tasks just spawned to run.
+    pub(super) fn trigger_pending(&self) -> bool {
+        !self.unrecorded.is_empty()
+    }
+
+    /// Logs the decisions not yet recorded and hands them (with the state, if they changed it)
+    /// to the writer, in order.
+    pub(super) fn record(&mut self) {
+        if self.unrecorded.is_empty() {
+            return;
+        }
+        let decisions = std::mem::take(&mut self.unrecorded);
         for d in &decisions {
             match d.event {
                 DecisionKind::Reload => self.metrics.reload(true),
@@ -156,7 +183,6 @@ impl Shell {
                 snapshot: self.engine.snapshot(),
                 clean_stop: false,
             });
-        let returned = decisions.clone();
         if self
             .writer
             .send(WriteJob {
@@ -173,12 +199,11 @@ impl Shell {
         {
             tracing::error!("the state writer has stopped; decisions are not being recorded");
         }
-        returned
     }
 
     /// Answers admin callers once everything recorded so far is durable, without holding up
     /// the loop.
-    pub(super) fn answer_when_durable(&self, replies: Vec<AdminReply>, answer: AdminResult) {
+    pub(super) fn answer_when_durable(&mut self, replies: Vec<AdminReply>, answer: AdminResult) {
         if replies.is_empty() {
             return;
         }
@@ -191,7 +216,8 @@ impl Shell {
 
     /// Runs `then` once everything recorded so far is durable, without holding up the loop
     /// (not at all if the writer has stopped).
-    pub(super) fn after_durable(&self, then: impl FnOnce() + Send + 'static) {
+    pub(super) fn after_durable(&mut self, then: impl FnOnce() + Send + 'static) {
+        self.record();
         let (done, durable) = tokio::sync::oneshot::channel();
         let _ = self.writer.send(WriteJob {
             decisions: Vec::new(),
@@ -207,7 +233,8 @@ impl Shell {
     }
 
     /// Waits until everything recorded so far is durable (the writer works in order).
-    pub(super) async fn flush(&self) {
+    pub(super) async fn flush(&mut self) {
+        self.record();
         let (done, durable) = tokio::sync::oneshot::channel();
         let job = WriteJob {
             decisions: Vec::new(),
@@ -237,6 +264,7 @@ impl Running {
         let watchdog = sd_notify::watchdog_enabled();
         let mut tick = tokio::time::interval(TICK);
         let mut last_watchdog = tokio::time::Instant::now();
+        shell.record();
         loop {
             tokio::select! {
                 biased;
@@ -292,7 +320,14 @@ impl Running {
                     }
                 }
             }
+            // A Trigger went out: let its task run (it sits in this worker's next slot) before
+            // the decisions are logged, the state snapshotted and the writer told.
+            if shell.trigger_pending() {
+                tokio::task::yield_now().await;
+                shell.record();
+            }
         }
+        shell.record();
     }
 }
 

@@ -161,6 +161,7 @@ impl Running {
         while let Ok(input) = inbox.results.try_recv() {
             shell.handle(input);
         }
+        shell.record();
         let final_state = StateFile {
             snapshot: shell.engine.snapshot(),
             clean_stop: true,

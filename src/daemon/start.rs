@@ -205,6 +205,7 @@ pub(super) async fn start(
         reload: None,
         reload_done: reload_tx,
         close_after_save: Vec::new(),
+        unrecorded: Vec::new(),
         reconciling: Reconciling::default(),
         reconcile_done: reconcile_tx,
         backfilling: Backfilling::default(),
