@@ -1,0 +1,93 @@
+//! What the daemon costs while nothing happens, with 100 and 1,000 strategies (one group each):
+//! the time to `READY=1` (a first start that creates the groups, then a restart that finds
+//! them; each with the start-up read of fills), then, in steady state (the
+//! kill set armed, connections warm), its CPU over ten seconds (from `/proc/<pid>/stat`, in
+//! percent of one core) and its resident memory.
+//!
+//! `cargo bench --bench idle_cost`. The simulator runs in the bench's process; only the
+//! daemon's own process is measured.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{start_daemon_within, write_config};
+use tokio::time::Instant;
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are the 14th and 15th fields of the whole line: 12th and 13th here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn main() {
+    kalshi_riskd::kalshi::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+    let hz: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    rt.block_on(async {
+        let (sim, _signer, key) = support::simulator().await;
+        for n in [100usize, 1_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let policies: Vec<(String, String)> = (0..n)
+                .map(|i| {
+                    (
+                        format!("s{i:04}.toml"),
+                        "[group]\ncontracts_limit = 1000\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 500\n[[limit]]\nname = \"hour\"\nwindow = \"1h\"\nmax_contracts = 5000\n".to_owned(),
+                    )
+                })
+                .collect();
+            write_config(dir.path(), &sim, &key.private_pem, &policies);
+            let start = |patience| {
+                let dir = dir.path().to_owned();
+                tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let d = start_daemon_within(&dir, patience);
+                    (d, started.elapsed())
+                })
+            };
+            // The first start creates every group; the second (a restart) finds them.
+            let (mut first, created) = start(Duration::from_secs(900)).await.unwrap();
+            let _ = Command::new("kill").args(["-TERM", &first.id().to_string()]).status();
+            let _ = first.wait();
+            let (mut daemon, ready) = start(Duration::from_secs(60)).await.unwrap();
+            let pid = daemon.id();
+            // Steady state: the kill set armed, connections warm, a sweep or two done.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let (secs, ticks) = (t0.elapsed().as_secs_f64(), cpu_ticks(pid) - c0);
+            let rss = rss_kib(pid);
+            println!(
+                "{n} strategies: READY in {created:.2?} creating the groups, {ready:.2?} restarting; idle CPU {:.2} % of a core over {secs:.1} s; RSS {:.1} MiB",
+                ticks as f64 / hz / secs * 100.0,
+                rss as f64 / 1024.0
+            );
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let _ = daemon.wait();
+        }
+        sim.shutdown().await;
+    });
+}
