@@ -227,8 +227,9 @@ impl Shell {
                 let commands = link.commands.clone();
                 self.handle(Input::Cluster(ClusterInput::HandedTrips(trips)));
                 if !clears.is_empty() {
-                    self.after_durable(move || {
-                        for c in clears {
+                    // Only once this member's state holds the trips: else a crash could lose them.
+                    self.after_durable(move |durable| {
+                        for c in clears.into_iter().filter(|_| durable) {
                             let _ = commands.send(c);
                         }
                     });

@@ -207,16 +207,18 @@ impl Shell {
         if replies.is_empty() {
             return;
         }
-        self.after_durable(move || {
+        // Answered even if the writer has stopped (its own metric and alert say so): the
+        // decision was made and its commands sent.
+        self.after_durable(move |_| {
             for r in replies {
                 let _ = r.send(answer.clone());
             }
         });
     }
 
-    /// Runs `then` once everything recorded so far is durable, without holding up the loop
-    /// (not at all if the writer has stopped).
-    pub(super) fn after_durable(&mut self, then: impl FnOnce() + Send + 'static) {
+    /// Runs `then(durable)` once everything recorded so far is durable (`true`), or once the
+    /// writer has stopped without saying so (`false`), without holding up the loop.
+    pub(super) fn after_durable(&mut self, then: impl FnOnce(bool) + Send + 'static) {
         self.record();
         let (done, durable) = tokio::sync::oneshot::channel();
         let _ = self.writer.send(WriteJob {
@@ -226,9 +228,7 @@ impl Shell {
             done: Some(done),
         });
         tokio::spawn(async move {
-            if durable.await.is_ok() {
-                then();
-            }
+            then(durable.await.is_ok());
         });
     }
 
