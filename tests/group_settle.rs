@@ -39,7 +39,7 @@ fn intent(strategy: &str, subaccount: u8, limit: i64, known: &BTreeSet<GroupId>)
         subaccount,
         exchange_index: 0,
         contracts_limit: Contracts::from_whole(limit),
-        known: known.clone(),
+        known: std::sync::Arc::new(known.clone()),
         at_ms: 0,
     }
 }
@@ -163,4 +163,53 @@ async fn a_lost_answer_is_settled_at_once_and_a_refused_create_closes_its_intent
     assert!(e.to_string().contains("order_group_limit_reached"), "{e}");
     assert!(intents.pending().is_empty());
     assert_eq!(ids_on_exchange(&t).await.len(), 1);
+}
+
+#[tokio::test]
+async fn intents_written_in_one_batch_each_take_one_of_the_groups_their_batch_made() {
+    let t = TestSim::start().await;
+    let control = GroupControl::rest(t.rest_client(|_| {}));
+    let state = tempfile::tempdir().unwrap();
+    let intents = IntentLog::open(state.path()).unwrap();
+    // One batch for three strategies with the same kind of group (subaccount 0, limit 100);
+    // the process died after two of the three creates landed.
+    let known = std::sync::Arc::new(BTreeSet::new());
+    let batch: Vec<CreateIntent> = ["x", "y", "z"]
+        .iter()
+        .map(|s| CreateIntent {
+            known: known.clone(),
+            ..intent(s, 0, 100, &BTreeSet::new())
+        })
+        .collect();
+    intents.record_all(batch).unwrap();
+    let made: BTreeSet<String> =
+        [t.create_group(100, 0).await, t.create_group(100, 0).await].into();
+    // The batch shares one set of known groups in the file.
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("intents.json")).unwrap()).unwrap();
+    assert_eq!(file["known_sets"].as_array().unwrap().len(), 1, "{file}");
+
+    let policy = "[group]\ncontracts_limit = 100\n";
+    let (_dir, l) = loaded(&[("x.toml", policy), ("y.toml", policy), ("z.toml", policy)]);
+    let p = prepare(&control, &intents, &l, &Snapshot::default(), true)
+        .await
+        .unwrap();
+    let got: BTreeSet<String> = ["x", "y", "z"]
+        .iter()
+        .map(|s| p.groups[*s][0].id.to_string())
+        .collect();
+    assert_eq!(got.len(), 3, "one group each: {got:?}");
+    assert!(
+        made.is_subset(&got),
+        "both groups made are adopted, none deleted: {got:?}"
+    );
+    assert_eq!(ids_on_exchange(&t).await, got);
+    let deleted = p
+        .decisions
+        .iter()
+        .filter(|d| d.event == DecisionKind::OrphanDeleted)
+        .count();
+    assert_eq!(deleted, 0, "{:?}", p.decisions);
+    // Three intents settled, one more written and closed for the create that had not landed.
+    assert_eq!(p.settled_intents.len(), 4, "{:?}", p.settled_intents);
 }

@@ -3,13 +3,19 @@
 //!
 //! One group per (strategy, subaccount, exchange index), whatever happens to the process:
 //! - Each create is preceded by a durable [`CreateIntent`]; the intent stays open until
-//!   `state.json` names the result, so a crash anywhere in between leaves a trace.
+//!   `state.json` names the result, so a crash anywhere in between leaves a trace. The
+//!   intents of every create a start or reload needs are written in one batch, before the
+//!   first create (one write, not one per group: a first start with 1,000 strategies would
+//!   otherwise rewrite the file 1,000 times).
 //! - Before anything is created, every open intent is settled by listing its subaccount: a
 //!   group that appeared there with the intent's exchange index and limit, and that no record
 //!   names, is the daemon's own. One is adopted for the strategy (if it still wants that slot);
 //!   any others are duplicates and are deleted. Intents are settled newest first, and each
 //!   intent remembers every group known when it was written, so two strategies creating in
-//!   the same subaccount with the same limit each get their own group back.
+//!   the same subaccount with the same limit each get their own group back. Intents of one
+//!   batch share what was known, so a group any of them created could be any of theirs: each
+//!   takes one (the groups are alike: same subaccount, exchange index and limit, new), and the
+//!   oldest deletes what is left.
 //! - A create whose answer was lost is settled by listing right away (the client does that);
 //!   several matches are the same duplicates, handled the same way.
 //!
@@ -21,6 +27,7 @@
 //! its own); its result goes back to the loop as data.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 use super::intents::{CreateIntent, IntentLog};
 use super::store::StoreError;
@@ -57,6 +64,12 @@ pub struct Prepared {
 
 /// A strategy's slot: one group per (strategy, subaccount, exchange index).
 type Slot = (String, u8, u32);
+
+/// What a slot gets: a group already there, or a create (its intent's index in the batch).
+enum Planned {
+    Found(GroupAddress),
+    Create(usize),
+}
 
 struct Work<'a> {
     control: &'a GroupControl,
@@ -182,6 +195,18 @@ pub async fn prepare(
             })
             .collect();
         found.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        // An older intent of the same batch, for the same kind of group, may own any of these:
+        // take one and leave the rest to it.
+        let sibling_left = pending.iter().any(|o| {
+            o.id < intent.id
+                && o.subaccount == intent.subaccount
+                && o.exchange_index == intent.exchange_index
+                && o.contracts_limit == intent.contracts_limit
+                && o.known == intent.known
+        });
+        if sibling_left {
+            found.truncate(1);
+        }
         claimed.extend(found.iter().map(|g| g.id.clone()));
         let slot = (
             intent.strategy.clone(),
@@ -204,13 +229,17 @@ pub async fn prepare(
         work.out.settled_intents.push(intent.id);
     }
 
+    // Each strategy's groups, in the order of its exchange indexes: found, or to be created.
+    let mut plan: Vec<(String, Vec<Planned>)> = Vec::new();
+    let known_now = Arc::new(known.iter().cloned().collect::<BTreeSet<GroupId>>());
+    let mut batch: Vec<CreateIntent> = Vec::new();
     for p in loaded.enabled() {
         let name = &p.risk.name;
         let mut groups = Vec::new();
         for &ex in &p.exchange_indexes {
             let slot = (name.clone(), p.subaccount, ex);
             if let Some(g) = adopted.remove(&slot) {
-                groups.push(g);
+                groups.push(Planned::Found(g));
                 continue;
             }
             if let Some((g, limit)) = live.get(&slot) {
@@ -224,7 +253,7 @@ pub async fn prepare(
                     control.update_limit(&addr, p.risk.group_limit).await?;
                 }
                 tracing::info!(strategy = %name, group = %addr.id, exchange_index = ex, "adopted group");
-                groups.push(addr);
+                groups.push(Planned::Found(addr));
                 continue;
             }
             if let Some(s) = snapshot.strategies.get(name)
@@ -235,24 +264,49 @@ pub async fn prepare(
             {
                 tracing::warn!(strategy = %name, group = %g.id, "the group state.json names is gone from the exchange; creating another");
             }
-            let id = intents.record(CreateIntent {
+            groups.push(Planned::Create(batch.len()));
+            batch.push(CreateIntent {
                 id: 0,
                 strategy: name.clone(),
                 subaccount: p.subaccount,
                 exchange_index: ex,
                 contracts_limit: p.risk.group_limit,
-                known: known.iter().cloned().collect(),
+                known: Arc::clone(&known_now),
                 at_ms: now_ms(),
-            })?;
+            });
+        }
+        plan.push((name.clone(), groups));
+    }
+
+    // Every create's intent, in one durable write, before the first create.
+    let ids = if batch.is_empty() {
+        Vec::new()
+    } else {
+        intents.record_all(batch.clone())?
+    };
+    for (intent, id) in batch.iter_mut().zip(ids) {
+        intent.id = id;
+    }
+    for (name, planned) in plan {
+        let mut groups = Vec::with_capacity(planned.len());
+        for g in planned {
+            let (k, want) = match g {
+                Planned::Found(found) => {
+                    groups.push(found);
+                    continue;
+                }
+                Planned::Create(k) => (k, &batch[k]),
+            };
+            let (id, ex) = (want.id, want.exchange_index);
             let outcome = control
-                .create_group_reconciled(p.subaccount, ex, p.risk.group_limit, &known)
+                .create_group_reconciled(want.subaccount, ex, want.contracts_limit, &known)
                 .await;
             let created = match outcome {
                 Ok(CreateOutcome::Created(a)) | Ok(CreateOutcome::Adopted(a)) => a,
                 Ok(CreateOutcome::Ambiguous(candidates)) => {
                     known.extend(candidates.iter().map(|c| c.id.clone()));
                     let why = "a create whose answer was lost landed more than once";
-                    let Some(a) = work.keep_one(name, &candidates, true, why).await else {
+                    let Some(a) = work.keep_one(&name, &candidates, true, why).await else {
                         return Err(PrepareError::Exchange(ExchangeError::Decode {
                             op: Op::CreateOrderGroup.as_str(),
                             reason: "an ambiguous create listed no candidate".into(),
@@ -261,8 +315,10 @@ pub async fn prepare(
                     a
                 }
                 Err(CreateError::Refused(e)) => {
-                    // Nothing was created: the intent is done.
-                    intents.close(&[id])?;
+                    // Nothing was created: the intent is done, and so are those of the creates
+                    // not yet tried.
+                    let untried: Vec<u64> = batch[k..].iter().map(|i| i.id).collect();
+                    intents.close(&untried)?;
                     return Err(PrepareError::Exchange(e));
                 }
                 // The intent stays open: the next start or reload settles it by listing.
