@@ -180,12 +180,11 @@ impl IntentLog {
     pub fn record_all(&self, batch: Vec<CreateIntent>) -> Result<Vec<u64>, StoreError> {
         let mut open = self.lock();
         let before = open.len();
-        let mut next = open.iter().map(|i| i.id + 1).max().unwrap_or(1);
+        let first = open.iter().map(|i| i.id + 1).max().unwrap_or(1);
         let mut ids = Vec::with_capacity(batch.len());
-        for mut intent in batch {
-            intent.id = next;
-            ids.push(next);
-            next += 1;
+        for (id, mut intent) in (first..).zip(batch) {
+            intent.id = id;
+            ids.push(id);
             open.push(intent);
         }
         if let Err(e) = self.write(&open) {
