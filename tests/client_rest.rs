@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use std::collections::HashSet;
 
 use kalshi_riskd::kalshi::rest::{CreateError, CreateOutcome};
@@ -221,7 +223,7 @@ async fn an_unsettled_create_names_what_could_not_be_settled() {
 #[tokio::test]
 async fn a_signature_that_expired_on_the_way_is_signed_afresh() {
     let t = TestSim::start().await;
-    let api = t.rest_client(|c| c.armory.fresh_for = std::time::Duration::from_secs(60));
+    let api = t.rest_client(|c| c.armory.max_age = std::time::Duration::from_secs(60));
     let g = api.create_group(1, 0, c(5)).await.unwrap();
     api.armory().arm(&g).unwrap();
     // Armed 6 s ago: past the exchange's window by the time it arrives.
@@ -235,6 +237,71 @@ async fn a_signature_that_expired_on_the_way_is_signed_afresh() {
         t.stats().await["rejected_auth"],
         1,
         "one refused, then one accepted"
+    );
+}
+
+/// Armed Triggers are signed ahead of the clock (re-signed every 26.5 s, not every 1.5 s) only
+/// once the exchange accepted a probe signed further ahead; a Trigger the exchange refuses as
+/// signed too far ahead stops that at once, and is signed now and sent again.
+#[tokio::test]
+async fn triggers_are_signed_ahead_only_while_the_exchange_accepts_it() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let g = api.create_group(1, 0, c(5)).await.unwrap();
+    api.armory().arm(&g).unwrap();
+    assert_eq!(
+        api.armory().ahead(),
+        Duration::ZERO,
+        "not before the exchange said so"
+    );
+    api.probe_signing_ahead().await;
+    assert_eq!(api.armory().ahead(), Duration::from_secs(25));
+    assert_eq!(api.armory().refresh(16), 1);
+    let now = kalshi_riskd::kalshi::auth::now_ms();
+    let stamp: i64 = api
+        .armory()
+        .take(&g, now)
+        .unwrap()
+        .timestamp_ms
+        .parse()
+        .unwrap();
+    assert!(stamp >= now + 24_000, "signed ahead: {stamp} at {now}");
+    let before = t.signer.signatures();
+    api.trigger_group(&g).await.expect("accepted ahead");
+    assert_eq!(t.signer.signatures(), before, "no signature at fire time");
+    assert_eq!(t.stats().await["rejected_auth"], 0);
+
+    // Further ahead than the exchange takes (the simulator: 30 s): the probe fails and the
+    // armory signs at the current time.
+    let far = t.rest_client(|c| c.armory.ahead = Duration::from_secs(40));
+    far.armory().set_ahead(true);
+    far.probe_signing_ahead().await;
+    assert_eq!(
+        far.armory().ahead(),
+        Duration::ZERO,
+        "the probe was refused"
+    );
+    // The exchange narrowed its window after a probe passed: the Trigger signed ahead is
+    // refused, signed now, sent again, and signing ahead stops.
+    far.armory().set_ahead(true);
+    let h = far.create_group(1, 0, c(5)).await.unwrap();
+    far.armory().arm(&h).unwrap();
+    assert_eq!(far.armory().refresh(16), 1);
+    let refused_before = t.stats().await["rejected_auth"].as_u64().unwrap();
+    far.trigger_group(&h)
+        .await
+        .expect("signed afresh, it lands");
+    assert_eq!(t.group_state(h.id.as_str()).await["triggered"], true);
+    assert_eq!(
+        t.stats().await["rejected_auth"].as_u64().unwrap(),
+        refused_before + 1
+    );
+    assert_eq!(far.armory().ahead(), Duration::ZERO);
+    let now = kalshi_riskd::kalshi::auth::now_ms();
+    assert_eq!(
+        far.armory().take(&h, now),
+        None,
+        "the signature made ahead is dropped"
     );
 }
 
@@ -294,7 +361,12 @@ async fn transport_failures_are_retryable_and_named() {
 #[tokio::test]
 async fn the_armory_refresher_keeps_armed_triggers_fresh() {
     let t = TestSim::start().await;
-    let api = t.rest_client(|c| c.armory.refresh_after = std::time::Duration::from_millis(150));
+    let api = t.rest_client(|c| {
+        c.armory.max_age = std::time::Duration::from_millis(300);
+        c.armory.refresh_before = std::time::Duration::from_millis(150);
+        // Signed at the current time, so that a refresh is due every 150 ms.
+        c.armory.ahead = Duration::ZERO;
+    });
     let g = api.create_group(0, 0, c(5)).await.unwrap();
     api.armory().arm(&g).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();

@@ -34,6 +34,10 @@ use riskd_units::Contracts;
 
 pub use crate::retry::RetryPolicy;
 
+/// How often the REST client asks the exchange whether it still accepts requests signed ahead
+/// of its clock.
+pub const PROBE_EVERY: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone)]
 pub struct RestConfig {
     /// e.g. `https://external-api.kalshi.com/trade-api/v2` or the simulator's
@@ -212,7 +216,8 @@ impl RestClient {
         &self.armory
     }
 
-    /// Keeps armed Triggers fresh until `stop` fires, signing on a blocking thread.
+    /// Keeps armed Triggers fresh until `stop` fires, signing on a blocking thread; asks the
+    /// exchange (at once, then every [`PROBE_EVERY`]) whether it accepts Triggers signed ahead.
     pub async fn run_armory(
         &self,
         max_signatures_per_round: usize,
@@ -220,13 +225,59 @@ impl RestClient {
     ) {
         let mut tick = tokio::time::interval(self.armory.refresh_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = probe.tick() => self.probe_signing_ahead().await,
                 _ = tick.tick() => {
                     let armory = self.armory.clone();
                     let _ = tokio::task::spawn_blocking(move || armory.refresh(max_signatures_per_round)).await;
                 }
+            }
+        }
+    }
+
+    /// Sends one read signed [`Armory::probe_ahead`] ahead of the clock and tells the armory
+    /// whether the exchange took it. An answer that is neither (no answer, a 5xx, a 429)
+    /// changes nothing: armed Triggers stay as they are signed until a probe or a Trigger says
+    /// otherwise, and before the first answer they are signed at the current time.
+    pub async fn probe_signing_ahead(&self) {
+        let ahead = self.armory.probe_ahead();
+        if ahead.is_zero() {
+            return;
+        }
+        let full_path = format!("{}/portfolio/fills", self.base_path);
+        let url = format!("{}{}?limit=1", self.origin, full_path);
+        self.read.acquire(Priority::Normal).await;
+        let sent_ms = now_ms();
+        let stamp = sent_ms.saturating_add(i64::try_from(ahead.as_millis()).unwrap_or(0));
+        let headers = self.signer.sign(stamp, "GET", &full_path);
+        let mut req = self.http.get(url);
+        for (k, v) in headers.pairs() {
+            req = req.header(k, v);
+        }
+        let accepted = match req.send().await {
+            Ok(resp) if resp.status().is_success() => true,
+            Ok(resp) if resp.status() == reqwest::StatusCode::UNAUTHORIZED => false,
+            Ok(resp) => {
+                tracing::debug!(
+                    status = resp.status().as_u16(),
+                    "the signing-ahead probe had no clear answer"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %error_chain(&e), "the signing-ahead probe had no answer");
+                return;
+            }
+        };
+        if self.armory.set_ahead(accepted) {
+            if accepted {
+                tracing::info!(ahead = ?self.armory.ahead(), probe = ?ahead, "the exchange accepts requests signed ahead of its clock: armed Triggers are signed ahead, and re-signed less often");
+            } else {
+                tracing::warn!(probe = ?ahead, "the exchange no longer accepts requests signed ahead of its clock: armed Triggers are signed at the current time");
             }
         }
     }
@@ -286,6 +337,9 @@ impl RestClient {
         with_retries(op, &self.retry, repeat, None, |_| {
             // The armed signature, if any, is for the first attempt only.
             let headers = presigned.take();
+            let armed_stamp = headers
+                .as_ref()
+                .and_then(|h| h.timestamp_ms.parse::<i64>().ok());
             let (full_path, url, method, bill) = (&full_path, &url, &method, &bill);
             async move {
                 match bill {
@@ -306,6 +360,12 @@ impl RestClient {
                 let (status, outcome) = match req.send().await {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
+                        if status == 401
+                            && let Some(stamp) = armed_stamp
+                            && self.armory.refused(stamp, sent_ms)
+                        {
+                            tracing::warn!(op, "the exchange refused a Trigger signed ahead of its clock: armed Triggers are signed at the current time from now on (it is sent again, signed now)");
+                        }
                         self.observe_date(&resp, sent_ms);
                         match resp.bytes().await {
                             Ok(bytes) if (200..300).contains(&status) => (Some(status), Ok(bytes)),
