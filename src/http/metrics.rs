@@ -46,14 +46,17 @@ struct Seen {
     /// values that change only with a policy, at the last refresh: the series are dropped and
     /// made again, and the fixed values set, only when it changes.
     shape: Option<u64>,
-    /// The last value set for each (strategy, limit): contracts in the window, utilization.
-    windows: HashMap<(String, String), (f64, f64)>,
-    /// The last state set for each strategy.
-    states: HashMap<String, &'static str>,
-    fills: BTreeMap<String, u64>,
-    contracts: BTreeMap<String, f64>,
+    /// What was last set for each strategy, in the engine's order (which holds while the
+    /// shape does): looked up by place, not by name, several times a second.
+    last: Vec<LastSet>,
+    /// Each strategy's fill counts as last added to the counters, by name (kept across
+    /// reloads, as the counters are).
+    fills: HashMap<String, (u64, f64)>,
     trips: BTreeMap<(String, TripReason), u64>,
     resets: BTreeMap<(String, String), u64>,
+    /// How many trip and reset counts there were, and their sum, at the last refresh.
+    trips_print: (usize, u64),
+    resets_print: (usize, u64),
     unmapped: u64,
     peer_fills: u64,
     backfilled: u64,
@@ -64,6 +67,16 @@ struct Seen {
     logons: u64,
     unknown: u64,
     garbage: u64,
+}
+
+/// What the metrics refresh last set for one strategy.
+#[derive(Default)]
+struct LastSet {
+    state: Option<&'static str>,
+    fills: u64,
+    contracts: f64,
+    /// Contracts in the window and utilization, by the limit's place in the policy.
+    windows: Vec<(f64, f64)>,
 }
 
 pub struct Metrics {
@@ -558,8 +571,20 @@ impl Metrics {
         };
         if seen.shape != Some(shape) {
             seen.shape = Some(shape);
-            seen.windows.clear();
-            seen.states.clear();
+            let fills = std::mem::take(&mut seen.fills);
+            seen.last = engine
+                .strategies()
+                .iter()
+                .map(|s| {
+                    let (fills, contracts) = fills.get(&s.policy.name).copied().unwrap_or((0, 0.0));
+                    LastSet {
+                        fills,
+                        contracts,
+                        windows: vec![(f64::NAN, f64::NAN); s.policy.limits.len()],
+                        ..LastSet::default()
+                    }
+                })
+                .collect();
             self.window_contracts.reset();
             self.window_limit_contracts.reset();
             self.window_utilization_ratio.reset();
@@ -593,7 +618,7 @@ impl Metrics {
                 self.filled_contracts_total.with_label_values(&[name]);
             }
         }
-        for (strategy, spec, usage) in engine.window_figures(now_ms) {
+        engine.each_window(now_ms, |(k, i), strategy, spec, usage| {
             let contracts = usage.contracts.hundredths() as f64 / 100.0;
             let ratios = [
                 spec.max_contracts
@@ -603,18 +628,26 @@ impl Metrics {
                 spec.max_fills.map(|m| usage.fills as f64 / m.max(1) as f64),
             ];
             let ratio = ratios.into_iter().flatten().fold(0.0, f64::max);
-            let key = (strategy, spec.name);
-            if seen.windows.get(&key) == Some(&(contracts, ratio)) {
-                continue;
+            let now = (contracts, ratio);
+            let Some(last) = seen.last.get_mut(k).and_then(|l| l.windows.get_mut(i)) else {
+                return;
+            };
+            if *last == now {
+                return;
             }
-            let l = [key.0.as_str(), key.1.as_str()];
+            *last = now;
+            let l = [strategy, spec.name.as_str()];
             self.window_contracts.with_label_values(&l).set(contracts);
             self.window_utilization_ratio
                 .with_label_values(&l)
                 .set(ratio);
-            seen.windows.insert(key, (contracts, ratio));
-        }
-        for s in engine.strategies() {
+        });
+        let Seen {
+            last: lasts,
+            fills: by_name,
+            ..
+        } = &mut *seen;
+        for (s, last) in engine.strategies().iter().zip(lasts.iter_mut()) {
             let name = s.policy.name.as_str();
             let state = match s.state() {
                 GuardState::Active if s.is_warned() => "warned",
@@ -622,7 +655,7 @@ impl Metrics {
                 GuardState::Tripped => "tripped",
                 GuardState::Unknown => "unknown",
             };
-            if seen.states.get(name) != Some(&state) {
+            if last.state != Some(state) {
                 self.strategy_tripped
                     .with_label_values(&[name])
                     .set(i64::from(state == "tripped"));
@@ -631,42 +664,57 @@ impl Metrics {
                         .with_label_values(&[name, st])
                         .set(i64::from(st == state));
                 }
-                seen.states.insert(name.to_owned(), state);
+                last.state = Some(state);
             }
             let fills = s.fills_total;
-            let last = seen.fills.get(name).copied().unwrap_or(0);
-            if fills != last {
+            let contracts = s.contracts_total.hundredths() as f64 / 100.0;
+            if (fills, contracts) != (last.fills, last.contracts) {
                 self.fills_total
                     .with_label_values(&[name])
-                    .inc_by(fills.saturating_sub(last));
-                seen.fills.insert(name.to_owned(), fills);
-            }
-            let contracts = s.contracts_total.hundredths() as f64 / 100.0;
-            let last = seen.contracts.get(name).copied().unwrap_or(0.0);
-            if contracts != last {
+                    .inc_by(fills.saturating_sub(last.fills));
                 self.filled_contracts_total
                     .with_label_values(&[name])
-                    .inc_by((contracts - last).max(0.0));
-                seen.contracts.insert(name.to_owned(), contracts);
+                    .inc_by((contracts - last.contracts).max(0.0));
+                (last.fills, last.contracts) = (fills, contracts);
+                by_name.insert(name.to_owned(), (fills, contracts));
             }
         }
         let c = engine.counters();
-        for ((strategy, reason), n) in &c.trips {
-            let last = seen.trips.entry((strategy.clone(), *reason)).or_insert(0);
-            self.trips_total
-                .with_label_values(&[strategy.as_str(), reason.as_str()])
-                .inc_by(n.saturating_sub(*last));
-            *last = *n;
+        // Only the counts that moved (the lookups cost more than the additions). The counts
+        // only grow, so the same number of them with the same sum means none moved.
+        let trips_print = (c.trips.len(), c.trips.values().sum::<u64>());
+        let resets_print = (c.resets.len(), c.resets.values().sum::<u64>());
+        let trips = if seen.trips_print == trips_print {
+            None
+        } else {
+            seen.trips_print = trips_print;
+            Some(&c.trips)
+        };
+        let resets = if seen.resets_print == resets_print {
+            None
+        } else {
+            seen.resets_print = resets_print;
+            Some(&c.resets)
+        };
+        for (key, n) in trips.into_iter().flatten() {
+            let last = seen.trips.get(key).copied();
+            if last != Some(*n) {
+                let last = last.unwrap_or(0);
+                self.trips_total
+                    .with_label_values(&[key.0.as_str(), key.1.as_str()])
+                    .inc_by(n.saturating_sub(last));
+                seen.trips.insert(key.clone(), *n);
+            }
         }
-        for ((strategy, reason), n) in &c.resets {
-            let last = seen
-                .resets
-                .entry((strategy.clone(), reason.clone()))
-                .or_insert(0);
-            self.resets_total
-                .with_label_values(&[strategy.as_str(), reason.as_str()])
-                .inc_by(n.saturating_sub(*last));
-            *last = *n;
+        for (key, n) in resets.into_iter().flatten() {
+            let last = seen.resets.get(key).copied();
+            if last != Some(*n) {
+                let last = last.unwrap_or(0);
+                self.resets_total
+                    .with_label_values(&[key.0.as_str(), key.1.as_str()])
+                    .inc_by(n.saturating_sub(last));
+                seen.resets.insert(key.clone(), *n);
+            }
         }
         self.unmapped_fills_total
             .inc_by(c.unmapped_fills.saturating_sub(seen.unmapped));

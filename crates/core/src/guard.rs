@@ -418,6 +418,16 @@ impl StrategyGuard {
             .collect()
     }
 
+    /// Each limit's usage at `now_ms`, in the policy's order, without copying anything:
+    /// `f(strategy, limit, usage)`.
+    pub fn each_usage(&mut self, now_ms: i64, mut f: impl FnMut(&str, &LimitSpec, Usage)) {
+        let name = self.policy.name.as_str();
+        for l in &mut self.limits {
+            let usage = l.usage(now_ms);
+            f(name, &l.spec, usage);
+        }
+    }
+
     fn drop_old_auto_resets(&mut self, now_ms: i64) {
         while self
             .auto_resets

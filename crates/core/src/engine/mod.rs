@@ -226,6 +226,23 @@ impl RiskEngine {
         out
     }
 
+    /// [`RiskEngine::window_figures`] without copies: `f((strategy's place in
+    /// [`RiskEngine::strategies`], limit's place in its policy), strategy, limit, usage)` for
+    /// every limit (the metrics refresh, several times a second).
+    pub fn each_window(
+        &mut self,
+        now_ms: i64,
+        mut f: impl FnMut((usize, usize), &str, &super::limits::LimitSpec, Usage),
+    ) {
+        for (k, s) in self.strategies.iter_mut().enumerate() {
+            let mut i = 0;
+            s.each_usage(now_ms, |name, spec, usage| {
+                f((k, i), name, spec, usage);
+                i += 1;
+            });
+        }
+    }
+
     /// Every group the daemon manages.
     pub fn managed_groups(&self) -> impl Iterator<Item = (&str, &GroupAddress)> {
         self.strategies
