@@ -552,3 +552,78 @@ async fn fills_are_listed_from_the_exchange_oldest_first_with_their_times() {
     assert_eq!(last["fills"].as_array().unwrap().len(), 1);
     assert_eq!(last["cursor"], "");
 }
+
+/// An exchange that refuses a Trigger signed ahead with something other than a 401 (here a
+/// 400, as a stricter production exchange might): signing ahead stops at that first refusal,
+/// so the next attempt is signed now instead of sending the same signature again for 28 s.
+#[tokio::test]
+async fn any_refusal_of_a_trigger_signed_ahead_stops_signing_ahead() {
+    use axum::routing::{get, put};
+    use std::sync::{Arc, Mutex};
+    let stamps: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/trade-api/v2/portfolio/fills",
+            get(|| async { axum::Json(json!({"fills": [], "cursor": ""})) }),
+        )
+        .route(
+            "/trade-api/v2/portfolio/order_groups/{id}/trigger",
+            put({
+                let stamps = stamps.clone();
+                move |headers: axum::http::HeaderMap| async move {
+                    let stamp: i64 = headers["KALSHI-ACCESS-TIMESTAMP"]
+                        .to_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let mut s = stamps.lock().unwrap();
+                    s.push(stamp);
+                    if s.len() == 1 {
+                        (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"error": {"code": "bad_request"}})),
+                        )
+                    } else {
+                        (axum::http::StatusCode::OK, axum::Json(json!({})))
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let t = TestSim::start().await;
+    let mut cfg = kalshi_riskd::kalshi::RestConfig::new(format!("http://{addr}/trade-api/v2"));
+    cfg.write_per_s = None;
+    cfg.read_per_s = None;
+    let api = kalshi_riskd::kalshi::RestClient::new(&cfg, t.signer.clone()).unwrap();
+    api.probe_signing_ahead().await;
+    assert_eq!(
+        api.armory().ahead(),
+        Duration::from_secs(25),
+        "the probe passed"
+    );
+    let g = GroupAddress {
+        id: GroupId::new("g-1"),
+        subaccount: 0,
+        exchange_index: 0,
+    };
+    api.armory().arm(&g).unwrap();
+    assert_eq!(api.armory().refresh(16), 1);
+    let refused = api.trigger_group(&g).await.unwrap_err();
+    assert_eq!(refused.status(), Some(400), "{refused}");
+    assert_eq!(
+        api.armory().ahead(),
+        Duration::ZERO,
+        "stopped at the first refusal"
+    );
+    api.trigger_group(&g).await.expect("signed now, accepted");
+    let now = kalshi_riskd::kalshi::auth::now_ms();
+    let s = stamps.lock().unwrap().clone();
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert!(
+        s[0] > now + 20_000,
+        "the first was signed ahead: {s:?} at {now}"
+    );
+    assert!(s[1] <= now, "the second was signed now: {s:?} at {now}");
+}

@@ -360,11 +360,16 @@ impl RestClient {
                 let (status, outcome) = match req.send().await {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
-                        if status == 401
+                        // Any refusal of a request signed ahead (a 4xx other than "no such
+                        // group" or "too many requests") may be the exchange's answer to the
+                        // timestamp, whatever code it gives: stop signing ahead, so that the
+                        // next attempt is signed now rather than sent again as it was.
+                        if (400..500).contains(&status)
+                            && !matches!(status, 404 | 429)
                             && let Some(stamp) = armed_stamp
                             && self.armory.refused(stamp, sent_ms)
                         {
-                            tracing::warn!(op, "the exchange refused a Trigger signed ahead of its clock: armed Triggers are signed at the current time from now on (it is sent again, signed now)");
+                            tracing::warn!(op, status, "the exchange refused a Trigger signed ahead of its clock: armed Triggers are signed at the current time from now on (it is sent again, signed now)");
                         }
                         self.observe_date(&resp, sent_ms);
                         match resp.bytes().await {
