@@ -14,31 +14,20 @@
 
 mod support;
 
-use support::{start_daemon, write_config};
+use support::{Ws, next_json, observer, pct, start_daemon, state_groups, write_config};
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use kalshi_riskd::kalshi::Signer;
 use kalshi_riskd::sim::Simulator;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 const BREACH_SAMPLES: usize = 100;
 const KILL_GROUPS: usize = 100;
 const KILL_RUNS: usize = 5;
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The floor: the least any client can do on this harness. A blocking WebSocket reads the fill
 /// frame; a pre-signed Trigger is written at once on a warm keep-alive socket. No runtime, no
@@ -109,41 +98,6 @@ impl Floor {
             String::from_utf8_lossy(&buf[..n])
         );
     }
-}
-
-async fn observer(sim: &Simulator, signer: &Signer) -> Ws {
-    let mut req = sim.ws_url().into_client_request().unwrap();
-    for (k, v) in signer.sign_now("GET", "/trade-api/ws/v2").pairs() {
-        req.headers_mut().insert(k, v.parse().unwrap());
-    }
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    ws.send(Message::text(
-        json!({"id":1,"cmd":"subscribe","params":{"channels":["fill","order_group_updates"]}})
-            .to_string(),
-    ))
-    .await
-    .unwrap();
-    ws.next().await;
-    ws.next().await;
-    ws
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("a message")
-            .unwrap()
-            .unwrap()
-        {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            _ => continue,
-        }
-    }
-}
-
-fn state_groups(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).unwrap()).unwrap()
 }
 
 fn main() {

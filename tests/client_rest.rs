@@ -627,3 +627,76 @@ async fn any_refusal_of_a_trigger_signed_ahead_stops_signing_ahead() {
     );
     assert!(s[1] <= now, "the second was signed now: {s:?} at {now}");
 }
+
+#[tokio::test]
+async fn the_write_budget_bursts_as_far_as_the_accounts_write_bucket() {
+    use futures_util::FutureExt as _;
+    use kalshi_riskd::kalshi::budget::Priority;
+    // Advanced: 30 writes a second and two seconds of burst at the exchange.
+    let t = TestSim::start_with(|c| c.tier = kalshi_riskd::sim::Tier::Advanced).await;
+    let api = t.rest_client(|c| c.write_per_s = Some(30.0));
+    let budget = api.write_budget();
+    assert_eq!(
+        budget.burst(),
+        Some(1.0),
+        "one second until the account says"
+    );
+    let limits = api.account_limits().await.unwrap();
+    assert_eq!(limits.usage_tier.as_deref(), Some("advanced"));
+    api.fit_write_budget().await;
+    assert_eq!(budget.burst(), Some(2.0));
+    // Full again (it held one second's worth when it grew): 60 Triggers may go at once, as the
+    // exchange would take them, and no more.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for i in 0..60 {
+        assert!(
+            budget.acquire(Priority::Trigger).now_or_never().is_some(),
+            "Trigger {i} waited"
+        );
+    }
+    assert!(budget.acquire(Priority::Trigger).now_or_never().is_none());
+
+    // Basic: one second of burst. An answer without buckets (the unlimited simulator) leaves
+    // the budget as it was.
+    for (tier, burst) in [
+        (kalshi_riskd::sim::Tier::Basic, 1.0),
+        (kalshi_riskd::sim::Tier::Unlimited, 1.0),
+    ] {
+        let t = TestSim::start_with(|c| c.tier = tier).await;
+        let api = t.rest_client(|c| c.write_per_s = Some(10.0));
+        api.fit_write_budget().await;
+        assert_eq!(api.write_budget().burst(), Some(burst), "{tier:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_429_empties_the_write_budget_whatever_it_held() {
+    use futures_util::FutureExt as _;
+    use kalshi_riskd::kalshi::budget::Priority;
+    // A budget set ten times above a Basic account's rate: the exchange refuses first.
+    let t = TestSim::start_with(|c| c.tier = kalshi_riskd::sim::Tier::Basic).await;
+    let api = t.rest_client(|c| c.write_per_s = Some(100.0));
+    let control = GroupControl::rest(api.clone());
+    let nowhere = GroupAddress {
+        id: GroupId::new("no-such-group"),
+        subaccount: 0,
+        exchange_index: 0,
+    };
+    let mut refused = false;
+    for _ in 0..200 {
+        let e = control.trigger_attempt(&nowhere).await.unwrap_err();
+        if e.status() == Some(429) {
+            refused = true;
+            break;
+        }
+        assert!(e.is_not_found(), "{e}");
+    }
+    assert!(refused, "the simulator never refused");
+    assert!(
+        api.write_budget()
+            .acquire(Priority::Trigger)
+            .now_or_never()
+            .is_none(),
+        "after a 429 the next write waits for the exchange's refill"
+    );
+}

@@ -7,12 +7,21 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use futures_util::{SinkExt as _, StreamExt as _};
 use kalshi_riskd::sim::{KeyRegistry, SimConfig, Simulator, Tier};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 pub const KEY_ID: &str = "bench";
 
 /// An unlimited-tier simulator on 127.0.0.1 that accepts `KEY_ID`, with its signer and key.
 pub async fn simulator() -> (Simulator, Signer, GeneratedKey) {
+    simulator_at(Tier::Unlimited).await
+}
+
+/// A simulator at `tier` on 127.0.0.1 that accepts `KEY_ID`, with its signer and key.
+pub async fn simulator_at(tier: Tier) -> (Simulator, Signer, GeneratedKey) {
     let key = generate_key().unwrap();
     let mut keys = KeyRegistry::default();
     keys.register(
@@ -22,7 +31,7 @@ pub async fn simulator() -> (Simulator, Signer, GeneratedKey) {
     .unwrap();
     let sim = Simulator::start(
         SimConfig {
-            tier: Tier::Unlimited,
+            tier,
             keys,
             ..SimConfig::default()
         },
@@ -37,6 +46,17 @@ pub async fn simulator() -> (Simulator, Signer, GeneratedKey) {
 /// A daemon config in `dir` against `sim`: the key, `k.toml` (managed kill scope, a metrics
 /// port of its own, JSON logs) and `policies` (file name, text).
 pub fn write_config(dir: &Path, sim: &Simulator, key_pem: &str, policies: &[(String, String)]) {
+    write_config_budget(dir, sim, key_pem, policies, 5000.0);
+}
+
+/// [`write_config`] with the write budget `writes_per_s`.
+pub fn write_config_budget(
+    dir: &Path,
+    sim: &Simulator,
+    key_pem: &str,
+    policies: &[(String, String)],
+    writes_per_s: f64,
+) {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::create_dir_all(dir.join("policies")).unwrap();
     std::fs::write(dir.join("key.pem"), key_pem).unwrap();
@@ -44,9 +64,10 @@ pub fn write_config(dir: &Path, sim: &Simulator, key_pem: &str, policies: &[(Str
     std::fs::write(
         dir.join("k.toml"),
         format!(
-            "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"bench\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = 5000\n[policies]\ndir = \"policies\"\n[state]\ndir = \"state\"\n[kill]\nscope = \"managed\"\n[http]\nlisten = \"127.0.0.1:0\"\nadmin_socket = \"admin.sock\"\n[log]\nformat = \"json\"\n",
+            "[exchange]\nenvironment = \"sim\"\nrest_url = \"{}\"\nws_url = \"{}\"\napi_key_id = \"bench\"\nprivate_key_path = \"key.pem\"\nwrite_budget_per_s = {}\n[policies]\ndir = \"policies\"\n[state]\ndir = \"state\"\n[kill]\nscope = \"managed\"\n[http]\nlisten = \"127.0.0.1:0\"\nadmin_socket = \"admin.sock\"\n[log]\nformat = \"json\"\n",
             sim.rest_url(),
-            sim.ws_url()
+            sim.ws_url(),
+            writes_per_s
         ),
     )
     .unwrap();
@@ -94,4 +115,50 @@ pub fn start_daemon_within(dir: &Path, patience: Duration) -> Child {
             }
         }
     }
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The `p` quantile (0 to 1) of `v`, sorting it.
+pub fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A WebSocket on `sim` subscribed to `fill` and `order_group_updates`: what the exchange
+/// publishes, timestamped by whoever reads it.
+pub async fn observer(sim: &Simulator, signer: &Signer) -> Ws {
+    let mut req = sim.ws_url().into_client_request().unwrap();
+    for (k, v) in signer.sign_now("GET", "/trade-api/ws/v2").pairs() {
+        req.headers_mut().insert(k, v.parse().unwrap());
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(
+        json!({"id":1,"cmd":"subscribe","params":{"channels":["fill","order_group_updates"]}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    ws.next().await;
+    ws.next().await;
+    ws
+}
+
+pub async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            _ => continue,
+        }
+    }
+}
+
+pub fn state_groups(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).unwrap()).unwrap()
 }

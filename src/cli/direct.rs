@@ -39,7 +39,14 @@ pub fn run(config: &Path, socket: Option<&Path>) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        // The account's write bucket's size, read beside the kill (never before it): once
+        // known, the kill bursts as far as the exchange allows rather than one second's worth.
+        let fit = tokio::spawn({
+            let api = api.clone();
+            async move { api.fit_write_budget().await }
+        });
         let (triggered, failed, listing) = trigger_all(&api).await;
+        fit.abort();
         for (g, e) in &failed {
             eprintln!(
                 "kalshi-riskd kill --direct: group {} (subaccount {}) NOT triggered: {e}",

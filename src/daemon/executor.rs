@@ -98,6 +98,12 @@ impl Shell {
                                 if stop.is_cancelled() && attempt > 20 {
                                     break Input::ActionDone { group, action: Action::Trigger, result: Err(e.to_string()) };
                                 }
+                                // Refused for the rate: the budget, emptied by the refusal,
+                                // paces the next attempt to the exchange's refill; a backoff
+                                // on top would only leave tokens unused.
+                                if e.pseudo_status() == Some(429) && rest.write_budget().rate().is_some() {
+                                    continue;
+                                }
                                 tokio::select! {
                                     _ = superseded.cancelled() => {
                                         break Input::ActionDone { group, action: Action::Trigger, result: Err(format!("{e}; given up: superseded by a later reset or Trigger")) };

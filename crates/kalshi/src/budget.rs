@@ -4,13 +4,23 @@
 //! The exchange's own buckets are the hard limit (a 429 costs a retry and time); this one makes
 //! sure the daemon never gets there on its own, and that a Trigger never waits behind routine
 //! calls: ordinary calls stop at the reserve, and while any Trigger waits for a token, ordinary
-//! calls wait behind it. Capacity is one second of budget (the exchange allows one or two), and
-//! time is tokio's, so tests run it on a paused clock.
+//! calls wait behind it.
+//!
+//! The bucket should hold what the exchange's does, no more (requests beyond it are refused
+//! with 429) and no less (a kill would wait for tokens the exchange would have given): it starts
+//! at one second of budget, the least the exchange gives, and takes the exchange's own size
+//! once the account's limits are read ([`Budget::set_burst`]). A 429 proves the exchange's
+//! bucket is empty whatever this one holds, so it empties this one too ([`Budget::drained`]):
+//! the next request waits one interval instead of being refused again. Time is tokio's, so
+//! tests run it on a paused clock.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// The least pause after a 429 before the next request on the same budget.
+pub const DRAINED_PAUSE: Duration = Duration::from_millis(10);
 
 /// Who is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +35,7 @@ pub enum Priority {
 struct State {
     rate: f64,
     capacity: f64,
+    reserve_share: f64,
     reserve: f64,
     tokens: f64,
     last: Instant,
@@ -60,11 +71,13 @@ impl Budget {
     /// Trigger.
     pub fn new(per_second: f64, reserve_share: f64) -> Budget {
         let capacity = per_second.max(1.0);
+        let reserve_share = reserve_share.clamp(0.0, 1.0);
         Budget {
             state: Some(Mutex::new(State {
                 rate: per_second.max(0.001),
                 capacity,
-                reserve: capacity * reserve_share.clamp(0.0, 1.0),
+                reserve_share,
+                reserve: capacity * reserve_share,
                 tokens: capacity,
                 last: Instant::now(),
                 triggers_waiting: 0,
@@ -74,6 +87,42 @@ impl Budget {
 
     pub fn unlimited() -> Budget {
         Budget { state: None }
+    }
+
+    /// Requests a second; `None` when unlimited.
+    pub fn rate(&self) -> Option<f64> {
+        let state = self.state.as_ref()?;
+        Some(state.lock().unwrap_or_else(|e| e.into_inner()).rate)
+    }
+
+    /// Makes the bucket hold `seconds` of budget (at least one request), as the exchange's
+    /// does; the reserve keeps its share. Tokens already held are kept up to the new size.
+    pub fn set_burst(&self, seconds: f64) {
+        let Some(state) = &self.state else { return };
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.refill(Instant::now());
+        s.capacity = (s.rate * seconds).max(1.0);
+        s.reserve = s.capacity * s.reserve_share;
+        s.tokens = s.tokens.min(s.capacity);
+    }
+
+    /// The bucket's size in seconds of budget; `None` when unlimited.
+    pub fn burst(&self) -> Option<f64> {
+        let state = self.state.as_ref()?;
+        let s = state.lock().unwrap_or_else(|e| e.into_inner());
+        Some(s.capacity / s.rate)
+    }
+
+    /// The exchange refused a request for its rate (429): its bucket is empty, so this one is
+    /// emptied too, and the next request waits for a token the exchange will have: one
+    /// interval, and at least [`DRAINED_PAUSE`] (a rate set far above the account's would
+    /// otherwise be refused as fast as it is sent).
+    pub fn drained(&self) {
+        let Some(state) = &self.state else { return };
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.refill(Instant::now());
+        let floor = (1.0 - s.rate * DRAINED_PAUSE.as_secs_f64()).min(0.0);
+        s.tokens = s.tokens.min(floor);
     }
 
     /// Waits until this request may go.
@@ -193,6 +242,54 @@ mod tests {
         let t0 = Instant::now();
         b.acquire(Priority::Normal).await;
         assert!(t0.elapsed() <= Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_two_seconds_lets_a_kill_go_as_fast_as_the_exchange_allows() {
+        // Advanced: 30 writes a second, two seconds of burst at the exchange. 100 Triggers go
+        // 60 at once, then 30 a second: the last at (100 - 60) / 30 = 1.33 s.
+        let b = Arc::new(Budget::new(30.0, 0.5));
+        assert_eq!(b.burst(), Some(1.0));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        b.set_burst(2.0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            b.acquire(Priority::Trigger).await;
+        }
+        let took = t0.elapsed().as_secs_f64();
+        assert!((1.33..1.36).contains(&took), "{took}");
+        // The reserve keeps its share of the larger bucket.
+        let b = Arc::new(Budget::new(30.0, 0.5));
+        b.set_burst(2.0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let ordinary = count_within(&b, Priority::Normal, Duration::ZERO).await;
+        assert_eq!(ordinary, 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_empties_the_bucket() {
+        let b = Budget::new(10.0, 0.0);
+        b.acquire(Priority::Trigger).await;
+        b.drained();
+        let t0 = Instant::now();
+        b.acquire(Priority::Trigger).await;
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_millis(110),
+            "one interval at 10 a second: {waited:?}"
+        );
+        // A rate far above the account's still pauses after a 429.
+        let b = Budget::new(5000.0, 0.0);
+        b.drained();
+        let t0 = Instant::now();
+        b.acquire(Priority::Trigger).await;
+        let waited = t0.elapsed();
+        assert!(
+            waited >= DRAINED_PAUSE && waited < DRAINED_PAUSE * 2,
+            "{waited:?}"
+        );
+        Budget::unlimited().drained();
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,10 +13,11 @@ pub enum Op {
     GetOrder,
     ListOrders,
     ListFills,
+    GetAccountLimits,
 }
 
 impl Op {
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::CreateOrderGroup,
         Op::ListOrderGroups,
         Op::GetOrderGroup,
@@ -27,6 +28,7 @@ impl Op {
         Op::GetOrder,
         Op::ListOrders,
         Op::ListFills,
+        Op::GetAccountLimits,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -41,6 +43,7 @@ impl Op {
             Op::GetOrder => "get_order",
             Op::ListOrders => "list_orders",
             Op::ListFills => "list_fills",
+            Op::GetAccountLimits => "get_account_limits",
         }
     }
 }

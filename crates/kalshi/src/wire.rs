@@ -250,6 +250,29 @@ pub struct GetFillsResponse {
     pub cursor: String,
 }
 
+/// `GET /account/limits`: the account's tier and its two token buckets. Every field is
+/// optional here: a bucket the answer leaves out, or gives in a shape not understood, is
+/// treated as unknown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountLimits {
+    #[serde(default)]
+    pub usage_tier: Option<String>,
+    #[serde(default)]
+    pub read: Option<BucketLimits>,
+    #[serde(default)]
+    pub write: Option<BucketLimits>,
+}
+
+/// One bucket: tokens added a second and tokens held at most (a request costs 10 unless the
+/// exchange lists another cost).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BucketLimits {
+    #[serde(default)]
+    pub refill_rate: Option<f64>,
+    #[serde(default)]
+    pub bucket_capacity: Option<f64>,
+}
+
 /// WebSocket `user_order` payload (channel `user_orders`). Carries `order_group_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserOrderMsg {

@@ -177,6 +177,7 @@ pub struct SimState {
     engine: Mutex<Engine>,
     events: broadcast::Sender<Arc<Published>>,
     keys: KeyRegistry,
+    tier: Tier,
     limiter: Mutex<ratelimit::RateLimiter>,
     faults: Mutex<Faults>,
     silent: watch::Sender<bool>,
@@ -208,6 +209,7 @@ impl SimState {
             engine: Mutex::new(Engine::new(cfg.engine.clone())),
             events,
             keys: cfg.keys.clone(),
+            tier: cfg.tier,
             limiter: Mutex::new(ratelimit::RateLimiter::new(
                 cfg.tier,
                 tokio::time::Instant::now(),
@@ -251,6 +253,17 @@ impl SimState {
             let _ = self.events.send(Arc::new(Published::from_event(e)));
         }
         out
+    }
+
+    /// The tokens the account's Write bucket holds now (each request costs 10); `None` at the
+    /// unlimited tier. Benchmarks read it to know what the budget allows from here.
+    pub fn write_tokens(&self) -> Option<f64> {
+        lock(&self.limiter).level(ratelimit::Bucket::Write, tokio::time::Instant::now())
+    }
+
+    /// Requests refused with 429 so far.
+    pub fn rejected_429(&self) -> u64 {
+        self.stats.rejected_429.load(Ordering::Relaxed)
     }
 
     /// Internal state of every group (what the exchange never shows), for tests.

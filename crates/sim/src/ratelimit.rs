@@ -45,6 +45,20 @@ impl FromStr for Tier {
 }
 
 impl Tier {
+    /// The tier's name as the exchange spells it in `usage_tier`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Basic => "basic",
+            Tier::Advanced => "advanced",
+            Tier::Expert => "expert",
+            Tier::Premier => "premier",
+            Tier::Paragon => "paragon",
+            Tier::Prime => "prime",
+            Tier::Prestige => "prestige",
+            Tier::Unlimited => "unlimited",
+        }
+    }
+
     /// `(read, write)` refill rates in tokens per second.
     fn rates(self) -> Option<(f64, f64)> {
         Some(match self {
@@ -81,6 +95,13 @@ pub fn cost(method: &http::Method, path: &str) -> (Bucket, u32) {
     (Bucket::Write, 10)
 }
 
+/// One bucket's size as `GET /account/limits` reports it: tokens a second, and tokens at most.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketLimits {
+    pub refill_rate: f64,
+    pub bucket_capacity: f64,
+}
+
 #[derive(Debug)]
 struct TokenBucket {
     rate: f64,
@@ -100,10 +121,14 @@ impl TokenBucket {
         }
     }
 
-    fn take(&mut self, cost: f64, now: Instant) -> bool {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
         self.last = now;
+    }
+
+    fn take(&mut self, cost: f64, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= cost {
             self.tokens -= cost;
             true
@@ -131,6 +156,27 @@ impl RateLimiter {
             )
         });
         RateLimiter { buckets }
+    }
+
+    /// `(read, write)` as the account's limits report them; `None` for the unlimited tier.
+    pub fn limits(&self) -> Option<(BucketLimits, BucketLimits)> {
+        let (read, write) = self.buckets.as_ref()?;
+        let limits = |b: &TokenBucket| BucketLimits {
+            refill_rate: b.rate,
+            bucket_capacity: b.capacity,
+        };
+        Some((limits(read), limits(write)))
+    }
+
+    /// The tokens `bucket` holds at `now`; `None` for the unlimited tier.
+    pub fn level(&mut self, bucket: Bucket, now: Instant) -> Option<f64> {
+        let (read, write) = self.buckets.as_mut()?;
+        let b = match bucket {
+            Bucket::Read => read,
+            Bucket::Write => write,
+        };
+        b.refill(now);
+        Some(b.tokens)
     }
 
     /// Takes the request's cost; false means the request is refused with 429.

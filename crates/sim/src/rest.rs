@@ -392,6 +392,19 @@ async fn exchange_status(State(st): State<Arc<SimState>>) -> Response {
     axum::Json(json!({"exchange_active": true, "trading_active": true})).into_response()
 }
 
+/// `GET /account/limits`: the tier and both buckets in tokens (a request costs 10). The
+/// unlimited tier, which the exchange does not have, reports no buckets.
+async fn account_limits(State(st): State<Arc<SimState>>) -> Response {
+    let limits = lock(&st.limiter).limits();
+    let bucket = |b: ratelimit::BucketLimits| json!({"refill_rate": b.refill_rate, "bucket_capacity": b.bucket_capacity});
+    let mut body = json!({"usage_tier": st.tier.name(), "grants": []});
+    if let Some((read, write)) = limits {
+        body["read"] = bucket(read);
+        body["write"] = bucket(write);
+    }
+    axum::Json(body).into_response()
+}
+
 pub(super) fn router(st: Arc<SimState>) -> Router {
     let public = Router::new()
         .route("/trade-api/v2/exchange/status", get(exchange_status))
@@ -407,6 +420,7 @@ pub(super) fn router(st: Arc<SimState>) -> Router {
             &format!("{GROUPS}/{{order_group_id}}/{{action}}"),
             put(group_action),
         )
+        .route("/trade-api/v2/account/limits", get(account_limits))
         .route("/trade-api/v2/portfolio/events/orders", post(create_order))
         .route("/trade-api/v2/portfolio/orders", get(list_orders))
         .route("/trade-api/v2/portfolio/fills", get(list_fills))

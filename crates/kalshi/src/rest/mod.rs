@@ -13,8 +13,11 @@
 //! Write, the cautious reading of the docs); order reads draw on the read budget. Trigger uses
 //! [`Priority::Trigger`].
 
+mod account;
 mod groups;
 mod portfolio;
+
+pub use account::write_burst_seconds;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,7 +220,8 @@ impl RestClient {
     }
 
     /// Keeps armed Triggers fresh until `stop` fires, signing on a blocking thread; asks the
-    /// exchange (at once, then every [`PROBE_EVERY`]) whether it accepts Triggers signed ahead.
+    /// exchange (at once, then every [`PROBE_EVERY`]) for the account's write bucket's size and
+    /// whether it accepts Triggers signed ahead.
     pub async fn run_armory(
         &self,
         max_signatures_per_round: usize,
@@ -230,7 +234,10 @@ impl RestClient {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = probe.tick() => self.probe_signing_ahead().await,
+                _ = probe.tick() => {
+                    self.fit_write_budget().await;
+                    self.probe_signing_ahead().await;
+                }
                 _ = tick.tick() => {
                     let armory = self.armory.clone();
                     let _ = tokio::task::spawn_blocking(move || armory.refresh(max_signatures_per_round)).await;
@@ -370,6 +377,12 @@ impl RestClient {
                             && self.armory.refused(stamp, sent_ms)
                         {
                             tracing::warn!(op, status, "the exchange refused a Trigger signed ahead of its clock: armed Triggers are signed at the current time from now on (it is sent again, signed now)");
+                        }
+                        if status == 429 {
+                            match bill {
+                                Bill::Write(_) => self.write.drained(),
+                                Bill::Read => self.read.drained(),
+                            }
                         }
                         self.observe_date(&resp, sent_ms);
                         match resp.bytes().await {

@@ -369,6 +369,12 @@ impl FixSession {
             Ok(()) => rx.await.unwrap_or_else(|_| Err(stopped())),
             Err(_) => Err(stopped()),
         };
+        if let Err(e) = &result
+            && e.pseudo_status() == Some(429)
+        {
+            // The exchange's bucket, which REST and FIX share, is empty.
+            self.budget.drained();
+        }
         if let Some(o) = &self.observer {
             let status = match &result {
                 Ok(_) => Some(200),
