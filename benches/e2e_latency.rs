@@ -65,16 +65,7 @@ impl Floor {
 
     /// A Trigger of `group`, signed now, as the bytes of one HTTP/1.1 request.
     fn armed(&self, signer: &Signer, group: &str) -> Vec<u8> {
-        let path = format!("/trade-api/v2/portfolio/order_groups/{group}/trigger");
-        let mut head = format!(
-            "PUT {path}?subaccount=0&exchange_index=0 HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n",
-            self.host
-        );
-        for (k, v) in signer.sign_now("PUT", &path).pairs() {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n{}");
-        head.into_bytes()
+        support::trigger_request(&self.host, signer, group)
     }
 
     /// Waits for the fill of its order (`client_order_id`), then fires `request` and reads

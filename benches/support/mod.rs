@@ -129,19 +129,24 @@ pub fn pct(v: &mut [Duration], p: f64) -> Duration {
 /// A WebSocket on `sim` subscribed to `fill` and `order_group_updates`: what the exchange
 /// publishes, timestamped by whoever reads it.
 pub async fn observer(sim: &Simulator, signer: &Signer) -> Ws {
+    observer_of(sim, signer, &["fill", "order_group_updates"]).await
+}
+
+/// A WebSocket on `sim` subscribed to `channels`, their acks read.
+pub async fn observer_of(sim: &Simulator, signer: &Signer, channels: &[&str]) -> Ws {
     let mut req = sim.ws_url().into_client_request().unwrap();
     for (k, v) in signer.sign_now("GET", "/trade-api/ws/v2").pairs() {
         req.headers_mut().insert(k, v.parse().unwrap());
     }
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     ws.send(Message::text(
-        json!({"id":1,"cmd":"subscribe","params":{"channels":["fill","order_group_updates"]}})
-            .to_string(),
+        json!({"id":1,"cmd":"subscribe","params":{"channels":channels}}).to_string(),
     ))
     .await
     .unwrap();
-    ws.next().await;
-    ws.next().await;
+    for _ in channels {
+        ws.next().await;
+    }
     ws
 }
 
@@ -161,4 +166,18 @@ pub async fn next_json(ws: &mut Ws) -> Value {
 
 pub fn state_groups(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).unwrap()).unwrap()
+}
+
+/// A Trigger of `group` (subaccount 0, exchange index 0), signed now, as the bytes of one
+/// HTTP/1.1 request to `host`.
+pub fn trigger_request(host: &str, signer: &Signer, group: &str) -> Vec<u8> {
+    let path = format!("/trade-api/v2/portfolio/order_groups/{group}/trigger");
+    let mut head = format!(
+        "PUT {path}?subaccount=0&exchange_index=0 HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n"
+    );
+    for (k, v) in signer.sign_now("PUT", &path).pairs() {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n{}");
+    head.into_bytes()
 }

@@ -251,7 +251,7 @@ pub(super) async fn start(
         let rest = rest.clone();
         let s = stops.armory.clone();
         tokio::spawn(async move {
-            rest.keep_warm(managed.clamp(4, 32), Duration::from_secs(30), s)
+            rest.keep_warm(managed.clamp(4, 128), Duration::from_secs(30), s)
                 .await
         })
     };

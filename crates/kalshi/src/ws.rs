@@ -6,6 +6,7 @@
 //! that does not parse makes the whole message an error rather than a guess.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::group::GroupId;
 use super::wire::{FillMsg, OrderGroupUpdateMsg, UserOrderMsg};
@@ -146,21 +147,57 @@ fn small<T: TryFrom<i64>>(v: Option<i64>) -> Option<T> {
     v.and_then(|x| T::try_from(x).ok())
 }
 
+/// A message's envelope, its fields left as they came: the payload is decoded once, straight
+/// from the frame's text into its type (never through a `Value`), and an envelope field of an
+/// unexpected type reads as absent.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sid: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    seq: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    msg: Option<&'a RawValue>,
+}
+
+fn raw_u64(v: Option<&RawValue>) -> Option<u64> {
+    serde_json::from_str(v?.get()).ok()
+}
+
+/// The payload as a `T`, for `kind` messages.
+fn payload<'a, T: serde::Deserialize<'a>>(
+    msg: Option<&'a RawValue>,
+    kind: &'static str,
+) -> Result<T, DecodeError> {
+    serde_json::from_str(msg.map_or("null", RawValue::get)).map_err(|e| field(kind, "msg", e))
+}
+
 pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
-    let v: Value = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    if !v.is_object() {
-        return Err(DecodeError::NotJson("not an object".into()));
-    }
-    let kind = v
-        .get("type")
-        .and_then(Value::as_str)
+    let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+        if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+            DecodeError::NotJson(format!("not an object with the usual fields: {e}"))
+        } else {
+            DecodeError::NotJson(e.to_string())
+        }
+    })?;
+    let kind: std::borrow::Cow<'_, str> = env
+        .kind
+        .and_then(|k| serde_json::from_str(k.get()).ok())
         .ok_or(DecodeError::NoType)?;
-    let id = u64_of(&v, "id").unwrap_or(0);
-    let sid = u64_of(&v, "sid").unwrap_or(0);
-    let msg = v.get("msg").cloned().unwrap_or(Value::Null);
-    Ok(match kind {
+    let id = raw_u64(env.id).unwrap_or(0);
+    let sid = raw_u64(env.sid).unwrap_or(0);
+    let msg_value = || -> Value {
+        env.msg
+            .and_then(|m| serde_json::from_str(m.get()).ok())
+            .unwrap_or(Value::Null)
+    };
+    Ok(match kind.as_ref() {
         "fill" => {
-            let m: FillMsg = serde_json::from_value(msg).map_err(|e| field("fill", "msg", e))?;
+            let m: FillMsg = payload(env.msg, "fill")?;
             let count = Contracts::parse(&m.count_fp).map_err(|e| field("fill", "count_fp", e))?;
             let yes_price = Dollars::parse(&m.yes_price_dollars)
                 .map_err(|e| field("fill", "yes_price_dollars", e))?;
@@ -206,8 +243,7 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
             }
         }
         "user_order" => {
-            let m: UserOrderMsg =
-                serde_json::from_value(msg).map_err(|e| field("user_order", "msg", e))?;
+            let m: UserOrderMsg = payload(env.msg, "user_order")?;
             Decoded::Order {
                 sid,
                 order: OrderUpdate {
@@ -221,9 +257,8 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
         }
         "order_group_updates" => {
             let seq =
-                u64_of(&v, "seq").ok_or_else(|| field("order_group_updates", "seq", "missing"))?;
-            let m: OrderGroupUpdateMsg =
-                serde_json::from_value(msg).map_err(|e| field("order_group_updates", "msg", e))?;
+                raw_u64(env.seq).ok_or_else(|| field("order_group_updates", "seq", "missing"))?;
+            let m: OrderGroupUpdateMsg = payload(env.msg, "order_group_updates")?;
             let kind = match m.event_type.as_str() {
                 "created" => GroupEventKind::Created,
                 "triggered" => GroupEventKind::Triggered,
@@ -255,17 +290,20 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
                 },
             }
         }
-        "subscribed" => Decoded::Subscribed {
-            id,
-            sid: u64_of(&msg, "sid").unwrap_or(0),
-            channel: msg
-                .get("channel")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-        },
+        "subscribed" => {
+            let msg = msg_value();
+            Decoded::Subscribed {
+                id,
+                sid: u64_of(&msg, "sid").unwrap_or(0),
+                channel: msg
+                    .get("channel")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            }
+        }
         "unsubscribed" => Decoded::Unsubscribed { id, sid },
-        "ok" => match msg.as_array() {
+        "ok" => match msg_value().as_array() {
             Some(items) => Decoded::Subscriptions {
                 id,
                 list: items
@@ -280,16 +318,19 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
             },
             None => Decoded::Ok { id },
         },
-        "error" => Decoded::Error {
-            id,
-            sid: u64_of(&v, "sid"),
-            code: u64_of(&msg, "code").unwrap_or(0),
-            msg: msg
-                .get("msg")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-        },
+        "error" => {
+            let msg = msg_value();
+            Decoded::Error {
+                id,
+                sid: raw_u64(env.sid),
+                code: u64_of(&msg, "code").unwrap_or(0),
+                msg: msg
+                    .get("msg")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            }
+        }
         other => Decoded::Other {
             kind: other.chars().take(64).collect(),
         },

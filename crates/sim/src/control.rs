@@ -73,7 +73,7 @@ async fn fill(State(st): State<Arc<SimState>>, Path(id): Path<String>, bytes: By
         Ok(c) => c,
         Err(e) => return bad(format!("count: {e}")),
     };
-    match st.with_engine(|e, now, ev| e.fill_resting(&id, count, now, ev)) {
+    match st.fill_resting(&id, count) {
         Ok(()) => axum::Json(json!({"filled": count.to_string()})).into_response(),
         Err(e) => ApiError::Engine(e).into_response(),
     }

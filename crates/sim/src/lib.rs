@@ -261,6 +261,17 @@ impl SimState {
         lock(&self.limiter).level(ratelimit::Bucket::Write, tokio::time::Instant::now())
     }
 
+    /// Fills `count` contracts of the resting order `order_id` now, as the built-in
+    /// counterparty does on `POST /_sim/orders/{id}/fill`, and publishes what it caused
+    /// (benchmarks drive background load with it in-process).
+    pub fn fill_resting(
+        &self,
+        order_id: &str,
+        count: riskd_units::Contracts,
+    ) -> Result<(), engine::EngineError> {
+        self.with_engine(|e, now, ev| e.fill_resting(order_id, count, now, ev))
+    }
+
     /// Requests refused with 429 so far.
     pub fn rejected_429(&self) -> u64 {
         self.stats.rejected_429.load(Ordering::Relaxed)

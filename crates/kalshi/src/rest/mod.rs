@@ -174,7 +174,7 @@ impl RestClient {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(3)))
             .pool_idle_timeout(None)
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(128)
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(15))
             .build()
