@@ -18,7 +18,7 @@
 
 mod support;
 
-use support::{Ws, next_json, observer, pct, simulator_at, start_daemon, state_groups};
+use support::{Ws, cpu_ns, next_json, observer, pct, simulator_at, start_daemon, state_groups};
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -172,18 +172,6 @@ fn main() {
 fn signal(pid: u32, signal: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a child's pid");
     let _ = rustix::process::kill_process(pid, signal);
-}
-
-/// Every thread's run time so far, in nanoseconds (`/proc/PID/task/*/schedstat`).
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// Waits for the `triggered` event of every group in `left`.

@@ -15,11 +15,12 @@
 //!   daemon's count of load fills (its admin API: fills in the one-hour windows) against the
 //!   fills published; the largest gap is the lag, and the drain is how long after the last fill
 //!   the daemon has counted them all. A fill never counted is reported as lost.
+//!
 //! Client, daemon and simulator share the machine's cores.
 
 mod support;
 
-use support::{Ws, next_json, observer_of, pct, start_daemon, state_groups, write_config};
+use support::{Ws, cpu_ns, next_json, observer_of, pct, start_daemon, state_groups, write_config};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,10 +102,12 @@ fn main() {
         let load = Load::start(sim.state().clone(), load_orders.clone(), BACKGROUND_PER_S);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut loaded = Vec::new();
+        let (cpu_before, wall) = (cpu_ns(daemon.id()), Instant::now());
         for (order, g) in probes {
             loaded.push(probe(&sim, &mut ws, &order, &g).await);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let busy = (cpu_ns(daemon.id()) - cpu_before) as f64 / wall.elapsed().as_nanos() as f64;
         let background = load.stop();
         println!(
             "breach, idle, {} samples: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
@@ -120,6 +123,10 @@ fn main() {
             pct(&mut loaded, 0.5),
             pct(&mut loaded, 0.99),
             pct(&mut loaded, 1.0)
+        );
+        println!(
+            "the daemon's CPU under that load: {:.0} % of a core",
+            busy * 100.0
         );
         println!(
             "under load / idle: p50 {:.2}x, p99 {:.2}x",

@@ -445,4 +445,68 @@ proptest! {
             Contracts::from_whole(made.len() as i64)
         );
     }
+
+    /// As above, with the exchange listing each fill a while after its time (up to 3 s) and
+    /// with sweeps whose read fails (never answered). Every fill is counted exactly once, by
+    /// the time the sweeps answer again.
+    #[test]
+    fn sweeps_that_fail_and_fills_listed_late_still_count_every_fill_once(
+        fills in proptest::collection::vec((0i64..7_000, any::<bool>()), 1..60),
+        answers in proptest::collection::vec(any::<bool>(), 1..8),
+        lag in 0i64..3_000,
+    ) {
+        use kalshi_riskd::risk::engine::{Command, SWEEP_EVERY_MS, SWEEP_REASON};
+        let mut cfg = config(vec![policy("a", vec![limit("day", 86_400_000, 1_000_000)])]);
+        cfg.kill_scope = KillScope::Managed;
+        let mut h = Harness::new(cfg, 1);
+        h.send(Input::OrderGroup { order_id: "o-a".into(), group: Some(group("a", 0).id) });
+        h.send(Input::Stream(StreamHealth::Connected));
+        h.send(Input::Tick);
+        let mut made: Vec<kalshi_riskd::risk::engine::Fill> = Vec::new();
+        let mut sweeps = 0usize;
+        let tick = 500;
+        let step = |h: &mut Harness, made: &[kalshi_riskd::risk::engine::Fill], sweeps: &mut usize, always: bool| {
+            let out = h.send(Input::Tick);
+            for o in &out {
+                if let Output::Command(Command::Sweep { since_ms }) = o {
+                    *sweeps += 1;
+                    if !always && !answers[*sweeps % answers.len()] {
+                        continue;
+                    }
+                    let listed: Vec<_> = made
+                        .iter()
+                        .filter(|f| f.ts_ms >= *since_ms && f.ts_ms <= h.now - lag)
+                        .cloned()
+                        .collect();
+                    h.send(Input::Backfill {
+                        fills: listed,
+                        since_ms: *since_ms,
+                        reason: SWEEP_REASON.into(),
+                    });
+                }
+            }
+        };
+        for (n, (dt, delivered)) in fills.iter().enumerate() {
+            let mut left = *dt;
+            while left > 0 {
+                let d = left.min(tick);
+                h.advance(d);
+                left -= d;
+                step(&mut h, &made, &mut sweeps, false);
+                prop_assert!(h.engine.counters().fills as usize <= made.len(), "a fill counted twice");
+            }
+            let now = h.now;
+            let f = fill_at(&mut h, n, now);
+            made.push(f.clone());
+            if *delivered {
+                h.send(Input::Fill(f));
+            }
+        }
+        // Two sweep periods later, with every sweep answered, everything is counted.
+        for _ in 0..=(2 * SWEEP_EVERY_MS / tick) {
+            h.advance(tick);
+            step(&mut h, &made, &mut sweeps, true);
+        }
+        prop_assert_eq!(h.engine.counters().fills, made.len() as u64);
+    }
 }

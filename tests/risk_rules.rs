@@ -1213,3 +1213,56 @@ fn a_handed_trip_goes_back_to_its_owner_and_to_any_later_guard() {
     assert_eq!(triggered(&out), ["g-p-0", "g-p-1"]);
     assert_eq!(h.engine.mirrors()["p"].guard.trip().unwrap().at_ms, 900_000);
 }
+
+#[test]
+fn the_periodic_sweep_reads_on_from_where_the_last_answered_sweep_left_off() {
+    use kalshi_riskd::risk::engine::{SWEEP_EVERY_MS, SWEEP_OVERLAP_MS, SWEEP_REASON};
+    let mut h = Harness::new(
+        config(vec![policy("a", vec![limit("day", 86_400_000, 1_000_000)])]),
+        1,
+    );
+    h.send(Input::Stream(StreamHealth::Connected));
+    h.send(Input::Tick);
+    let sweep = |h: &mut Harness| {
+        h.send(Input::Tick).iter().find_map(|o| match o {
+            kalshi_riskd::risk::engine::Output::Command(Command::Sweep { since_ms }) => {
+                Some(*since_ms)
+            }
+            _ => None,
+        })
+    };
+    let answer = |h: &mut Harness, since_ms: i64| {
+        h.send(Input::Backfill {
+            fills: vec![],
+            since_ms,
+            reason: SWEEP_REASON.into(),
+        });
+    };
+    // Fills flow all along: one a second.
+    let flow = |h: &mut Harness, ms: i64| {
+        for _ in 0..ms / 1_000 {
+            h.advance(1_000);
+            h.fill("a", Contracts::from_whole(1));
+        }
+    };
+    flow(&mut h, SWEEP_EVERY_MS);
+    // The first: from three periods before the start, the last fill being recent.
+    let first = sweep(&mut h).expect("a sweep every period");
+    assert_eq!(first, h.now - SWEEP_EVERY_MS - 3 * SWEEP_EVERY_MS);
+    let seen = h.now;
+    answer(&mut h, first);
+    flow(&mut h, SWEEP_EVERY_MS);
+    // The next reads one period and the overlap, not the four periods it used to.
+    let second = sweep(&mut h).unwrap();
+    assert_eq!(second, seen - SWEEP_OVERLAP_MS);
+    let unanswered = h.now;
+    // Unanswered (its read failed): the one after reads from the same place again.
+    flow(&mut h, SWEEP_EVERY_MS);
+    let third = sweep(&mut h).unwrap();
+    assert_eq!(third, seen - SWEEP_OVERLAP_MS);
+    // Its answer moves the start only as far as the oldest unanswered sweep had seen: the
+    // answer may be the older one's, still reading when the third was asked.
+    answer(&mut h, third);
+    flow(&mut h, SWEEP_EVERY_MS);
+    assert_eq!(sweep(&mut h).unwrap(), unanswered - SWEEP_OVERLAP_MS);
+}

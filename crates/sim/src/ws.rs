@@ -28,7 +28,7 @@ use axum::routing::get;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -118,6 +118,9 @@ fn terminal_text(code: u32) -> &'static str {
     }
 }
 
+/// Events already published that a session writes with the one it woke for, at most.
+const BATCH_MORE: usize = 255;
+
 impl Session {
     /// Keeps the gauge of sessions that would deliver a fill now in step with this one.
     fn count_delivering(&mut self, st: &SimState, now: bool) {
@@ -166,19 +169,25 @@ impl Session {
                 ev = events.recv() => match ev {
                     Ok(ev) => {
                         let loose = st.faults().ws_loose_group_events;
-                        let msgs = self.render(&ev, loose);
+                        let mut msgs = self.render(&ev, loose);
+                        // Events already waiting go out in the same write, as a busy
+                        // server's would (a burst is not flushed a message at a time).
+                        for _ in 0..BATCH_MORE {
+                            match events.try_recv() {
+                                Ok(ev) => msgs.extend(self.render(&ev, loose)),
+                                Err(TryRecvError::Lagged(n)) => {
+                                    msgs.extend(self.fell_behind(n));
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
                         // Read the flag again: it may have changed while this event waited.
                         if *silent.borrow() { continue }
                         msgs.into_iter().map(Message::text).collect()
                     }
                     Err(RecvError::Lagged(n)) => {
-                        // Data was lost: every subscription ends, as on the exchange.
-                        tracing::warn!(lost = n, "simulated websocket reader fell behind");
-                        let all: Vec<Channel> = self.subs.values().map(|s| s.channel).collect();
-                        all.into_iter()
-                            .flat_map(|c| self.end(c, ws_error::SUBSCRIPTION_BUFFER_OVERFLOW))
-                            .map(Message::text)
-                            .collect()
+                        self.fell_behind(n).into_iter().map(Message::text).collect()
                     }
                     Err(RecvError::Closed) => return,
                 },
@@ -210,6 +219,16 @@ impl Session {
             }
             st.stats.ws_messages.fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// The reader fell more than the buffer behind and `lost` events were dropped: every
+    /// subscription ends, as on the exchange (error 25).
+    fn fell_behind(&mut self, lost: u64) -> Vec<String> {
+        tracing::warn!(lost, "simulated websocket reader fell behind");
+        let all: Vec<Channel> = self.subs.values().map(|s| s.channel).collect();
+        all.into_iter()
+            .flat_map(|c| self.end(c, ws_error::SUBSCRIPTION_BUFFER_OVERFLOW))
+            .collect()
     }
 
     /// Ends this connection's subscriptions to `channel` with the terminal error `code`; the

@@ -108,6 +108,9 @@ impl RiskEngine {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) {
+        if reason == SWEEP_REASON {
+            self.sweep_answered();
+        }
         let (listed, before) = (fills.len(), self.counters.fills);
         let parked_before = self.parked.values().map(Vec::len).sum::<usize>();
         let trips_before = out

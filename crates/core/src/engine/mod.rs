@@ -61,6 +61,11 @@ pub const BACKFILL_MARGIN_MS: i64 = 60_000;
 /// sequence numbers: a fill the exchange never delivered leaves no trace on the stream, so the
 /// daemon reads the recent fills back this often and counts any it never saw.
 pub const SWEEP_EVERY_MS: i64 = 10_000;
+/// How far before the newest fill the previous answered sweep had seen the next sweep starts
+/// reading: room for a fill that the exchange lists a little after its time, or that the
+/// stream delivered out of order (the exchange's reads have been seen lagging its writes by
+/// about 0.4 s).
+pub const SWEEP_OVERLAP_MS: i64 = 10_000;
 /// The reason a sweep's backfill carries; a sweep that finds nothing new is not audited.
 pub const SWEEP_REASON: &str = "periodic sweep (fills the stream never delivered)";
 
@@ -111,6 +116,12 @@ pub struct RiskEngine {
     gap: bool,
     /// When the last periodic sweep was asked for (the first tick sets it).
     last_sweep_ms: Option<i64>,
+    /// The newest fill's exchange time when the last answered sweep was asked for: that sweep
+    /// read everything up to it, so the next starts [`SWEEP_OVERLAP_MS`] before it.
+    sweep_mark: Option<i64>,
+    /// The oldest sweep not yet answered: where it started reading, and the newest fill's
+    /// exchange time when it was asked for.
+    sweep_pending: Option<(i64, Option<i64>)>,
     account: Option<LimitState>,
     kill: KillLatch,
     /// Records of strategies whose policy was removed, by name (see [`StrategySnapshot::retired`]).
@@ -161,6 +172,8 @@ impl RiskEngine {
             blind: false,
             disconnected_since: None,
             last_sweep_ms: None,
+            sweep_mark: None,
+            sweep_pending: None,
             latch_readable: !cfg.cluster,
             peer_groups: BTreeMap::new(),
             peers: BTreeMap::new(),

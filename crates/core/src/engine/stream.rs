@@ -2,7 +2,7 @@
 
 use super::{
     BACKFILL_MARGIN_MS, Command, DAEMON, DecisionKind, Output, RiskEngine, SWEEP_EVERY_MS,
-    StreamHealth, decision,
+    SWEEP_OVERLAP_MS, StreamHealth, decision,
 };
 use crate::guard::{GuardState, TripReason};
 use crate::policy::BlindAction;
@@ -88,9 +88,15 @@ impl RiskEngine {
     }
 
     /// Asks for the periodic sweep while the stream is up (a gap has its own backfill). It
-    /// reads from shortly before the last fill counted, but never from further back than three
-    /// periods before the last sweep (room for 30 s of skew between the daemon's clock and the
-    /// exchange's), so its cost follows the fill rate, not the uptime.
+    /// reads from [`SWEEP_OVERLAP_MS`] before the newest fill the last answered sweep had seen
+    /// (it read everything up to there), and never from further back than
+    /// [`BACKFILL_MARGIN_MS`] before the last fill counted: under a steady flow each sweep reads
+    /// one period and the overlap, so its cost follows the fill rate, not the uptime. Before
+    /// any sweep was answered it reads from shortly before the last fill counted, but never
+    /// from further back than three periods before the last sweep (room for 30 s of skew
+    /// between the daemon's clock and the exchange's). A sweep that is never answered (its
+    /// read failed, or a backfill was already reading) moves nothing: the next reads from
+    /// where the last answered one left off.
     pub(super) fn sweep_if_due(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         let Some(last) = self.last_sweep_ms else {
             self.last_sweep_ms = Some(now_ms);
@@ -101,11 +107,28 @@ impl RiskEngine {
         }
         self.last_sweep_ms = Some(now_ms);
         let floor = last - 3 * SWEEP_EVERY_MS;
-        let since_ms = self
-            .last_fill_ms
-            .map_or(floor, |l| (l - BACKFILL_MARGIN_MS).max(floor))
-            .max(0);
+        let mut since_ms = match (self.last_fill_ms, self.sweep_mark) {
+            (Some(l), Some(mark)) => (l - BACKFILL_MARGIN_MS).max(mark - SWEEP_OVERLAP_MS),
+            (Some(l), None) => (l - BACKFILL_MARGIN_MS).max(floor),
+            (None, _) => floor,
+        }
+        .max(0);
+        // Sweeps not answered yet (failed, or still reading): this one starts where the oldest
+        // of them did, whose mark is kept (whichever sweep answers next read at least up to
+        // it).
+        match self.sweep_pending {
+            Some((oldest, _)) => since_ms = since_ms.min(oldest),
+            None => self.sweep_pending = Some((since_ms, self.last_fill_ms)),
+        }
         out.push(Output::Command(Command::Sweep { since_ms }));
+    }
+
+    /// A sweep answered: it read everything from the oldest unanswered sweep's start up to
+    /// that sweep's mark, which the next reads on from.
+    pub(super) fn sweep_answered(&mut self) {
+        if let Some((_, mark)) = self.sweep_pending.take() {
+            self.sweep_mark = mark.or(self.sweep_mark);
+        }
     }
 
     pub(super) fn on_tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
