@@ -14,82 +14,17 @@
 
 mod support;
 
-use support::{Ws, next_json, observer, pct, start_daemon, state_groups, write_config};
+use support::{Floor, Ws, next_json, observer, pct, start_daemon, state_groups, write_config};
 
 use std::process::Command;
 use std::time::Duration;
 
-use kalshi_riskd::kalshi::Signer;
-use kalshi_riskd::sim::Simulator;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 const BREACH_SAMPLES: usize = 100;
 const KILL_GROUPS: usize = 100;
 const KILL_RUNS: usize = 5;
-
-/// The floor: the least any client can do on this harness. A blocking WebSocket reads the fill
-/// frame; a pre-signed Trigger is written at once on a warm keep-alive socket. No runtime, no
-/// queue, no risk logic.
-struct Floor {
-    ws: tokio_tungstenite::tungstenite::WebSocket<std::net::TcpStream>,
-    rest: std::net::TcpStream,
-    host: String,
-}
-
-impl Floor {
-    fn connect(sim: &Simulator, signer: &Signer) -> Floor {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-        let addr = sim.addr();
-        let mut req = sim.ws_url().into_client_request().unwrap();
-        for (k, v) in signer.sign_now("GET", "/trade-api/ws/v2").pairs() {
-            req.headers_mut().insert(k, v.parse().unwrap());
-        }
-        let stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (mut ws, _) = tokio_tungstenite::tungstenite::client(req, stream).unwrap();
-        ws.send(Message::text(
-            json!({"id":1,"cmd":"subscribe","params":{"channels":["fill"]}}).to_string(),
-        ))
-        .unwrap();
-        ws.read().unwrap(); // subscribed
-        let rest = std::net::TcpStream::connect(addr).unwrap();
-        rest.set_nodelay(true).unwrap();
-        Floor {
-            ws,
-            rest,
-            host: addr.to_string(),
-        }
-    }
-
-    /// A Trigger of `group`, signed now, as the bytes of one HTTP/1.1 request.
-    fn armed(&self, signer: &Signer, group: &str) -> Vec<u8> {
-        support::trigger_request(&self.host, signer, group)
-    }
-
-    /// Waits for the fill of its order (`client_order_id`), then fires `request` and reads
-    /// its answer.
-    fn fire_on_fill(&mut self, client_order_id: &str, request: &[u8]) {
-        use std::io::{Read as _, Write as _};
-        let mine = format!("\"client_order_id\":\"{client_order_id}\"");
-        loop {
-            if let Message::Text(t) = self.ws.read().unwrap()
-                && t.as_str().contains(&mine)
-            {
-                break;
-            }
-        }
-        self.rest.write_all(request).unwrap();
-        let mut buf = [0u8; 4096];
-        let n = self.rest.read(&mut buf).unwrap();
-        assert!(
-            buf[..n].starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&buf[..n])
-        );
-    }
-}
 
 fn main() {
     kalshi_riskd::kalshi::install_crypto_provider();

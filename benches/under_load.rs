@@ -11,6 +11,11 @@
 //!   the group's `triggered` event on the bench's own WebSocket (subscribed to group events
 //!   only). 40 samples with nothing else happening, then 40 while the load strategies' orders
 //!   fill 10,000 times a second (1 contract each, round robin).
+//! - **floor**: the same breaches met by the least any client can do here, sampled alternately
+//!   with the daemon's in both phases: a thread reading its own fill subscription all the time
+//!   (as the daemon must) that writes a Trigger signed beforehand on a warm socket when its
+//!   order's fill goes by. The daemon / floor ratios say what the daemon adds under load; the
+//!   floor's own change says what the harness adds.
 //! - **throughput**: the load at 100,000 fills a second for 5 s. Every 20 ms the bench reads the
 //!   daemon's count of load fills (its admin API: fills in the one-hour windows) against the
 //!   fills published; the largest gap is the lag, and the drain is how long after the last fill
@@ -20,7 +25,9 @@
 
 mod support;
 
-use support::{Ws, cpu_ns, next_json, observer_of, pct, start_daemon, state_groups, write_config};
+use support::{
+    Floor, Ws, cpu_ns, next_json, observer_of, pct, start_daemon, state_groups, write_config,
+};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -81,31 +88,58 @@ fn main() {
         let mut load_orders = Vec::new();
         for i in 0..LOAD_STRATEGIES {
             let g = group(&format!("load{i:03}"));
-            load_orders.push(rest_order(&http, &sim, &signer, "KXLOAD", "1000000", &g).await);
+            load_orders.push(rest_order(&http, &sim, &signer, "KXLOAD", "1000000", &g, None).await);
         }
         let mut probes = Vec::new();
         for i in 0..PROBES {
             let g = group(&format!("probe{i:03}"));
-            probes.push((rest_order(&http, &sim, &signer, "KXPROBE", "10", &g).await, g));
+            probes.push((rest_order(&http, &sim, &signer, "KXPROBE", "10", &g, None).await, g));
         }
+        // The floor's groups and orders (not the daemon's: its kill scope is its own groups).
+        let mut floors = Vec::new();
+        for i in 0..PROBES {
+            let path = "/trade-api/v2/portfolio/order_groups/create";
+            let mut req = http
+                .post(format!("http://{}{path}", sim.addr()))
+                .json(&json!({"contracts_limit_fp": "1000"}));
+            for (k, v) in signer.sign_now("POST", path).pairs() {
+                req = req.header(k, v);
+            }
+            let created: Value = req.send().await.unwrap().json().await.unwrap();
+            let g = created["order_group_id"].as_str().unwrap().to_owned();
+            let cid = format!("floor-{i}");
+            let order = rest_order(&http, &sim, &signer, "KXPROBE", "10", &g, Some(&cid)).await;
+            floors.push((order, g, cid));
+        }
+        let floor = live_floor(Floor::connect(&sim, &signer));
+        let host = sim.addr().to_string();
         let mut ws = observer_of(&sim, &signer, &["order_group_updates"]).await;
         // Steady state: the orders' groups learnt from the stream, the kill set armed.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let admin = AdminClient::new(dir.path().join("admin.sock"), Duration::from_secs(10));
 
         let mut probes = probes.into_iter();
-        let mut idle = Vec::new();
+        let mut floors = floors.into_iter();
+        let (mut idle, mut idle_floor) = (Vec::new(), Vec::new());
         for (order, g) in probes.by_ref().take(PROBES / 2) {
             idle.push(probe(&sim, &mut ws, &order, &g).await);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let (order, g, cid) = floors.next().unwrap();
+            floor.send((cid, support::trigger_request(&host, &signer, &g))).unwrap();
+            idle_floor.push(probe(&sim, &mut ws, &order, &g).await);
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let load = Load::start(sim.state().clone(), load_orders.clone(), BACKGROUND_PER_S);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let mut loaded = Vec::new();
+        let (mut loaded, mut loaded_floor) = (Vec::new(), Vec::new());
         let (cpu_before, wall) = (cpu_ns(daemon.id()), Instant::now());
         for (order, g) in probes {
             loaded.push(probe(&sim, &mut ws, &order, &g).await);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let (order, g, cid) = floors.next().unwrap();
+            floor.send((cid, support::trigger_request(&host, &signer, &g))).unwrap();
+            loaded_floor.push(probe(&sim, &mut ws, &order, &g).await);
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let busy = (cpu_ns(daemon.id()) - cpu_before) as f64 / wall.elapsed().as_nanos() as f64;
         let background = load.stop();
@@ -127,6 +161,20 @@ fn main() {
         println!(
             "the daemon's CPU under that load: {:.0} % of a core",
             busy * 100.0
+        );
+        println!(
+            "floor, idle: p50 {:.2?}  p99 {:.2?}; under load: p50 {:.2?}  p99 {:.2?}",
+            pct(&mut idle_floor, 0.5),
+            pct(&mut idle_floor, 0.99),
+            pct(&mut loaded_floor, 0.5),
+            pct(&mut loaded_floor, 0.99)
+        );
+        println!(
+            "daemon / floor: idle p50 {:.2}x p99 {:.2}x; under load p50 {:.2}x p99 {:.2}x",
+            pct(&mut idle, 0.5).as_secs_f64() / pct(&mut idle_floor, 0.5).as_secs_f64(),
+            pct(&mut idle, 0.99).as_secs_f64() / pct(&mut idle_floor, 0.99).as_secs_f64(),
+            pct(&mut loaded, 0.5).as_secs_f64() / pct(&mut loaded_floor, 0.5).as_secs_f64(),
+            pct(&mut loaded, 0.99).as_secs_f64() / pct(&mut loaded_floor, 0.99).as_secs_f64()
         );
         println!(
             "under load / idle: p50 {:.2}x, p99 {:.2}x",
@@ -182,15 +230,20 @@ async fn rest_order(
     ticker: &str,
     count: &str,
     group: &str,
+    client_order_id: Option<&str>,
 ) -> String {
     let path = "/trade-api/v2/portfolio/events/orders";
+    let mut body = json!({
+        "ticker": ticker, "side": "bid", "count": count, "price": "0.50",
+        "time_in_force": "good_till_canceled", "self_trade_prevention_type": "maker",
+        "order_group_id": group,
+    });
+    if let Some(c) = client_order_id {
+        body["client_order_id"] = json!(c);
+    }
     let mut req = http
         .post(format!("http://{}{path}", sim.addr()))
-        .json(&json!({
-            "ticker": ticker, "side": "bid", "count": count, "price": "0.50",
-            "time_in_force": "good_till_canceled", "self_trade_prevention_type": "maker",
-            "order_group_id": group,
-        }));
+        .json(&body);
     for (k, v) in signer.sign_now("POST", path).pairs() {
         req = req.header(k, v);
     }
@@ -305,4 +358,38 @@ impl Load {
             took,
         }
     }
+}
+
+/// The floor, reading its fill subscription all the time on a thread of its own. Send it a
+/// client order id and a Trigger signed beforehand; when that order's fill goes by, it writes
+/// the Trigger on its warm socket and reads the answer.
+fn live_floor(mut f: Floor) -> std::sync::mpsc::Sender<(String, Vec<u8>)> {
+    use std::io::{Read as _, Write as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let (tx, rx) = std::sync::mpsc::channel::<(String, Vec<u8>)>();
+    std::thread::spawn(move || {
+        let mut armed: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(msg) = f.ws.read() {
+            armed.extend(
+                rx.try_iter()
+                    .map(|(cid, req)| (format!("\"client_order_id\":\"{cid}\""), req)),
+            );
+            let Message::Text(text) = msg else { continue };
+            if let Some(i) = armed
+                .iter()
+                .position(|(mine, _)| text.as_str().contains(mine.as_str()))
+            {
+                let (_, request) = armed.swap_remove(i);
+                f.rest.write_all(&request).unwrap();
+                let n = f.rest.read(&mut buf).unwrap();
+                assert!(
+                    buf[..n].starts_with(b"HTTP/1.1 200"),
+                    "{}",
+                    String::from_utf8_lossy(&buf[..n])
+                );
+            }
+        }
+    });
+    tx
 }
