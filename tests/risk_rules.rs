@@ -1266,3 +1266,47 @@ fn the_periodic_sweep_reads_on_from_where_the_last_answered_sweep_left_off() {
     flow(&mut h, SWEEP_EVERY_MS);
     assert_eq!(sweep(&mut h).unwrap(), unanswered - SWEEP_OVERLAP_MS);
 }
+
+#[test]
+fn where_not_every_group_can_be_armed_the_tightest_strategies_come_first() {
+    // The fewest contracts that could breach each: 1,000,000; 1; 50; $0.30 at $1 a contract at
+    // most = 0.3; 20 fills of 0.01 contract = 0.2.
+    let mut notional = limit("money", 15_000, 1);
+    (notional.max_contracts, notional.max_notional) = (None, Some(Dollars::parse("0.30").unwrap()));
+    let mut fills = limit("count", 15_000, 1);
+    (fills.max_contracts, fills.max_fills) = (None, Some(20));
+    let h = Harness::new(
+        config(vec![
+            policy("loose", vec![limit("hour", 3_600_000, 1_000_000)]),
+            policy("one", vec![limit("fast", 15_000, 1)]),
+            policy(
+                "fifty",
+                vec![limit("fast", 15_000, 50), limit("hour", 3_600_000, 500)],
+            ),
+            policy("money", vec![notional]),
+            policy("count", vec![fills]),
+        ]),
+        2,
+    );
+    let order: Vec<&str> = h
+        .engine
+        .groups_tightest_first()
+        .iter()
+        .map(|g| g.id.as_str())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "g-count-0",
+            "g-count-1",
+            "g-money-0",
+            "g-money-1",
+            "g-one-0",
+            "g-one-1",
+            "g-fifty-0",
+            "g-fifty-1",
+            "g-loose-0",
+            "g-loose-1"
+        ]
+    );
+}

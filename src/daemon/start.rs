@@ -235,9 +235,10 @@ pub(super) async fn start(
     // The kill set is armed before the refresher's first round: a kill costs socket writes,
     // not signatures. Over FIX too: REST is a Trigger's fallback when the session is down or
     // slow.
-    let mut managed = 0;
-    for (_, g) in shell.engine.managed_groups() {
-        managed += 1;
+    // Where there are more groups than the armory holds, the tightest strategies' are armed.
+    let kill_set = shell.engine.groups_tightest_first();
+    let managed = kill_set.len();
+    for g in kill_set {
         let _ = rest.armory().arm(g);
     }
     let armory = {

@@ -77,6 +77,21 @@ pub struct LimitSpec {
     pub warn_ratio: Ratio,
 }
 
+impl LimitSpec {
+    /// The fewest contracts that could breach this limit from an empty window, in hundredths
+    /// of a contract (a fill is at least 0.01 contract and costs at most $1 a contract): how
+    /// close the limit is to firing, to rank strategies by.
+    pub fn reach(&self) -> i64 {
+        let contracts = self.max_contracts.map(Contracts::hundredths);
+        let notional = self.max_notional.map(|d| d.micros() / 10_000);
+        [contracts, notional, self.max_fills]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+}
+
 /// The figures a trip or warning is based on: the window's content and the limit's maxima.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {

@@ -16,8 +16,8 @@
 //! (see [`Armory::set_ahead`], [`Armory::refused`]). A refused Trigger is signed afresh and sent
 //! again at once, so the worst a wrong guess costs is one round trip.
 //!
-//! What to arm is the caller's choice (groups above their warn ratio, and the kill set), bounded
-//! by `max_armed` so that refreshing stays within a CPU budget.
+//! What to arm is the caller's choice (the daemon arms its managed groups, the tightest
+//! strategies' first), bounded by `max_armed` so that refreshing stays within a CPU budget.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -263,6 +263,28 @@ impl RiskEngine {
             .flat_map(|s| s.groups.iter().map(move |g| (s.policy.name.as_str(), g)))
     }
 
+    /// Every managed group, those of the strategies whose tightest limit is the smallest
+    /// first ([`crate::limits::LimitSpec::reach`]), in policy order among equals: where not
+    /// every group can be kept armed, the ones likeliest to breach on the next fill are.
+    pub fn groups_tightest_first(&self) -> Vec<&GroupAddress> {
+        let mut ranked: Vec<(i64, &GroupAddress)> = self
+            .strategies
+            .iter()
+            .flat_map(|s| {
+                let reach = s
+                    .policy
+                    .limits
+                    .iter()
+                    .map(|l| l.reach())
+                    .min()
+                    .unwrap_or(i64::MAX);
+                s.groups.iter().map(move |g| (reach, g))
+            })
+            .collect();
+        ranked.sort_by_key(|(reach, _)| *reach);
+        ranked.into_iter().map(|(_, g)| g).collect()
+    }
+
     /// Handles one input at `now_ms`, appending what follows from it to `out`.
     pub fn handle(&mut self, input: Input, now_ms: i64, out: &mut Vec<Output>) {
         match input {
