@@ -700,3 +700,41 @@ async fn a_429_empties_the_write_budget_whatever_it_held() {
         "after a 429 the next write waits for the exchange's refill"
     );
 }
+
+#[tokio::test]
+async fn armed_triggers_are_re_signed_while_the_exchange_is_slow_to_give_its_limits() {
+    let t = TestSim::start().await;
+    // The account's limits answer after 20 s (each attempt times out after 5 s, six attempts).
+    t.set_faults(json!({"latency_ms": 20_000, "latency_path": "/trade-api/v2/account/limits"}))
+        .await;
+    let api = t.rest_client(|c| {
+        c.armory.max_age = Duration::from_millis(300);
+        c.armory.refresh_before = Duration::from_millis(150);
+        c.armory.ahead = Duration::ZERO;
+    });
+    let g = api.create_group(0, 0, c(5)).await.unwrap();
+    api.armory().arm(&g).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let refresher = tokio::spawn({
+        let (api, stop) = (api.clone(), stop.clone());
+        async move { api.run_armory(16, stop).await }
+    });
+    // Three signatures in a row, each within 3 s of the last (a refresh is due every 150 ms).
+    let mut last = 0;
+    for n in 0..3 {
+        last = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                if let Some(h) = api.armory().take(&g, kalshi_riskd::kalshi::auth::now_ms())
+                    && h.timestamp_ms.parse::<i64>().unwrap() > last
+                {
+                    return h.timestamp_ms.parse::<i64>().unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("signature {n} not made while the limits read hangs"));
+    }
+    stop.cancel();
+    refresher.await.unwrap();
+}

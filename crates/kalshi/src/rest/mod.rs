@@ -235,8 +235,13 @@ impl RestClient {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = probe.tick() => {
-                    self.fit_write_budget().await;
-                    self.probe_signing_ahead().await;
+                    // On a task of its own: a slow or unreachable exchange (the limits read is
+                    // retried) must not hold up the re-signing below.
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.fit_write_budget().await;
+                        me.probe_signing_ahead().await;
+                    });
                 }
                 _ = tick.tick() => {
                     let armory = self.armory.clone();
