@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use kalshi_riskd::kalshi::Signer;
 use kalshi_riskd::sim::{Simulator, Tier};
-use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const GROUPS: usize = 100;
@@ -192,15 +191,7 @@ async fn floor_kill(sim: &Simulator, signer: &Signer, ws: &mut Ws) -> Duration {
     let http = reqwest::Client::new();
     let mut groups = HashSet::new();
     for _ in 0..GROUPS {
-        let path = "/trade-api/v2/portfolio/order_groups/create";
-        let mut req = http
-            .post(format!("http://{}{path}", sim.addr()))
-            .json(&json!({"contracts_limit_fp": "1000"}));
-        for (k, v) in signer.sign_now("POST", path).pairs() {
-            req = req.header(k, v);
-        }
-        let created: Value = req.send().await.unwrap().json().await.unwrap();
-        groups.insert(created["order_group_id"].as_str().unwrap().to_owned());
+        groups.insert(support::create_group(&http, sim, signer).await);
     }
     let host = sim.addr().to_string();
     let requests: Vec<Vec<u8>> = groups

@@ -98,15 +98,7 @@ fn main() {
         // The floor's groups and orders (not the daemon's: its kill scope is its own groups).
         let mut floors = Vec::new();
         for i in 0..PROBES {
-            let path = "/trade-api/v2/portfolio/order_groups/create";
-            let mut req = http
-                .post(format!("http://{}{path}", sim.addr()))
-                .json(&json!({"contracts_limit_fp": "1000"}));
-            for (k, v) in signer.sign_now("POST", path).pairs() {
-                req = req.header(k, v);
-            }
-            let created: Value = req.send().await.unwrap().json().await.unwrap();
-            let g = created["order_group_id"].as_str().unwrap().to_owned();
+            let g = support::create_group(&http, &sim, &signer).await;
             let cid = format!("floor-{i}");
             let order = rest_order(&http, &sim, &signer, "KXPROBE", "10", &g, Some(&cid)).await;
             floors.push((order, g, cid));

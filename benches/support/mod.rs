@@ -254,3 +254,17 @@ impl Floor {
         );
     }
 }
+
+/// A group (limit 1,000 contracts, subaccount 0) created straight on `sim`, not the daemon's;
+/// its id.
+pub async fn create_group(http: &reqwest::Client, sim: &Simulator, signer: &Signer) -> String {
+    let path = "/trade-api/v2/portfolio/order_groups/create";
+    let mut req = http
+        .post(format!("http://{}{path}", sim.addr()))
+        .json(&json!({"contracts_limit_fp": "1000"}));
+    for (k, v) in signer.sign_now("POST", path).pairs() {
+        req = req.header(k, v);
+    }
+    let created: Value = req.send().await.unwrap().json().await.unwrap();
+    created["order_group_id"].as_str().unwrap().to_owned()
+}
