@@ -738,3 +738,129 @@ async fn armed_triggers_are_re_signed_while_the_exchange_is_slow_to_give_its_lim
     stop.cancel();
     refresher.await.unwrap();
 }
+
+/// Runs `keep_warm` with `connections` for one round (the next is an hour away) and waits
+/// until the Trigger lane holds them.
+async fn warm_lane(
+    api: &kalshi_riskd::kalshi::RestClient,
+    connections: usize,
+) -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let (api, stop) = (api.clone(), stop.clone());
+        async move {
+            api.keep_warm(connections, Duration::from_secs(3600), stop)
+                .await
+        }
+    });
+    tokio::time::timeout(support::PATIENCE, async {
+        while api.trigger_lane().expect("a lane").0 < connections {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the lane's connections open");
+    stop
+}
+
+#[tokio::test]
+async fn a_trigger_goes_out_on_a_lane_connection_which_stays_open() {
+    let t = TestSim::start().await;
+    let api = t.rest_client(|_| {});
+    let g = api.create_group(1, 0, c(5)).await.unwrap();
+    api.armory().arm(&g).unwrap();
+    assert_eq!(api.armory().refresh(16), 1);
+    let stop = warm_lane(&api, 2).await;
+    assert_eq!(api.trigger_lane(), Some((2, 0)));
+    api.trigger_group(&g).await.expect("accepted");
+    assert_eq!(t.group_state(g.id.as_str()).await["triggered"], true);
+    assert_eq!(
+        api.trigger_lane(),
+        Some((2, 1)),
+        "answered on the lane, and the connection went back to it"
+    );
+    // Everything else goes by the general client.
+    api.reset_group(&g).await.unwrap();
+    assert_eq!(api.trigger_lane(), Some((2, 1)));
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_trigger_whose_lane_connection_was_closed_goes_by_the_general_client_at_once() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // An exchange that closes a keep-alive connection after 100 ms idle, without a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let triggers = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn({
+        let triggers = triggers.clone();
+        async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let triggers = triggers.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        let read =
+                            tokio::time::timeout(Duration::from_millis(100), s.read(&mut chunk))
+                                .await;
+                        let Ok(Ok(n)) = read else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).into_owned();
+                        let Some(end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + length {
+                            continue;
+                        }
+                        if text.starts_with("PUT ") && text[..end].contains("/trigger") {
+                            triggers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        buf.drain(..end + 4 + length);
+                        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    let signer = TestSim::start().await.signer.clone();
+    let mut cfg = kalshi_riskd::kalshi::RestConfig::new(format!("http://{addr}/trade-api/v2"));
+    cfg.write_per_s = None;
+    cfg.read_per_s = None;
+    let api = kalshi_riskd::kalshi::RestClient::new(&cfg, signer).unwrap();
+    let stop = warm_lane(&api, 2).await;
+    // Both lane connections are closed by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let g = GroupAddress {
+        id: GroupId::new("g-1"),
+        subaccount: 0,
+        exchange_index: 0,
+    };
+    let control = GroupControl::rest(api.clone());
+    control
+        .trigger_attempt(&g)
+        .await
+        .expect("one attempt lands: by the general client when the lane's connection is dead");
+    assert_eq!(triggers.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        api.trigger_lane(),
+        Some((1, 0)),
+        "the dead connection left the lane"
+    );
+    stop.cancel();
+}

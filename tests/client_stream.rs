@@ -426,3 +426,29 @@ async fn an_undecodable_group_message_asks_for_a_reconcile() {
     stop.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_fill_reaches_the_consumer_before_the_next_frame_is_read() {
+    // One thread: what the stream task does before the consumer runs is visible in its
+    // message count.
+    let t = TestSim::start().await;
+    let stop = CancellationToken::new();
+    let (mut rx, counters, task) = stream::spawn(config(&t), t.signer.clone(), stop.clone());
+    assert_eq!(next(&mut rx).await, StreamEvent::Health(Health::Connected));
+    let g = t.create_group(5, 0).await;
+    until(&mut rx, |e| matches!(e, StreamEvent::Group(_))).await;
+    // The fill is published between the order's two updates, with the group's trigger after.
+    let before = counters.messages.load(Ordering::Relaxed);
+    let (_, at_fill) = tokio::join!(t.order(Some(&g), "6"), async {
+        until(&mut rx, |e| matches!(e, StreamEvent::Fill(_))).await;
+        counters.messages.load(Ordering::Relaxed)
+    });
+    // Read so far: the resting order's update and the fill; not the messages after it.
+    assert_eq!(
+        at_fill,
+        before + 2,
+        "the stream read on past the fill first"
+    );
+    stop.cancel();
+    tokio::time::timeout(PATIENCE, task).await.unwrap().unwrap();
+}

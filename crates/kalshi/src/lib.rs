@@ -29,6 +29,20 @@ pub use group::{GroupAddress, GroupId};
 pub use op::Op;
 pub use rest::{RestClient, RestConfig};
 
+/// The host's trusted root certificates (TLS to the exchange: FIX and the Trigger lane).
+pub(crate) fn system_roots() -> Result<rustls::RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(format!(
+            "no trusted root certificates found for TLS ({} error(s) reading them; set SSL_CERT_FILE)",
+            found.errors.len()
+        ));
+    }
+    Ok(roots)
+}
+
 /// Makes aws-lc-rs the process's TLS crypto provider (rustls needs exactly one). Safe to call
 /// more than once.
 pub fn install_crypto_provider() {

@@ -454,6 +454,9 @@ impl StreamTask {
                     continue;
                 }
             };
+            // A fill may be the start of a breach's path: the consumer runs before the next
+            // frame is read and decoded (a yield costs well under a microsecond).
+            let hand_over = matches!(decoded, Decoded::Fill { .. });
             let ev = match decoded {
                 Decoded::Fill { fill, .. } => StreamEvent::Fill(fill),
                 Decoded::Order { order, .. } => StreamEvent::Order(order),
@@ -579,6 +582,9 @@ impl StreamTask {
             };
             if let Sent::Closed = self.out.emit(ev) {
                 return End::Stop;
+            }
+            if hand_over {
+                tokio::task::yield_now().await;
             }
         }
     }

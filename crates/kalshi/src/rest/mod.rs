@@ -15,6 +15,7 @@
 
 mod account;
 mod groups;
+mod lane;
 mod portfolio;
 
 pub use account::write_burst_seconds;
@@ -40,6 +41,9 @@ pub use crate::retry::RetryPolicy;
 /// How often the REST client asks the exchange whether it still accepts requests signed ahead
 /// of its clock.
 pub const PROBE_EVERY: Duration = Duration::from_secs(300);
+
+/// Connections the general pool keeps warm beside a Trigger lane.
+const GENERAL_WARM: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct RestConfig {
@@ -135,6 +139,15 @@ pub struct RestClient {
     retry: RetryPolicy,
     armory: Arc<Armory>,
     clock: Arc<ClockOffset>,
+    /// Connections held for Triggers (`None`: off, see [`lane`]).
+    lane: Option<Arc<lane::Lane>>,
+}
+
+/// An answer: its status, `Date` and body (which may fail to arrive after the status).
+struct Sent {
+    status: u16,
+    date: Option<String>,
+    body: Result<bytes::Bytes, ExchangeError>,
 }
 
 enum Bill {
@@ -183,7 +196,15 @@ impl RestClient {
             Some(r) => Budget::new(r, reserve),
             None => Budget::unlimited(),
         };
+        let lane = match lane::Lane::new(&url, cfg.timeout) {
+            Ok(l) => Some(Arc::new(l)),
+            Err(why) => {
+                tracing::warn!(%why, "no Trigger lane: Triggers go by the general HTTP client");
+                None
+            }
+        };
         Ok(RestClient {
+            lane,
             observer: None,
             http,
             origin,
@@ -294,21 +315,40 @@ impl RestClient {
         }
     }
 
-    /// Keeps `connections` pooled connections open by touching the public exchange-status
-    /// endpoint every `every`, until `stop` fires.
+    /// The Trigger lane's idle connections and the requests it has carried; `None` when there
+    /// is no lane (an HTTP proxy is configured, or no TLS roots were found).
+    pub fn trigger_lane(&self) -> Option<(usize, u64)> {
+        self.lane.as_ref().map(|l| (l.idle_count(), l.answered()))
+    }
+
+    /// Keeps `connections` connections open for Triggers (the lane's, or the general pool's
+    /// when there is no lane) and a few for everything else, by touching the public
+    /// exchange-status endpoint every `every`, until `stop` fires.
     pub async fn keep_warm(
         &self,
         connections: usize,
         every: Duration,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        let url = format!("{}{}/exchange/status", self.origin, self.base_path);
+        let path = format!("{}/exchange/status", self.base_path);
+        let url = format!("{}{path}", self.origin);
+        // With a Trigger lane, the general pool serves the rest (and a Trigger that finds every
+        // lane connection busy): a few connections.
+        let general = match &self.lane {
+            Some(_) => connections.clamp(1, GENERAL_WARM),
+            None => connections.max(1),
+        };
         let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
-                    let probes = (0..connections.max(1)).map(|_| {
+                    let lane = async {
+                        if let Some(l) = &self.lane {
+                            l.keep(connections, &path).await;
+                        }
+                    };
+                    let probes = (0..general).map(|_| {
                         let req = self.http.get(&url);
                         async move {
                             let sent_ms = now_ms();
@@ -318,7 +358,7 @@ impl RestClient {
                             }
                         }
                     });
-                    futures_util::future::join_all(probes).await;
+                    futures_util::future::join(futures_util::future::join_all(probes), lane).await;
                 }
             }
         }
@@ -360,18 +400,14 @@ impl RestClient {
                 }
                 let headers =
                     headers.unwrap_or_else(|| self.signer.sign_now(method.as_str(), full_path));
-                let mut req = self.http.request(method.clone(), url);
-                for (k, v) in headers.pairs() {
-                    req = req.header(k, v);
-                }
-                if let Some(b) = body {
-                    req = req.json(b);
-                }
                 let started = tokio::time::Instant::now();
                 let sent_ms = now_ms();
-                let (status, outcome) = match req.send().await {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
+                let (status, outcome) = match self
+                    .send(op, method, url, full_path, &headers, body, bill)
+                    .await
+                {
+                    Ok(answer) => {
+                        let status = answer.status;
                         // Any refusal of a request signed ahead (a 4xx other than "no such
                         // group" or "too many requests") may be the exchange's answer to the
                         // timestamp, whatever code it gives: stop signing ahead, so that the
@@ -389,17 +425,19 @@ impl RestClient {
                                 Bill::Read => self.read.drained(),
                             }
                         }
-                        self.observe_date(&resp, sent_ms);
-                        match resp.bytes().await {
+                        if let Some(date) = &answer.date {
+                            self.clock.observe(date, sent_ms, now_ms());
+                        }
+                        match answer.body {
                             Ok(bytes) if (200..300).contains(&status) => (Some(status), Ok(bytes)),
                             Ok(bytes) => (
                                 Some(status),
                                 Err(ExchangeError::from_response(op, status, &bytes)),
                             ),
-                            Err(e) => (Some(status), Err(ExchangeError::transport(op, &e))),
+                            Err(e) => (Some(status), Err(e)),
                         }
                     }
-                    Err(e) => (None, Err(ExchangeError::transport(op, &e))),
+                    Err(e) => (None, Err(e)),
                 };
                 if let Some(o) = &self.observer {
                     (o.0)(op, status, started.elapsed());
@@ -408,6 +446,63 @@ impl RestClient {
             }
         })
         .await
+    }
+
+    /// One request, on the Trigger lane for a Trigger when a lane connection is idle, else by
+    /// the general client. A Trigger whose lane connection failed goes by the general client
+    /// at once, with the same signature (a Trigger is idempotent, and the signature is fresh).
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        op: &'static str,
+        method: &Method,
+        url: &str,
+        full_path: &str,
+        headers: &SignedHeaders,
+        body: Option<&Value>,
+        bill: &Bill,
+    ) -> Result<Sent, ExchangeError> {
+        if let (Bill::Write(Priority::Trigger), Some(lane)) = (bill, &self.lane) {
+            let bytes = body.map(|b| bytes::Bytes::from(b.to_string()));
+            match lane.send(method, full_path, &headers.pairs(), bytes).await {
+                Some(Ok(a)) => {
+                    return Ok(Sent {
+                        status: a.status,
+                        date: a.date,
+                        body: Ok(a.body),
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(op, error = %e, "Trigger lane connection failed; sending by the general client");
+                }
+                None => {}
+            }
+        }
+        let mut req = self.http.request(method.clone(), url);
+        for (k, v) in headers.pairs() {
+            req = req.header(k, v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ExchangeError::transport(op, &e))?;
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .map(str::to_owned);
+        let status = resp.status().as_u16();
+        Ok(Sent {
+            status,
+            date,
+            body: resp
+                .bytes()
+                .await
+                .map_err(|e| ExchangeError::transport(op, &e)),
+        })
     }
 
     /// An idempotent GET whose JSON answer is decoded as `T`.

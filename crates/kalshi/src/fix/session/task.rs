@@ -279,7 +279,7 @@ impl Task {
         }
         let roots = match &self.cfg.tls_roots {
             Some(r) => r.clone(),
-            None => Arc::new(system_roots()?),
+            None => Arc::new(crate::system_roots()?),
         };
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
@@ -607,17 +607,4 @@ impl Task {
 /// Application messages that answer a request (UOH answers UOG).
 pub(super) fn is_answer(msg_type: &str) -> bool {
     msg_type == "UOH"
-}
-
-pub(super) fn system_roots() -> Result<rustls::RootCertStore, String> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        return Err(format!(
-            "no trusted root certificates found for TLS ({} error(s) reading them; set SSL_CERT_FILE)",
-            found.errors.len()
-        ));
-    }
-    Ok(roots)
 }
