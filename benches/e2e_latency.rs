@@ -79,8 +79,10 @@ fn main() {
             }))
         };
         let mut floor = Some(Floor::connect(&sim, &signer));
-        // Steady state: the armory's first round (signing the kill set) is done.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Steady state: the armory's first round signs the kill set at the current time; once
+        // the exchange has accepted a read signed ahead, the next re-signs it 25 s ahead, about
+        // 1.5 s later (100 signatures: over 100 ms of a core here). Both are past after 4 s.
+        tokio::time::sleep(Duration::from_secs(4)).await;
         let (mut breach, mut floors) = (Vec::new(), Vec::new());
         for i in 0..BREACH_SAMPLES {
             // The daemon, then the floor, alternating, so both see the same machine.
