@@ -27,11 +27,7 @@ const KILL_GROUPS: usize = 100;
 const KILL_RUNS: usize = 5;
 
 fn main() {
-    kalshi_riskd::kalshi::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     rt.block_on(async {
         let (sim, signer, key) = support::simulator().await;
         let http = reqwest::Client::new();

@@ -39,11 +39,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn main() {
-    kalshi_riskd::kalshi::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     // Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
     let hz: f64 = Command::new("getconf")
         .arg("CLK_TCK")

@@ -39,11 +39,7 @@ struct Case {
 }
 
 fn main() {
-    kalshi_riskd::kalshi::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     let cases = [
         Case {
             tier: Tier::Unlimited,

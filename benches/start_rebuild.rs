@@ -87,11 +87,7 @@ fn stop(mut child: std::process::Child) {
 }
 
 fn main() {
-    kalshi_riskd::kalshi::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     rt.block_on(async {
         println!("start_rebuild: time from spawn to READY=1, rebuilding a 24 h window");
         for n in SIZES {

@@ -55,11 +55,7 @@ async fn kill(api: &RestClient, groups: &[GroupAddress]) -> Duration {
 }
 
 fn main() {
-    kalshi_riskd::kalshi::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     rt.block_on(async {
         let (sim, signer, _key) = support::simulator().await;
         let mut cfg = RestConfig::new(sim.rest_url());

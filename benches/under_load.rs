@@ -47,11 +47,7 @@ const THROUGHPUT_PER_S: u64 = 100_000;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(5);
 
 fn main() {
-    kalshi_riskd::kalshi::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     rt.block_on(async {
         let (sim, signer, key) = support::simulator().await;
         let dir = tempfile::tempdir().unwrap();

@@ -358,13 +358,19 @@ async fn transport_failures_are_retryable_and_named() {
     );
 }
 
-#[tokio::test]
-async fn the_armory_refresher_keeps_armed_triggers_fresh() {
-    let t = TestSim::start().await;
+/// A client whose armed Triggers are signed at the current time and due for re-signing every
+/// 150 ms, one group armed, and its refresher running (stopped by the token).
+async fn refreshing_every_150ms(
+    t: &TestSim,
+) -> (
+    kalshi_riskd::kalshi::RestClient,
+    GroupAddress,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let api = t.rest_client(|c| {
-        c.armory.max_age = std::time::Duration::from_millis(300);
-        c.armory.refresh_before = std::time::Duration::from_millis(150);
-        // Signed at the current time, so that a refresh is due every 150 ms.
+        c.armory.max_age = Duration::from_millis(300);
+        c.armory.refresh_before = Duration::from_millis(150);
         c.armory.ahead = Duration::ZERO;
     });
     let g = api.create_group(0, 0, c(5)).await.unwrap();
@@ -374,6 +380,13 @@ async fn the_armory_refresher_keeps_armed_triggers_fresh() {
         let (api, stop) = (api.clone(), stop.clone());
         async move { api.run_armory(16, stop).await }
     });
+    (api, g, stop, refresher)
+}
+
+#[tokio::test]
+async fn the_armory_refresher_keeps_armed_triggers_fresh() {
+    let t = TestSim::start().await;
+    let (api, g, stop, refresher) = refreshing_every_150ms(&t).await;
     let fresh = |api: &kalshi_riskd::kalshi::RestClient| {
         api.armory().take(&g, kalshi_riskd::kalshi::auth::now_ms())
     };
@@ -707,18 +720,7 @@ async fn armed_triggers_are_re_signed_while_the_exchange_is_slow_to_give_its_lim
     // The account's limits answer after 20 s (each attempt times out after 5 s, six attempts).
     t.set_faults(json!({"latency_ms": 20_000, "latency_path": "/trade-api/v2/account/limits"}))
         .await;
-    let api = t.rest_client(|c| {
-        c.armory.max_age = Duration::from_millis(300);
-        c.armory.refresh_before = Duration::from_millis(150);
-        c.armory.ahead = Duration::ZERO;
-    });
-    let g = api.create_group(0, 0, c(5)).await.unwrap();
-    api.armory().arm(&g).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let refresher = tokio::spawn({
-        let (api, stop) = (api.clone(), stop.clone());
-        async move { api.run_armory(16, stop).await }
-    });
+    let (api, g, stop, refresher) = refreshing_every_150ms(&t).await;
     // Three signatures in a row, each within 3 s of the last (a refresh is due every 150 ms).
     let mut last = 0;
     for n in 0..3 {

@@ -313,6 +313,33 @@ fn random_runs_reach_every_kind_of_decision() {
 }
 
 /// A fill of one contract in strategy `a`'s group 0, at exchange time `ts`.
+/// A tick; each sweep it asks for is answered, when `answered()` says so, with the fills of
+/// `made` from its start that the exchange lists by now (those at least `lag` ms old).
+fn tick_answering_sweeps(
+    h: &mut Harness,
+    made: &[kalshi_riskd::risk::engine::Fill],
+    lag: i64,
+    mut answered: impl FnMut() -> bool,
+) {
+    for o in h.send(Input::Tick) {
+        if let Output::Command(Command::Sweep { since_ms }) = o {
+            if !answered() {
+                continue;
+            }
+            let listed: Vec<_> = made
+                .iter()
+                .filter(|f| f.ts_ms >= since_ms && f.ts_ms <= h.now - lag)
+                .cloned()
+                .collect();
+            h.send(Input::Backfill {
+                fills: listed,
+                since_ms,
+                reason: kalshi_riskd::risk::engine::SWEEP_REASON.into(),
+            });
+        }
+    }
+}
+
 fn fill_at(h: &mut Harness, n: usize, ts: i64) -> kalshi_riskd::risk::engine::Fill {
     let mut f = h.make_fill("o-a", Contracts::from_whole(1), "0.50");
     f.trade_id = format!("t-{n}");
@@ -387,7 +414,7 @@ proptest! {
         // Per fill: milliseconds since the previous one, and whether the stream delivers it.
         fills in proptest::collection::vec((0i64..7_000, any::<bool>()), 1..60),
     ) {
-        use kalshi_riskd::risk::engine::{Command, SWEEP_EVERY_MS, SWEEP_REASON};
+        use kalshi_riskd::risk::engine::SWEEP_EVERY_MS;
         let mut cfg = config(vec![policy("a", vec![limit("day", 86_400_000, 1_000_000)])]);
         cfg.kill_scope = KillScope::Managed;
         let mut h = Harness::new(cfg, 1);
@@ -398,18 +425,7 @@ proptest! {
         let mut dropped_at: Vec<i64> = Vec::new();
         let tick = 500;
         let step = |h: &mut Harness, made: &[kalshi_riskd::risk::engine::Fill]| {
-            let out = h.send(Input::Tick);
-            for o in &out {
-                if let Output::Command(Command::Sweep { since_ms }) = o {
-                    let listed: Vec<_> =
-                        made.iter().filter(|f| f.ts_ms >= *since_ms).cloned().collect();
-                    h.send(Input::Backfill {
-                        fills: listed,
-                        since_ms: *since_ms,
-                        reason: SWEEP_REASON.into(),
-                    });
-                }
-            }
+            tick_answering_sweeps(h, made, 0, || true)
         };
         for (n, (dt, delivered)) in fills.iter().enumerate() {
             // Time passes in ticks, as in the daemon.
@@ -455,7 +471,7 @@ proptest! {
         answers in proptest::collection::vec(any::<bool>(), 1..8),
         lag in 0i64..3_000,
     ) {
-        use kalshi_riskd::risk::engine::{Command, SWEEP_EVERY_MS, SWEEP_REASON};
+        use kalshi_riskd::risk::engine::SWEEP_EVERY_MS;
         let mut cfg = config(vec![policy("a", vec![limit("day", 86_400_000, 1_000_000)])]);
         cfg.kill_scope = KillScope::Managed;
         let mut h = Harness::new(cfg, 1);
@@ -466,25 +482,10 @@ proptest! {
         let mut sweeps = 0usize;
         let tick = 500;
         let step = |h: &mut Harness, made: &[kalshi_riskd::risk::engine::Fill], sweeps: &mut usize, always: bool| {
-            let out = h.send(Input::Tick);
-            for o in &out {
-                if let Output::Command(Command::Sweep { since_ms }) = o {
-                    *sweeps += 1;
-                    if !always && !answers[*sweeps % answers.len()] {
-                        continue;
-                    }
-                    let listed: Vec<_> = made
-                        .iter()
-                        .filter(|f| f.ts_ms >= *since_ms && f.ts_ms <= h.now - lag)
-                        .cloned()
-                        .collect();
-                    h.send(Input::Backfill {
-                        fills: listed,
-                        since_ms: *since_ms,
-                        reason: SWEEP_REASON.into(),
-                    });
-                }
-            }
+            tick_answering_sweeps(h, made, lag, || {
+                *sweeps += 1;
+                always || answers[*sweeps % answers.len()]
+            })
         };
         for (n, (dt, delivered)) in fills.iter().enumerate() {
             let mut left = *dt;

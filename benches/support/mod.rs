@@ -15,6 +15,16 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 pub const KEY_ID: &str = "bench";
 
+/// The benches' runtime (multi-threaded, as the daemon's), with the TLS crypto provider
+/// installed.
+pub fn runtime() -> tokio::runtime::Runtime {
+    kalshi_riskd::kalshi::install_crypto_provider();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// An unlimited-tier simulator on 127.0.0.1 that accepts `KEY_ID`, with its signer and key.
 pub async fn simulator() -> (Simulator, Signer, GeneratedKey) {
     simulator_at(Tier::Unlimited).await
