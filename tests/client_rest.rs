@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::collections::HashSet;
@@ -787,59 +789,85 @@ async fn a_trigger_goes_out_on_a_lane_connection_which_stays_open() {
     stop.cancel();
 }
 
-#[tokio::test]
-async fn a_trigger_whose_lane_connection_was_closed_goes_by_the_general_client_at_once() {
+/// One connection of a minimal exchange: answers every request `200 {}`, counts Triggers, and
+/// closes the connection, without a word, once it has been idle for `idle`.
+async fn answer_requests<S>(mut s: S, triggers: Arc<AtomicUsize>, idle: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    // An exchange that closes a keep-alive connection after 100 ms idle, without a word.
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let Ok(Ok(n)) = tokio::time::timeout(idle, s.read(&mut chunk)).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        if buf.len() < end + 4 + length {
+            continue;
+        }
+        if text.starts_with("PUT ") && text[..end].contains("/trigger") {
+            triggers.fetch_add(1, Ordering::SeqCst);
+        }
+        buf.drain(..end + 4 + length);
+        let answer =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+        if s.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A minimal exchange on 127.0.0.1 (over TLS with `tls`; see [`answer_requests`]); its address
+/// and its count of Triggers.
+async fn mock_exchange(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    idle: Duration,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let triggers = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let triggers = Arc::new(AtomicUsize::new(0));
     tokio::spawn({
         let triggers = triggers.clone();
         async move {
             loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let triggers = triggers.clone();
+                let (s, _) = listener.accept().await.unwrap();
+                let (triggers, tls) = (triggers.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    loop {
-                        let mut chunk = [0u8; 4096];
-                        let read =
-                            tokio::time::timeout(Duration::from_millis(100), s.read(&mut chunk))
-                                .await;
-                        let Ok(Ok(n)) = read else { return };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        let text = String::from_utf8_lossy(&buf).into_owned();
-                        let Some(end) = text.find("\r\n\r\n") else {
-                            continue;
-                        };
-                        let length: usize = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if buf.len() < end + 4 + length {
-                            continue;
-                        }
-                        if text.starts_with("PUT ") && text[..end].contains("/trigger") {
-                            triggers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        buf.drain(..end + 4 + length);
-                        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
-                        if s.write_all(answer.as_bytes()).await.is_err() {
-                            return;
+                    match tls {
+                        None => answer_requests(s, triggers, idle).await,
+                        Some(tls) => {
+                            if let Ok(s) = tls.accept(s).await {
+                                answer_requests(s, triggers, idle).await
+                            }
                         }
                     }
                 });
             }
         }
     });
+    (addr, triggers)
+}
+
+#[tokio::test]
+async fn a_trigger_whose_lane_connection_was_closed_goes_by_the_general_client_at_once() {
+    // An exchange that closes a keep-alive connection after 100 ms idle.
+    let (addr, triggers) = mock_exchange(None, Duration::from_millis(100)).await;
     let signer = TestSim::start().await.signer.clone();
     let mut cfg = kalshi_riskd::kalshi::RestConfig::new(format!("http://{addr}/trade-api/v2"));
     cfg.write_per_s = None;
@@ -858,11 +886,47 @@ async fn a_trigger_whose_lane_connection_was_closed_goes_by_the_general_client_a
         .trigger_attempt(&g)
         .await
         .expect("one attempt lands: by the general client when the lane's connection is dead");
-    assert_eq!(triggers.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(triggers.load(Ordering::SeqCst), 1);
     assert_eq!(
         api.trigger_lane(),
         Some((1, 0)),
         "the dead connection left the lane"
     );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn the_trigger_lane_speaks_tls() {
+    kalshi_riskd::kalshi::install_crypto_provider();
+    let acceptor = kalshi_riskd::sim::fix::tls_acceptor(
+        include_bytes!("fixtures/tls/server.pem"),
+        include_bytes!("fixtures/tls/server.key"),
+    )
+    .unwrap();
+    let (addr, triggers) = mock_exchange(Some(acceptor), Duration::from_secs(60)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    for c in CertificateDer::pem_slice_iter(include_bytes!("fixtures/tls/ca.pem")) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = kalshi_riskd::kalshi::RestConfig::new(format!("https://{addr}/trade-api/v2"));
+    cfg.write_per_s = None;
+    cfg.read_per_s = None;
+    cfg.lane_tls_roots = Some(Arc::new(roots));
+    let signer = TestSim::start().await.signer.clone();
+    let api = kalshi_riskd::kalshi::RestClient::new(&cfg, signer).unwrap();
+    let stop = warm_lane(&api, 2).await;
+    let g = GroupAddress {
+        id: GroupId::new("g-1"),
+        subaccount: 0,
+        exchange_index: 0,
+    };
+    GroupControl::rest(api.clone())
+        .trigger_attempt(&g)
+        .await
+        .expect("accepted over the lane's TLS connection");
+    assert_eq!(triggers.load(Ordering::SeqCst), 1);
+    assert_eq!(api.trigger_lane(), Some((2, 1)), "carried by the lane");
     stop.cancel();
 }

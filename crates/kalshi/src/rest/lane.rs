@@ -85,9 +85,14 @@ const PROXY_VARS: [&str; 6] = [
 ];
 
 impl Lane {
-    /// A lane to `url`'s origin; `None` (with the reason) when the lane cannot or must not be
-    /// used: a proxy is configured, or no TLS roots are found for an `https` exchange.
-    pub(crate) fn new(url: &reqwest::Url, timeout: Duration) -> Result<Lane, String> {
+    /// A lane to `url`'s origin, trusting `roots` (the system's when `None`) over `https`; the
+    /// reason when the lane cannot or must not be used: a proxy is configured, or no TLS roots
+    /// are found for an `https` exchange.
+    pub(crate) fn new(
+        url: &reqwest::Url,
+        timeout: Duration,
+        roots: Option<Arc<rustls::RootCertStore>>,
+    ) -> Result<Lane, String> {
         if let Some(v) = PROXY_VARS.iter().find(|v| std::env::var_os(v).is_some()) {
             return Err(format!("{v} is set (Triggers go through the proxy)"));
         }
@@ -104,7 +109,10 @@ impl Lane {
         };
         let tls = match url.scheme() {
             "https" => {
-                let roots = crate::system_roots()?;
+                let roots = match roots {
+                    Some(r) => r,
+                    None => Arc::new(crate::system_roots()?),
+                };
                 let mut cfg = rustls::ClientConfig::builder()
                     .with_root_certificates(roots)
                     .with_no_client_auth();

@@ -60,6 +60,9 @@ pub struct RestConfig {
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub armory: ArmoryConfig,
+    /// Roots the Trigger lane trusts for TLS; `None` reads the system's, as the general client
+    /// does (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
+    pub lane_tls_roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl RestConfig {
@@ -72,6 +75,7 @@ impl RestConfig {
             timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             armory: ArmoryConfig::default(),
+            lane_tls_roots: None,
         }
     }
 }
@@ -196,7 +200,7 @@ impl RestClient {
             Some(r) => Budget::new(r, reserve),
             None => Budget::unlimited(),
         };
-        let lane = match lane::Lane::new(&url, cfg.timeout) {
+        let lane = match lane::Lane::new(&url, cfg.timeout, cfg.lane_tls_roots.clone()) {
             Ok(l) => Some(Arc::new(l)),
             Err(why) => {
                 tracing::warn!(%why, "no Trigger lane: Triggers go by the general HTTP client");
