@@ -9,63 +9,19 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use serde_json::Value;
 use support::daemon::{Daemon, cli, get, group_of, sample, setup};
+use support::etcd::{Etcd, EtcdCluster};
 use support::{PATIENCE, TestSim};
 
 const ALPHA: &str = "subaccount = 0\n[group]\ncontracts_limit = 100\n";
 const BETA: &str = "subaccount = 1\n[group]\ncontracts_limit = 100\n";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One etcd member on loopback, with its data in a temporary directory.
-struct Etcd(EtcdCluster);
-
-impl Etcd {
-    fn start() -> Etcd {
-        Etcd(EtcdCluster::start(1))
-    }
-
-    fn url(&self) -> String {
-        self.0.url(0)
-    }
-
-    /// Starts again on the same ports and data, and waits until it answers.
-    fn restart(&mut self) {
-        self.0.spawn(0);
-        self.0.wait_healthy(0);
-    }
-
-    /// SIGKILL: gone at once, as a crashed or partitioned etcd.
-    fn kill(&mut self) {
-        self.0.kill(0);
-    }
-}
-
-fn etcd_bin() -> PathBuf {
-    let bin = std::env::var_os("ETCD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
-    assert!(
-        bin.exists(),
-        "no etcd at {}: install Debian's etcd-server (or set ETCD_BIN)",
-        bin.display()
-    );
-    bin
-}
 
 /// A daemon's config dir for member `member` of cluster `name` on etcd `etcd`.
 fn member(
@@ -434,93 +390,6 @@ async fn the_leader_evaluates_the_account_limit_and_a_survivor_takes_over() {
 }
 
 /// `n` etcd members on loopback ports (one etcd cluster), each with its own data.
-struct EtcdCluster {
-    members: Vec<Option<Child>>,
-    dir: tempfile::TempDir,
-    ports: Vec<(u16, u16)>,
-}
-
-impl EtcdCluster {
-    fn start(n: usize) -> EtcdCluster {
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let mut c = EtcdCluster {
-            members: (0..n).map(|_| None).collect(),
-            dir: tempfile::tempdir().unwrap(),
-            ports,
-        };
-        for i in 0..n {
-            c.spawn(i);
-        }
-        for i in 0..n {
-            c.wait_healthy(i);
-        }
-        c
-    }
-
-    fn url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.ports[i].0)
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let initial: Vec<String> = self
-            .ports
-            .iter()
-            .enumerate()
-            .map(|(j, (_, peer))| format!("m{j}=http://127.0.0.1:{peer}"))
-            .collect();
-        let peer = format!("http://127.0.0.1:{}", self.ports[i].1);
-        let child = Command::new(etcd_bin())
-            .args(["--name", &format!("m{i}"), "--data-dir"])
-            .arg(self.dir.path().join(format!("m{i}")))
-            .args(["--listen-client-urls", &self.url(i)])
-            .args(["--advertise-client-urls", &self.url(i)])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &initial.join(",")])
-            .args(["--initial-cluster-state", "new"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.path().join(format!("m{i}.log"))).unwrap())
-            .spawn()
-            .unwrap();
-        self.members[i] = Some(child);
-    }
-
-    fn wait_healthy(&self, i: usize) {
-        let deadline = Instant::now() + PATIENCE * 3;
-        loop {
-            let health = Command::new("curl")
-                .args(["-fsS", &format!("{}/health", self.url(i))])
-                .output()
-                .unwrap();
-            if health.status.success() && String::from_utf8_lossy(&health.stdout).contains("true") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd member {i} not healthy: {}",
-                std::fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
-                    .unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for EtcdCluster {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill(i);
-        }
-    }
-}
-
 /// A three-member etcd loses its quorum (two members gone): both daemons, each on its own
 /// member, lose the shared latch, keep triggering, refuse resets and releases; when the members
 /// return, they converge on the engagement made during the partition.

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod daemon;
+pub mod etcd;
 
 use std::sync::OnceLock;
 use std::time::Duration;
