@@ -12,6 +12,7 @@
 //!   - [`http`]: the metrics and health listener;
 //!   - [`cli`]: the command line;
 //!   - [`cluster`]: cluster mode, a kill latch shared through etcd by the daemons of one account;
+//!   - [`replay`]: policies run over a history of fills through the risk core (`replay`);
 //!   - [`demo`] (feature `sim`): the embedded demo (simulator, daemon, synthetic strategies).
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod daemon;
 pub mod demo;
 pub mod http;
 pub mod logging;
+pub mod replay;
 
 pub use riskd_core as risk;
 pub use riskd_kalshi as kalshi;

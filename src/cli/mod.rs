@@ -19,6 +19,7 @@ use crate::admin::{AdminClient, ClientError, ClientErrorKind};
 use crate::kalshi::auth;
 
 mod direct;
+mod replay;
 #[cfg(feature = "sim")]
 mod sim;
 #[cfg(feature = "sim")]
@@ -114,6 +115,10 @@ pub enum Command {
         /// The new filter.
         filter: String,
     },
+    /// Run policies over a history of fills through the daemon's risk core: every trip, warn
+    /// crossing and reset it would have made, each limit's peak and percentiles, suggested
+    /// limits, and a plot per strategy.
+    Replay(Box<replay::ReplayArgs>),
     #[cfg(feature = "sim")]
     /// Run the exchange simulator standalone (REST, WebSocket and the /_sim/ control surface).
     Sim(Box<SimArgs>),
@@ -139,6 +144,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         ),
         Command::Groups => run_groups(&cli.config),
+        Command::Replay(args) => replay::run(&cli.config, &args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut text = Vec::new();

@@ -28,7 +28,6 @@ use crate::http::Metrics;
 use crate::kalshi::auth::now_ms;
 use crate::kalshi::stream::{Health, StreamEvent};
 use crate::kalshi::{GroupAddress, GroupControl};
-use crate::risk::Dollars;
 use crate::risk::GroupId;
 use crate::risk::engine::{
     DecisionKind, Fill, GroupChange, Input, OperatorCommand, Output, RiskEngine, StreamHealth,
@@ -341,22 +340,11 @@ async fn cluster_event(
     }
 }
 
-/// The price paid per contract: the YES price for YES, one dollar less it for NO, the larger
-/// when the side is not known.
-fn price_paid(f: &crate::kalshi::ws::Fill) -> Dollars {
-    let no = Dollars::ONE - f.yes_price;
-    match f.bought_yes {
-        Some(true) => f.yes_price,
-        Some(false) => no,
-        None => f.yes_price.max(no),
-    }
-}
-
 pub(super) fn to_input(ev: StreamEvent) -> Option<Input> {
     use crate::kalshi::ws::GroupEventKind as K;
     Some(match ev {
         StreamEvent::Fill(f) => Input::Fill(Fill {
-            price: price_paid(&f),
+            price: f.price_paid(),
             trade_id: f.trade_id,
             order_id: f.order_id,
             count: f.count,

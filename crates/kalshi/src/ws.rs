@@ -32,6 +32,19 @@ pub struct Fill {
     pub bought_yes: Option<bool>,
 }
 
+impl Fill {
+    /// The price paid per contract: the YES price for YES, one dollar less it for NO, the
+    /// larger when the side is not known.
+    pub fn price_paid(&self) -> Dollars {
+        let no = Dollars::ONE - self.yes_price;
+        match self.bought_yes {
+            Some(true) => self.yes_price,
+            Some(false) => no,
+            None => self.yes_price.max(no),
+        }
+    }
+}
+
 /// An order's state, which maps it to its group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderUpdate {

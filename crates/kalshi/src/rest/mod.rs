@@ -18,6 +18,8 @@ mod groups;
 mod lane;
 mod portfolio;
 
+pub use portfolio::rest_fill;
+
 pub use account::write_burst_seconds;
 
 use std::sync::Arc;

@@ -17,8 +17,9 @@ pub(super) fn order_info(o: wire::Order) -> OrderInfo {
     }
 }
 
-/// A listed fill in the stream's terms, bounded as the stream decoder bounds it.
-pub(super) fn rest_fill(f: &wire::RestFill) -> Result<crate::ws::Fill, String> {
+/// A listed fill (`GET /portfolio/fills`) in the stream's terms, bounded as the stream decoder
+/// bounds it; why not, when it cannot be read.
+pub fn rest_fill(f: &wire::RestFill) -> Result<crate::ws::Fill, String> {
     use riskd_units::Dollars;
     let count = Contracts::parse(&f.count_fp).map_err(|e| format!("count_fp: {e}"))?;
     let yes_price =
@@ -77,16 +78,7 @@ impl RestClient {
         let mut out = Vec::new();
         let mut cursor = String::new();
         loop {
-            let mut path = format!("/portfolio/fills?limit=1000&min_ts={}", min_ts.max(0));
-            if let Some(s) = subaccount {
-                path.push_str(&format!("&subaccount={s}"));
-            }
-            if !cursor.is_empty() {
-                path.push_str(&format!("&cursor={cursor}"));
-            }
-            let r: wire::GetFillsResponse = self
-                .get_json(Op::ListFills.as_str(), &path, Bill::Read)
-                .await?;
+            let r = self.fills_page(min_ts, subaccount, &cursor).await?;
             for f in r.fills {
                 match rest_fill(&f) {
                     Ok(fill) => out.push(fill),
@@ -102,6 +94,26 @@ impl RestClient {
         }
         out.sort_by_key(|f| f.ts_ms);
         Ok(out)
+    }
+
+    /// One page of the account's fills from `min_ts` (Unix seconds) on, as the exchange gives
+    /// it (up to 1,000, newest first), and the next page's cursor (empty after the last); with
+    /// `subaccount`, that subaccount's only (read budget).
+    pub async fn fills_page(
+        &self,
+        min_ts: i64,
+        subaccount: Option<u8>,
+        cursor: &str,
+    ) -> Result<wire::GetFillsResponse, ExchangeError> {
+        let mut path = format!("/portfolio/fills?limit=1000&min_ts={}", min_ts.max(0));
+        if let Some(s) = subaccount {
+            path.push_str(&format!("&subaccount={s}"));
+        }
+        if !cursor.is_empty() {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        self.get_json(Op::ListFills.as_str(), &path, Bill::Read)
+            .await
     }
 
     /// One page of orders, newest first (read budget): the orders and the next page's cursor
