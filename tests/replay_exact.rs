@@ -149,7 +149,20 @@ async fn a_replay_of_the_exchanges_fills_makes_the_live_daemons_trips_and_resets
         serde_json::json!(["beta"]),
         "{report}"
     );
-    assert!(out.join("alpha.svg").exists() && out.join("beta.svg").exists());
+    for plot in ["alpha.svg", "beta.svg"] {
+        let svg = std::fs::read_to_string(out.join(plot)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("window use"),
+            "{plot}"
+        );
+    }
+    for plot in ["alpha.png", "beta.png"] {
+        let png = std::fs::read(out.join(plot)).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+            "{plot}"
+        );
+    }
     assert!(stdout.contains("Trips: 3"), "{stdout}");
 }
 

@@ -36,7 +36,7 @@ pub struct ReplayArgs {
     /// The daemon's state.json, for each strategy's groups (default: the config's, if there).
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
-    /// Where report.json, report.txt and one SVG per strategy are written.
+    /// Where report.json, report.txt and an SVG and a PNG per strategy are written.
     #[arg(long, value_name = "DIR", default_value = "replay")]
     pub out: PathBuf,
     /// The percentiles of busy windows to report, and to suggest limits at.
@@ -130,7 +130,7 @@ pub fn run(config: &Path, args: &ReplayArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     println!(
-        "\nWritten to {}: report.json, report.txt and one SVG per strategy.",
+        "\nWritten to {}: report.json, report.txt, and an SVG and a PNG per strategy.",
         args.out.display()
     );
     ExitCode::SUCCESS
@@ -153,6 +153,10 @@ fn write_out(
         if let Some(svg) = crate::replay::plot::strategy_svg(report, &s.name)? {
             let p = out.join(format!("{}.svg", s.name));
             std::fs::write(&p, svg).map_err(|e| io(&p, e))?;
+        }
+        if let Some(png) = crate::replay::plot::strategy_png(report, &s.name)? {
+            let p = out.join(format!("{}.png", s.name));
+            std::fs::write(&p, png).map_err(|e| io(&p, e))?;
         }
     }
     Ok(())
@@ -248,7 +252,8 @@ fn read_state(path: &Path) -> Result<BTreeMap<String, Vec<GroupAddress>>, String
         .collect())
 }
 
-/// The account's fills since `since` ago, and every order's group, read from the exchange.
+/// The account's fills since `since` ago, and every order's group, read from the exchange, with
+/// a progress bar on a terminal (the share of the period read: pages come newest first).
 fn from_exchange(
     config: &Path,
     since: Duration,
@@ -287,7 +292,14 @@ fn from_exchange(
                     }),
                 }
             }
-            progress.show(&format!("fills: {} read ({pages} pages)", fills.len()));
+            // Pages come newest first: how far back the last one reached is how much is read.
+            let reached = fills.last().map_or(now.as_millis() as i64, |f| f.ts_ms);
+            let done = (now.as_millis() as i64 - reached) as f64 / since.as_millis().max(1) as f64;
+            progress.show(&format!(
+                "{} fills: {} read ({pages} pages)",
+                bar(done),
+                fills.len()
+            ));
             if page.cursor.is_empty() || page.cursor == cursor {
                 break;
             }
@@ -302,7 +314,8 @@ fn from_exchange(
                 orders.insert(o.order_id, o.group_id);
             }
             progress.show(&format!(
-                "fills: {} read; orders: {} read",
+                "{} fills: {} read; orders: {} read",
+                bar(1.0),
                 fills.len(),
                 orders.len()
             ));
@@ -312,8 +325,22 @@ fn from_exchange(
             cursor = next;
         }
         progress.done();
+        // Newest first, as the exchange lists them: oldest first for the replay.
+        fills.reverse();
         Ok((History::from_fills(fills, skipped), orders))
     })
+}
+
+/// `[#####.....]  50 %` for a share done (0 to 1).
+fn bar(done: f64) -> String {
+    let done = done.clamp(0.0, 1.0);
+    let filled = (done * 20.0).round() as usize;
+    format!(
+        "[{}{}] {:>3.0} %",
+        "#".repeat(filled),
+        ".".repeat(20 - filled),
+        done * 100.0
+    )
 }
 
 /// One line of progress on stderr, redrawn in place on a terminal (silent otherwise).

@@ -5,7 +5,7 @@
 //! - [`run`]: the risk core driven over the history at the fills' own times.
 //! - [`stats`]: every busy window's figures per limit, their peak and percentiles, suggested
 //!   maxima.
-//! - [`plot`]: each strategy's window use against its limits over time, as SVG.
+//! - [`plot`]: each strategy's window use against its limits over time, as SVG and PNG.
 //!
 //! [`Report`] gathers them; `kalshi-riskd replay` prints it and writes it next to the plots.
 

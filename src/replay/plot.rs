@@ -1,7 +1,11 @@
-//! Each strategy's window use against its limits over the replay, as SVG (plotters): one line
-//! per limit (its share of the limit: 1 = the limit), the limit and each warn ratio as
-//! horizontal lines, trips (red) and resets (green) marked on the limit's line.
+//! Each strategy's window use against its limits over the replay, as SVG and PNG (plotters):
+//! one line per limit (its share of the limit: 1 = the limit), the limit and each warn ratio as
+//! horizontal lines, trips (red) and resets (green) marked on the limit's line. The PNG's text
+//! is drawn with DejaVu Sans, embedded (assets/fonts, with its licence).
 
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::risk::engine::DecisionKind;
@@ -17,8 +21,64 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(188, 189, 34),
 ];
 
+/// The plot's size in pixels.
+const SIZE: (u32, u32) = (1000, 420);
+
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// Registers the embedded font as plotters' `sans-serif`, once.
+fn font() -> Result<(), String> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+                .map_err(|_| "the embedded font cannot be read".to_owned())
+        })
+        .clone()
+}
+
 /// The SVG of `strategy`'s limits over the report's span; `None` when it has no limits.
 pub fn strategy_svg(report: &Report, strategy: &str) -> Result<Option<String>, String> {
+    font()?;
+    let mut svg = String::new();
+    let drawn = draw(
+        SVGBackend::with_string(&mut svg, SIZE).into_drawing_area(),
+        report,
+        strategy,
+    )?;
+    Ok(drawn.then_some(svg))
+}
+
+/// The same plot as a PNG file's bytes.
+pub fn strategy_png(report: &Report, strategy: &str) -> Result<Option<Vec<u8>>, String> {
+    font()?;
+    let (w, h) = SIZE;
+    let mut rgb = vec![0u8; w as usize * h as usize * 3];
+    let drawn = draw(
+        BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area(),
+        report,
+        strategy,
+    )?;
+    if !drawn {
+        return Ok(None);
+    }
+    let mut png = Vec::new();
+    let mut encoder = ::png::Encoder::new(&mut png, w, h);
+    encoder.set_color(::png::ColorType::Rgb);
+    encoder.set_depth(::png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .and_then(|mut w| w.write_image_data(&rgb))
+        .map_err(|e| format!("encoding the PNG of {strategy}: {e}"))?;
+    Ok(Some(png))
+}
+
+/// Draws `strategy`'s plot on `root`; false when there is nothing to draw.
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    report: &Report,
+    strategy: &str,
+) -> Result<bool, String> {
     let traces: Vec<_> = report
         .outcome
         .traces
@@ -26,10 +86,10 @@ pub fn strategy_svg(report: &Report, strategy: &str) -> Result<Option<String>, S
         .filter(|t| t.strategy == strategy)
         .collect();
     if traces.is_empty() {
-        return Ok(None);
+        return Ok(false);
     }
     let (Some(from), Some(to)) = (report.from_ms, report.to_ms) else {
-        return Ok(None);
+        return Ok(false);
     };
     // The plot ends at the last fill or the last decision after it (a reset once the windows
     // drained).
@@ -52,10 +112,8 @@ pub fn strategy_svg(report: &Report, strategy: &str) -> Result<Option<String>, S
         .flat_map(|t| t.points.iter().map(|p| p.1))
         .fold(1.2f64, f64::max)
         * 1.05;
-    let err = |e: DrawingAreaErrorKind<std::io::Error>| format!("plotting {strategy}: {e}");
-    let mut svg = String::new();
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("plotting {strategy}: {e}");
     {
-        let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
@@ -139,5 +197,5 @@ pub fn strategy_svg(report: &Report, strategy: &str) -> Result<Option<String>, S
             .map_err(err)?;
         root.present().map_err(err)?;
     }
-    Ok(Some(svg))
+    Ok(true)
 }
