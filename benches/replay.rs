@@ -50,6 +50,7 @@ fn setup() -> (Setup, History) {
         kill_hold: false,
         blind_after_ms: 10_000,
         cluster: false,
+        audit_fills: false,
     };
     let groups = with_made_up_groups(&risk, &HashMap::new(), &BTreeMap::new());
     let mut mapping = Mapping::default();
@@ -78,6 +79,7 @@ fn setup() -> (Setup, History) {
             price: Dollars::from_micros(10_000 * (1 + (x % 98) as i64)),
             subaccount: Some(0),
             group: Some(GroupId::new(format!("replay-{}", names[s]))),
+            live: None,
         });
     }
     (

@@ -64,10 +64,63 @@ fn trips_and_resets(lines: &[Value]) -> Vec<(String, String, Value, i64)> {
         .collect()
 }
 
+/// Runs `replay` with `args` on the config in `dir` and checks its trips and automatic resets
+/// against the daemon's (`live`, sorted by strategy): the same events and evidence, in the
+/// same order per strategy, within a second. The report.
+fn replay_agrees(
+    dir: &std::path::Path,
+    live: &[(String, String, Value, i64)],
+    args: &[&str],
+) -> Value {
+    let mut all = vec!["replay"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = cli(dir, &all);
+    assert_eq!(code, Some(0), "{args:?}: {stdout}{stderr}");
+    let out = args[args.iter().position(|a| *a == "--out").unwrap() + 1];
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(out).join("report.json")).unwrap(),
+    )
+    .unwrap();
+    let mut replayed = trips_and_resets(report["decisions"].as_array().unwrap());
+    replayed.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        live.len(),
+        replayed.len(),
+        "{args:?}: live:\n{live:#?}\nreplayed:\n{replayed:#?}\n{stdout}"
+    );
+    for (l, r) in live.iter().zip(&replayed) {
+        assert_eq!((&l.0, &l.1, &l.2), (&r.0, &r.1, &r.2), "{args:?}: {stdout}");
+        assert!(
+            (l.3 - r.3).abs() <= 1_000,
+            "{args:?}: {} {} at {} live, {} replayed",
+            l.0,
+            l.1,
+            l.3,
+            r.3
+        );
+    }
+    assert!(stdout.contains("Trips: 3"), "{stdout}");
+    assert_eq!(
+        report["tripped_at_end"],
+        serde_json::json!(["beta"]),
+        "{report}"
+    );
+    report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_of_the_exchanges_fills_makes_the_live_daemons_trips_and_resets() {
     let t = TestSim::start().await;
     let dir = setup(&t, &[("alpha.toml", ALPHA), ("beta.toml", BETA)], "");
+    // The daemon also records its fills, for `replay --audit`.
+    let cfg = dir.path().join("kalshi-riskd.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert_eq!(text.matches("dir = \"state\"\n").count(), 1);
+    std::fs::write(
+        &cfg,
+        text.replace("dir = \"state\"\n", "dir = \"state\"\naudit_fills = true\n"),
+    )
+    .unwrap();
     let d = support::daemon::start(dir.path()).await;
     let state = d.state();
     let (alpha, beta) = (group_of(&state, "alpha"), group_of(&state, "beta"));
@@ -105,11 +158,17 @@ async fn a_replay_of_the_exchanges_fills_makes_the_live_daemons_trips_and_resets
     );
     assert_eq!(d.stop(), Some(0));
 
+    let mut live = live;
+    // Strategy by strategy (stable: each one's decisions keep their order). Across strategies
+    // the order may differ within the ticks' phase.
+    live.sort_by(|a, b| a.1.cmp(&b.1));
+
+    // From the exchange's fills and orders, mapped through state.json's groups.
     let out = dir.path().join("replay-out");
-    let (code, stdout, stderr) = cli(
+    let report = replay_agrees(
         dir.path(),
+        &live,
         &[
-            "replay",
             "--from-exchange",
             "--since",
             "1h",
@@ -117,36 +176,25 @@ async fn a_replay_of_the_exchanges_fills_makes_the_live_daemons_trips_and_resets
             out.to_str().unwrap(),
         ],
     );
-    assert_eq!(code, Some(0), "{stdout}{stderr}");
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-    let mut replayed = trips_and_resets(report["decisions"].as_array().unwrap());
-    // Strategy by strategy (stable: each one's decisions keep their order). Across strategies
-    // the order may differ within the ticks' phase.
-    let mut live = live;
-    live.sort_by(|a, b| a.1.cmp(&b.1));
-    replayed.sort_by(|a, b| a.1.cmp(&b.1));
-
-    assert_eq!(
-        live.len(),
-        replayed.len(),
-        "live:\n{live:#?}\nreplayed:\n{replayed:#?}\n{stdout}"
-    );
-    for (l, r) in live.iter().zip(&replayed) {
-        assert_eq!((&l.0, &l.1, &l.2), (&r.0, &r.1, &r.2), "{stdout}");
-        assert!(
-            (l.3 - r.3).abs() <= 1_000,
-            "{} {} at {} live, {} replayed",
-            l.0,
-            l.1,
-            l.3,
-            r.3
-        );
-    }
     assert_eq!(report["unmapped"].as_object().unwrap().len(), 1, "{report}");
+    // From the fills the daemon wrote to its own audit log.
+    let audit = dir.path().join("state/audit.jsonl");
+    let from_audit = dir.path().join("replay-audit");
+    let report = replay_agrees(
+        dir.path(),
+        &live,
+        &[
+            "--audit",
+            audit.to_str().unwrap(),
+            "--out",
+            from_audit.to_str().unwrap(),
+        ],
+    );
+    // alpha's six, beta's four and the one in no group.
+    assert_eq!(report["fills"], 11, "{report}");
     assert_eq!(
-        report["tripped_at_end"],
-        serde_json::json!(["beta"]),
+        report["unmapped"],
+        serde_json::json!({"unmapped by the daemon (its audit log says why)": 1}),
         "{report}"
     );
     for plot in ["alpha.svg", "beta.svg"] {
@@ -163,7 +211,6 @@ async fn a_replay_of_the_exchanges_fills_makes_the_live_daemons_trips_and_resets
             "{plot}"
         );
     }
-    assert!(stdout.contains("Trips: 3"), "{stdout}");
 }
 
 /// Bad input stops the replay with exit 2 and names what is wrong and where; with `--skip-bad`
@@ -230,6 +277,15 @@ fn bad_history_or_policy_is_exit_2_naming_it() {
     let (code, _, err) = run(&["--policy", "broken.toml", "--fills", "bad-fill.json"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("broken.toml"), "{err}");
+    // An audit log from a daemon that did not record its fills.
+    std::fs::write(
+        p.join("audit.jsonl"),
+        "{\"ts\":\"2026-11-23T10:00:00.000Z\",\"ts_ms\":1,\"event\":\"reload\",\"strategy\":null,\"group_id\":null,\"reason\":\"\",\"evidence\":null,\"actor\":\"daemon\"}\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["--policy", "alpha.toml", "--audit", "audit.jsonl"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("state.audit_fills = true"), "{err}");
     let (code, _, err) = run(&["--policy", "alpha.toml", "--fills", "missing.json"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("missing.json"), "{err}");

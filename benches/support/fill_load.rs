@@ -45,6 +45,7 @@ pub fn engine() -> RiskEngine {
         kill_hold: true,
         blind_after_ms: 10_000,
         cluster: false,
+        audit_fills: false,
     };
     let mut e = RiskEngine::new(cfg);
     let mut out = Vec::new();

@@ -20,8 +20,17 @@ pub struct ReplayArgs {
     pub policies: Vec<PathBuf>,
     /// The history: fills in the exchange's REST shape (`GET /portfolio/fills` pages, an array
     /// of fills, or one per line).
-    #[arg(long, value_name = "FILE", required_unless_present = "from_exchange")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present_any = ["from_exchange", "audit"]
+    )]
     pub fills: Option<PathBuf>,
+    /// The history: the fills the daemon recorded in its audit log (with `state.audit_fills =
+    /// true`), each counted against the strategy the daemon counted it against. Repeat for
+    /// rotated logs (uncompressed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["fills", "from_exchange"])]
+    pub audit: Vec<PathBuf>,
     /// The history: the account's fills read from the exchange with the config's key (within
     /// the read budget), and its orders for their groups.
     #[arg(long, conflicts_with = "fills")]
@@ -79,7 +88,12 @@ pub fn run(config: &Path, args: &ReplayArgs) -> ExitCode {
         Ok(k) => k.unwrap_or_default(),
         Err(e) => return bad(e),
     };
-    let (history, orders) = if args.from_exchange {
+    let (history, orders) = if !args.audit.is_empty() {
+        match history::read_audit_files(&args.audit, args.skip_bad) {
+            Ok(h) => (h, HashMap::new()),
+            Err(e) => return bad(e),
+        }
+    } else if args.from_exchange {
         match from_exchange(config, args.since) {
             Ok(h) => h,
             Err(code) => return code,
@@ -109,6 +123,7 @@ pub fn run(config: &Path, args: &ReplayArgs) -> ExitCode {
         }
     }
     for s in &policies.risk.strategies {
+        mapping.strategies.insert(s.name.clone());
         let sub = policies.subaccounts.get(&s.name).copied().unwrap_or(0);
         mapping
             .subaccounts
@@ -211,6 +226,7 @@ fn policies(config: &Path, files: &[PathBuf]) -> Result<Policies, ExitCode> {
         kill_hold: daemon.as_ref().is_some_and(|d| d.kill_hold),
         blind_after_ms: 10_000,
         cluster: false,
+        audit_fills: false,
     };
     let state = daemon
         .map(|d| d.state_dir.join("state.json"))

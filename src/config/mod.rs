@@ -115,6 +115,8 @@ pub struct DaemonConfig {
     pub http_listen: SocketAddr,
     pub admin_socket: PathBuf,
     pub state_dir: PathBuf,
+    /// Every counted fill also goes to `audit.jsonl` (the history `replay --audit` reads).
+    pub audit_fills: bool,
     pub log_format: LogFormat,
     /// Cluster mode (`[cluster]`): `None` alone on the host.
     pub cluster: Option<ClusterConfig>,
@@ -235,6 +237,7 @@ impl Loaded {
             kill_hold: self.daemon.kill_hold,
             blind_after_ms: self.daemon.blind_after.as_millis() as i64,
             cluster: self.daemon.cluster.is_some(),
+            audit_fills: self.daemon.audit_fills,
         }
     }
 }
@@ -425,6 +428,7 @@ fn read_daemon(src: &Source, errors: &mut Vec<ConfigError>) -> Option<DaemonConf
         &r.string("state.dir")
             .unwrap_or_else(|| "/var/lib/kalshi-riskd".into()),
     );
+    let audit_fills = r.boolean("state.audit_fills").unwrap_or(false);
 
     let cluster = read_cluster(&mut r);
 
@@ -458,6 +462,7 @@ fn read_daemon(src: &Source, errors: &mut Vec<ConfigError>) -> Option<DaemonConf
         http_listen,
         admin_socket,
         state_dir,
+        audit_fills,
         log_format,
         cluster,
     })

@@ -172,7 +172,7 @@ impl Shell {
                     .observe_trigger_latency(Duration::from_millis((done - t.at_ms).max(0) as u64));
             }
         }
-        for d in &decisions {
+        for d in decisions.iter().filter(|d| d.event != DecisionKind::Fill) {
             tracing::warn!(event = ?d.event, strategy = d.strategy.as_deref().unwrap_or(""), group = d.group_id.as_ref().map(|g| g.as_str()).unwrap_or(""), actor = %d.actor, reason = %d.reason, "decision");
         }
         let state = decisions

@@ -34,6 +34,8 @@ pub struct HistoryFill {
     pub subaccount: Option<u8>,
     /// The order's group, when the input says.
     pub group: Option<GroupId>,
+    /// Where the daemon counted it, when the input is its audit log.
+    pub live: Option<Route>,
 }
 
 impl HistoryFill {
@@ -48,6 +50,7 @@ impl HistoryFill {
             count: fill.count,
             subaccount: fill.subaccount,
             group,
+            live: None,
         })
     }
 }
@@ -202,9 +205,86 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Reads the fills the daemon recorded in its audit log (`state.audit_fills = true`): `fill`
+/// lines, counted against the strategy they name, and `unmapped_fill` lines that carry their
+/// fill. Other lines are decisions, not history, and are passed over. A line that is not JSON
+/// or a fill record that cannot be read is an error naming it, or with `skip_bad` a listed
+/// skip; a log without a single fill is an error that says why.
+pub fn read_audit_files(paths: &[std::path::PathBuf], skip_bad: bool) -> Result<History, String> {
+    use crate::risk::engine::{DecisionKind, FillRecord};
+    let mut fills = Vec::new();
+    let mut skipped = Vec::new();
+    for path in paths {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!("{name}: {e} (a compressed rotated log must be uncompressed first)")
+        })?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let at = format!("{name}:{}", i + 1);
+            let v: Value = serde_json::from_str(line).map_err(|e| {
+                format!("{at}: not JSON ({e}): expected a line of the daemon's audit log")
+            })?;
+            let event: Option<DecisionKind> = serde_json::from_value(v["event"].clone()).ok();
+            let live = match event {
+                Some(DecisionKind::Fill) => match v["strategy"].as_str() {
+                    Some(s) => Route::Strategy(s.to_owned()),
+                    None => Route::Unmapped("a fill line without a strategy".into()),
+                },
+                // The line's reason names the fill and its order: the report counts them
+                // together.
+                Some(DecisionKind::UnmappedFill) if !v["fill"].is_null() => {
+                    Route::Unmapped("unmapped by the daemon (its audit log says why)".into())
+                }
+                _ => continue,
+            };
+            let trade_id = v["fill"]["trade_id"].as_str().unwrap_or("?").to_owned();
+            match serde_json::from_value::<FillRecord>(v["fill"].clone()) {
+                Ok(f) => fills.push(HistoryFill {
+                    trade_id: f.trade_id,
+                    order_id: f.order_id,
+                    ts_ms: f.ts_ms,
+                    count: f.count,
+                    price: f.price,
+                    subaccount: None,
+                    group: v["group_id"].as_str().map(GroupId::new),
+                    live: Some(live),
+                }),
+                Err(e) if skip_bad => skipped.push(Skipped {
+                    at,
+                    trade_id,
+                    reason: e.to_string(),
+                }),
+                Err(e) => {
+                    return Err(format!(
+                        "{at}, trade {trade_id}: {e} (--skip-bad replays the rest and lists it)"
+                    ));
+                }
+            }
+        }
+    }
+    if fills.is_empty() && skipped.is_empty() {
+        return Err(format!(
+            "{}: no fill recorded: the daemon writes its fills to audit.jsonl only with \
+             state.audit_fills = true",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(History::from_fills(fills, skipped))
+}
+
 /// How fills reach strategies.
 #[derive(Debug, Clone, Default)]
 pub struct Mapping {
+    /// The strategies replayed (a fill the audit log counted against another is unmapped).
+    pub strategies: std::collections::BTreeSet<String>,
     /// Each strategy's groups (from `state.json`).
     pub groups: HashMap<GroupId, String>,
     /// Orders read with the fills, with their group (`None`: in no group).
@@ -223,6 +303,18 @@ pub enum Route {
 
 impl Mapping {
     pub fn route(&self, f: &HistoryFill) -> Route {
+        match &f.live {
+            Some(Route::Strategy(s)) if self.strategies.contains(s) => {
+                return Route::Strategy(s.clone());
+            }
+            Some(Route::Strategy(s)) => {
+                return Route::Unmapped(format!(
+                    "counted live against {s}, which is not among the policies replayed"
+                ));
+            }
+            Some(unmapped) => return unmapped.clone(),
+            None => {}
+        }
         let group = match (&f.group, self.orders.get(&f.order_id)) {
             (Some(g), _) | (None, Some(Some(g))) => Some(g),
             // The order is known and in no group: unmapped, as the daemon has it.
@@ -327,6 +419,7 @@ mod tests {
             price: Dollars::ONE,
             subaccount: sub,
             group: group.map(GroupId::new),
+            live: None,
         };
         let strategy = |s: &str| Route::Strategy(s.into());
         assert_eq!(m.route(&f("o-known", None, None)), strategy("alpha"));

@@ -582,6 +582,71 @@ mod tests {
         }
     }
 
+    /// The account limit counts every fill, mapped or not; its breach engages the kill switch,
+    /// which the report shows among the trips.
+    #[test]
+    fn the_account_limit_engages_the_kill_switch_on_every_fill_mapped_or_not() {
+        let mut risk = RiskConfig {
+            strategies: vec![policy("x", 60_000, 1_000, 0)],
+            account_limit: Some(LimitSpec {
+                name: "account".into(),
+                window_ms: 10_000,
+                max_contracts: Some(Contracts::from_whole(10)),
+                max_notional: None,
+                max_fills: None,
+                warn_ratio: Ratio::from_decimal(0.8).unwrap(),
+            }),
+            kill_scope: KillScope::Managed,
+            kill_hold: false,
+            blind_after_ms: 10_000,
+            cluster: false,
+            audit_fills: false,
+        };
+        let groups = with_made_up_groups(&risk, &HashMap::new(), &BTreeMap::new());
+        let mut mapping = Mapping::default();
+        mapping.strategies.insert("x".into());
+        mapping.groups.insert(groups["x"][0].id.clone(), "x".into());
+        let fill = |i: i64, group: Option<&str>| HistoryFill {
+            trade_id: format!("t{i}"),
+            order_id: format!("o{i}"),
+            ts_ms: 1_000_000 + i * 1_000,
+            count: Contracts::from_whole(4),
+            price: Dollars::parse("0.50").unwrap(),
+            subaccount: Some(7),
+            group: group.map(GroupId::new),
+            live: None,
+        };
+        // Two in x's group, one unmapped (subaccount 7 has no strategy): 12 > 10.
+        let history = History::from_fills(
+            vec![
+                fill(0, Some("replay-x")),
+                fill(1, None),
+                fill(2, Some("replay-x")),
+            ],
+            Vec::new(),
+        );
+        risk.strategies[0].limits.truncate(1);
+        let setup = Setup {
+            risk,
+            groups,
+            mapping,
+        };
+        let out = replay(&setup, &history);
+        let kills: Vec<&Decision> = out
+            .decisions
+            .iter()
+            .filter(|d| d.event == DecisionKind::KillEngaged)
+            .collect();
+        assert_eq!(kills.len(), 1, "{:#?}", out.decisions);
+        assert_eq!(kills[0].ts_ms, 1_002_000);
+        assert_eq!(
+            kills[0].evidence.as_ref().map(|e| e.contracts),
+            Some(Contracts::from_whole(12))
+        );
+        assert_eq!(out.unmapped.values().sum::<u64>(), 1);
+        assert_eq!(out.fills["x"], 2);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Running only the ticks that can decide something makes exactly the decisions that
@@ -602,6 +667,7 @@ mod tests {
                 kill_hold: false,
                 blind_after_ms: 10_000,
                 cluster: false,
+                audit_fills: false,
             };
             let groups = with_made_up_groups(&risk, &HashMap::new(), &BTreeMap::new());
             let mut mapping = Mapping::default();
@@ -623,6 +689,7 @@ mod tests {
                             price: Dollars::parse("0.50").unwrap(),
                             subaccount: None,
                             group: Some(GroupId::new(format!("replay-{}", ["x", "y"][s]))),
+                            live: None,
                         }
                     })
                     .collect(),

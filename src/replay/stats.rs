@@ -155,6 +155,7 @@ mod tests {
             price: Dollars::parse("0.50").unwrap(),
             subaccount: None,
             group: None,
+            live: None,
         }
     }
 

@@ -52,6 +52,7 @@ pub fn config(strategies: Vec<StrategyPolicy>) -> RiskConfig {
         kill_hold: true,
         blind_after_ms: 10_000,
         cluster: false,
+        audit_fills: false,
     }
 }
 

@@ -86,4 +86,7 @@ pub struct RiskConfig {
     /// Cluster mode: the kill latch is shared through etcd, and nothing is reset or released
     /// until the shared latch has been read ([`crate::engine::ClusterInput::Readable`]).
     pub cluster: bool,
+    /// Record every counted fill as a decision (`fill`, or on `unmapped_fill`): the history
+    /// `replay` can read back from the audit log.
+    pub audit_fills: bool,
 }

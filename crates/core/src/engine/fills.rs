@@ -264,6 +264,13 @@ impl RiskEngine {
         out: &mut Vec<Output>,
     ) {
         let s = &mut self.strategies[strategy];
+        if self.cfg.audit_fills {
+            let mut d = decision(now_ms, DecisionKind::Fill, "", DAEMON);
+            d.strategy = Some(s.policy.name.clone());
+            d.group_id = s.groups.get(group).map(|g| g.id.clone());
+            d.fill = Some(Box::new(f.into()));
+            out.push(Output::Decision(d));
+        }
         match s.add_fill(group, f.ts_ms, usage, now_ms) {
             FillOutcome::Quiet => {}
             FillOutcome::Breached(evidence) => {
@@ -310,12 +317,16 @@ impl RiskEngine {
 
     pub(super) fn unmapped(&mut self, f: &Fill, why: &str, now_ms: i64, out: &mut Vec<Output>) {
         self.counters.unmapped_fills += 1;
-        out.push(Output::Decision(decision(
+        let mut d = decision(
             now_ms,
             DecisionKind::UnmappedFill,
             format!("fill {} ({} contracts): {why}", f.trade_id, f.count),
             DAEMON,
-        )));
+        );
+        if self.cfg.audit_fills {
+            d.fill = Some(Box::new(f.into()));
+        }
+        out.push(Output::Decision(d));
     }
 
     /// Remembers an order's group (`None`: in no group).

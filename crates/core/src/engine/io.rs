@@ -252,6 +252,31 @@ pub enum DecisionKind {
     /// Cluster mode: a strategy guarded here went back to its owner (or a strategy of this
     /// member's came back with the trip its guard made meanwhile).
     Handback,
+    /// A fill counted against a strategy (only with `audit_fills`: the history `replay` reads).
+    Fill,
+}
+
+/// The fill a `fill` or `unmapped_fill` decision records (with `audit_fills`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FillRecord {
+    pub trade_id: String,
+    pub order_id: String,
+    pub count: Contracts,
+    pub price: Dollars,
+    /// Matching-engine time, epoch ms.
+    pub ts_ms: i64,
+}
+
+impl From<&Fill> for FillRecord {
+    fn from(f: &Fill) -> Self {
+        FillRecord {
+            trade_id: f.trade_id.clone(),
+            order_id: f.order_id.clone(),
+            count: f.count,
+            price: f.price,
+            ts_ms: f.ts_ms,
+        }
+    }
 }
 
 /// One decision, with enough to audit it (a line of `audit.jsonl`).
@@ -265,6 +290,9 @@ pub struct Decision {
     pub reason: String,
     pub evidence: Option<Evidence>,
     pub actor: String,
+    /// The fill of a `fill` or `unmapped_fill` decision, with `audit_fills` (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<Box<FillRecord>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,5 +316,6 @@ pub fn decision(
         reason: reason.into(),
         evidence: None,
         actor: actor.to_owned(),
+        fill: None,
     }
 }

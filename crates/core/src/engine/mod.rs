@@ -37,8 +37,8 @@ mod trips;
 
 use fills::{Route, Seen};
 pub use io::{
-    Action, ClusterInput, Command, Decision, DecisionKind, Fill, GroupChange, HandedTrip, Input,
-    OperatorCommand, Output, PeerStrategy, StreamHealth, decision,
+    Action, ClusterInput, Command, Decision, DecisionKind, Fill, FillRecord, GroupChange,
+    HandedTrip, Input, OperatorCommand, Output, PeerStrategy, StreamHealth, decision,
 };
 pub use peers::Mirror;
 pub use snapshot::{GroupSnapshot, Snapshot, StrategySnapshot};
