@@ -317,6 +317,11 @@ fn from_exchange(
                 fills.len()
             ));
             if page.cursor.is_empty() || page.cursor == cursor {
+                progress.show(&format!(
+                    "{} fills: {} read ({pages} pages)",
+                    bar(1.0),
+                    fills.len()
+                ));
                 break;
             }
             cursor = page.cursor;

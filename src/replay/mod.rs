@@ -90,12 +90,10 @@ fn event_name(k: DecisionKind) -> String {
         .unwrap_or_default()
 }
 
+/// A figure to two decimals at most, without trailing zeros: `20`, `99.9`, `4.62`.
 fn fmt_num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 impl Report {
@@ -271,6 +269,30 @@ impl Report {
                     l.peak_utilisation * 100.0
                 );
                 let _ = writeln!(o, "{row}");
+            }
+        }
+        let _ = writeln!(
+            o,
+            "\nSuggested maxima on this history (per limit and measure): never tripped at PEAK; \
+             at pN, over in at most (100-N) % of busy windows."
+        );
+        for l in &self.limits {
+            for m in &l.measures {
+                let at: Vec<String> = m
+                    .percentiles
+                    .iter()
+                    .map(|(p, v)| format!("{} at p{}", fmt_num(*v), fmt_num(*p)))
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "  {} {} {}: {} never trips (now {}); {}",
+                    l.strategy,
+                    l.limit,
+                    m.measure,
+                    fmt_num(m.peak),
+                    fmt_num(m.max),
+                    at.join(", ")
+                );
             }
         }
         o

@@ -265,7 +265,12 @@ impl RiskEngine {
     ) {
         let s = &mut self.strategies[strategy];
         if self.cfg.audit_fills {
-            let mut d = decision(now_ms, DecisionKind::Fill, "", DAEMON);
+            let mut d = decision(
+                now_ms,
+                DecisionKind::Fill,
+                format!("fill {} ({} contracts) counted", f.trade_id, f.count),
+                DAEMON,
+            );
             d.strategy = Some(s.policy.name.clone());
             d.group_id = s.groups.get(group).map(|g| g.id.clone());
             d.fill = Some(Box::new(f.into()));
