@@ -78,6 +78,27 @@ impl Proc {
         Proc { child, log }
     }
 
+    /// Prometheus or Alertmanager in `work`: its config `NAME.yml`, its data in `NAME-data`
+    /// (`data_flag`), its log `NAME.log`, listening on 127.0.0.1:`port`.
+    fn server(
+        bin: &Path,
+        work: &Path,
+        name: &str,
+        data_flag: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Proc {
+        let file = |suffix: &str| work.join(format!("{name}{suffix}")).display().to_string();
+        Proc::spawn(
+            Command::new(bin)
+                .arg(format!("--config.file={}", file(".yml")))
+                .arg(format!("{data_flag}={}", file("-data")))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .args(extra),
+            work.join(format!("{name}.log")),
+        )
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -319,20 +340,14 @@ async fn shipped_rules_and_routes_page_with_runbook_links_and_resolve() {
         2,
     );
     std::fs::write(work.path().join("alertmanager.yml"), am_cfg).unwrap();
-    let am = Proc::spawn(
-        Command::new(&alertmanager)
-            .arg(format!(
-                "--config.file={}",
-                work.path().join("alertmanager.yml").display()
-            ))
-            .arg(format!(
-                "--storage.path={}",
-                work.path().join("am-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            // No gossip listener: it would bind every interface.
-            .arg("--cluster.listen-address="),
-        work.path().join("alertmanager.log"),
+    // No gossip listener: it would bind every interface.
+    let am = Proc::server(
+        &alertmanager,
+        work.path(),
+        "alertmanager",
+        "--storage.path",
+        am_port,
+        &["--cluster.listen-address="],
     );
     let am_base = format!("http://127.0.0.1:{am_port}");
 
@@ -359,18 +374,13 @@ async fn shipped_rules_and_routes_page_with_runbook_links_and_resolve() {
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{am_port}\"]\n{scrape}"
     );
     std::fs::write(work.path().join("prometheus.yml"), prom_cfg).unwrap();
-    let prom_proc = Proc::spawn(
-        Command::new(&prometheus)
-            .arg(format!(
-                "--config.file={}",
-                work.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                work.path().join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
-        work.path().join("prometheus.log"),
+    let prom_proc = Proc::server(
+        &prometheus,
+        work.path(),
+        "prometheus",
+        "--storage.tsdb.path",
+        prom_port,
+        &[],
     );
     let prom = Arc::new(Prom {
         base: format!("http://127.0.0.1:{prom_port}"),

@@ -284,35 +284,10 @@ impl Driver {
     fn answer(&mut self, c: crate::risk::engine::Command) -> Option<Input> {
         use crate::risk::engine::Command as C;
         Some(match c {
-            C::Trigger { group } => {
-                if let Some(g) = self.exchange.get_mut(&group.id) {
-                    g.triggered = true;
-                }
-                Input::ActionDone {
-                    group,
-                    action: Action::Trigger,
-                    result: Ok(()),
-                }
-            }
-            C::Reset { group } => {
-                if let Some(g) = self.exchange.get_mut(&group.id) {
-                    g.triggered = false;
-                }
-                Input::ActionDone {
-                    group,
-                    action: Action::Reset,
-                    result: Ok(()),
-                }
-            }
+            C::Trigger { group } => self.acted(group, Action::Trigger, |g| g.triggered = true),
+            C::Reset { group } => self.acted(group, Action::Reset, |g| g.triggered = false),
             C::UpdateLimit { group, limit } => {
-                if let Some(g) = self.exchange.get_mut(&group.id) {
-                    g.limit = limit;
-                }
-                Input::ActionDone {
-                    group,
-                    action: Action::UpdateLimit,
-                    result: Ok(()),
-                }
+                self.acted(group, Action::UpdateLimit, |g| g.limit = limit)
             }
             // Every fill's group is given before the fill: a lookup finds none.
             C::LookupOrder { order_id } => Input::OrderLookup {
@@ -331,6 +306,24 @@ impl Driver {
                 reason: SWEEP_REASON.into(),
             },
         })
+    }
+
+    /// The exchange carries out `action` on `group` (`apply` to its model of the group) and
+    /// acknowledges it.
+    fn acted(
+        &mut self,
+        group: GroupAddress,
+        action: Action,
+        apply: impl FnOnce(&mut ExchangeGroup),
+    ) -> Input {
+        if let Some(g) = self.exchange.get_mut(&group.id) {
+            apply(g);
+        }
+        Input::ActionDone {
+            group,
+            action,
+            result: Ok(()),
+        }
     }
 
     fn record(&mut self, d: Decision) {
