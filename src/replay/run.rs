@@ -575,20 +575,11 @@ mod tests {
         }
     }
 
-    /// The account limit counts every fill, mapped or not; its breach engages the kill switch,
-    /// which the report shows among the trips.
-    #[test]
-    fn the_account_limit_engages_the_kill_switch_on_every_fill_mapped_or_not() {
-        let mut risk = RiskConfig {
-            strategies: vec![policy("x", 60_000, 1_000, 0)],
-            account_limit: Some(LimitSpec {
-                name: "account".into(),
-                window_ms: 10_000,
-                max_contracts: Some(Contracts::from_whole(10)),
-                max_notional: None,
-                max_fills: None,
-                warn_ratio: Ratio::from_decimal(0.8).unwrap(),
-            }),
+    /// A replay of `strategies` (each with its made-up group, mapped by it) and `account`.
+    fn setup_of(strategies: Vec<StrategyPolicy>, account: Option<LimitSpec>) -> Setup {
+        let risk = RiskConfig {
+            strategies,
+            account_limit: account,
             kill_scope: KillScope::Managed,
             kill_hold: false,
             blind_after_ms: 10_000,
@@ -597,8 +588,32 @@ mod tests {
         };
         let groups = with_made_up_groups(&risk, &HashMap::new(), &BTreeMap::new());
         let mut mapping = Mapping::default();
-        mapping.strategies.insert("x".into());
-        mapping.groups.insert(groups["x"][0].id.clone(), "x".into());
+        for (name, g) in &groups {
+            mapping.strategies.insert(name.clone());
+            mapping.groups.insert(g[0].id.clone(), name.clone());
+        }
+        Setup {
+            risk,
+            groups,
+            mapping,
+        }
+    }
+
+    /// The account limit counts every fill, mapped or not; its breach engages the kill switch,
+    /// which the report shows among the trips.
+    #[test]
+    fn the_account_limit_engages_the_kill_switch_on_every_fill_mapped_or_not() {
+        let mut x = policy("x", 60_000, 1_000, 0);
+        x.limits.truncate(1);
+        let account = LimitSpec {
+            name: "account".into(),
+            window_ms: 10_000,
+            max_contracts: Some(Contracts::from_whole(10)),
+            max_notional: None,
+            max_fills: None,
+            warn_ratio: Ratio::from_decimal(0.8).unwrap(),
+        };
+        let setup = setup_of(vec![x], Some(account));
         let fill = |i: i64, group: Option<&str>| HistoryFill {
             trade_id: format!("t{i}"),
             order_id: format!("o{i}"),
@@ -618,12 +633,6 @@ mod tests {
             ],
             Vec::new(),
         );
-        risk.strategies[0].limits.truncate(1);
-        let setup = Setup {
-            risk,
-            groups,
-            mapping,
-        };
         let out = replay(&setup, &history);
         let kills: Vec<&Decision> = out
             .decisions
@@ -650,23 +659,13 @@ mod tests {
             window_s in 1i64..6,
             cooldown_ms in 0i64..5_000,
         ) {
-            let risk = RiskConfig {
-                strategies: vec![
+            let setup = setup_of(
+                vec![
                     policy("x", window_s * 1_000, 12, cooldown_ms),
                     policy("y", window_s * 700, 9, cooldown_ms / 2),
                 ],
-                account_limit: None,
-                kill_scope: KillScope::Managed,
-                kill_hold: false,
-                blind_after_ms: 10_000,
-                cluster: false,
-                audit_fills: false,
-            };
-            let groups = with_made_up_groups(&risk, &HashMap::new(), &BTreeMap::new());
-            let mut mapping = Mapping::default();
-            for (name, g) in &groups {
-                mapping.groups.insert(g[0].id.clone(), name.clone());
-            }
+                None,
+            );
             let mut ts = 1_000_000;
             let history = History::from_fills(
                 fills
@@ -688,7 +687,6 @@ mod tests {
                     .collect(),
                 Vec::new(),
             );
-            let setup = Setup { risk, groups, mapping };
             let fast = replay_ticking(&setup, &history, false);
             let slow = replay_ticking(&setup, &history, true);
             prop_assert_eq!(&fast.decisions, &slow.decisions);
