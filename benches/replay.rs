@@ -56,6 +56,7 @@ fn setup() -> (Setup, History) {
     let mut mapping = Mapping::default();
     for (name, gs) in &groups {
         mapping.groups.insert(gs[0].id.clone(), name.clone());
+        mapping.strategies.insert(name.clone());
     }
     // Deterministic bursts: most fills small, every 40th of a strategy's a burst of ten.
     let mut fills = Vec::with_capacity(FILLS);

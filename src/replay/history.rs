@@ -285,7 +285,8 @@ pub fn read_audit_files(paths: &[std::path::PathBuf], skip_bad: bool) -> Result<
 pub struct Mapping {
     /// The strategies replayed (a fill the audit log counted against another is unmapped).
     pub strategies: std::collections::BTreeSet<String>,
-    /// Each strategy's groups (from `state.json`).
+    /// Each strategy's groups (from `state.json`; a group of a strategy not among
+    /// `strategies` makes its fills unmapped).
     pub groups: HashMap<GroupId, String>,
     /// Orders read with the fills, with their group (`None`: in no group).
     pub orders: HashMap<String, Option<GroupId>>,
@@ -325,7 +326,11 @@ impl Mapping {
         };
         if let Some(g) = group {
             return match self.groups.get(g) {
-                Some(s) => Route::Strategy(s.clone()),
+                Some(s) if self.strategies.contains(s) => Route::Strategy(s.clone()),
+                // state.json names strategies that may not be among those replayed.
+                Some(s) => Route::Unmapped(format!(
+                    "in a group of {s}, which is not among the policies replayed"
+                )),
                 None => Route::Unmapped(format!("in group {g}, no strategy's")),
             };
         }
@@ -407,6 +412,10 @@ mod tests {
     fn fills_map_by_group_then_by_a_subaccount_with_one_strategy() {
         let mut m = Mapping::default();
         m.groups.insert(GroupId::new("g1"), "alpha".into());
+        m.groups.insert(GroupId::new("g2"), "retired".into());
+        for s in ["alpha", "beta", "gamma"] {
+            m.strategies.insert(s.into());
+        }
         m.orders.insert("o-known".into(), Some(GroupId::new("g1")));
         m.orders.insert("o-loose".into(), None);
         m.subaccounts.insert(0, vec!["alpha".into(), "beta".into()]);
@@ -431,6 +440,7 @@ mod tests {
         };
         assert!(unmapped(m.route(&f("o-loose", Some(2), None))).contains("no order group"));
         assert!(unmapped(m.route(&f("x", None, Some("g9")))).contains("g9"));
+        assert!(unmapped(m.route(&f("x", None, Some("g2")))).contains("retired, which is not"));
         assert!(unmapped(m.route(&f("x", None, None))).contains("alpha, beta"));
         assert!(unmapped(m.route(&f("x", Some(5), None))).contains("subaccount 5"));
     }
