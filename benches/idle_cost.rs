@@ -29,11 +29,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// One of `/proc/<pid>/status`'s memory lines (`VmRSS`, `RssAnon`, `RssFile`), in KiB.
+fn status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap()
 }
@@ -49,7 +50,11 @@ fn main() {
         .unwrap_or(100.0);
     rt.block_on(async {
         let (sim, _signer, key) = support::simulator().await;
-        for n in [100usize, 1_000] {
+        // `IDLE_COST_SIZES=1000` measures one size only.
+        let sizes: Vec<usize> = std::env::var("IDLE_COST_SIZES")
+            .map(|v| v.split(',').map(|n| n.trim().parse().expect("IDLE_COST_SIZES: numbers")).collect())
+            .unwrap_or_else(|_| vec![100, 1_000]);
+        for n in sizes {
             let dir = tempfile::tempdir().unwrap();
             let policies: Vec<(String, String)> = (0..n)
                 .map(|i| {
@@ -79,11 +84,13 @@ fn main() {
             let (t0, c0) = (Instant::now(), cpu_ticks(pid));
             tokio::time::sleep(IDLE_WINDOW).await;
             let (secs, ticks) = (t0.elapsed().as_secs_f64(), cpu_ticks(pid) - c0);
-            let rss = rss_kib(pid);
+            let mib = |key| status_kib(pid, key) as f64 / 1024.0;
             println!(
-                "{n} strategies: READY in {created:.2?} creating the groups, {ready:.2?} restarting; idle CPU {:.2} % of a core over {secs:.1} s; RSS {:.1} MiB",
+                "{n} strategies: READY in {created:.2?} creating the groups, {ready:.2?} restarting; idle CPU {:.2} % of a core over {secs:.1} s; RSS {:.1} MiB ({:.1} anonymous, {:.1} the binary's and other files' pages)",
                 ticks as f64 / hz / secs * 100.0,
-                rss as f64 / 1024.0
+                mib("VmRSS"),
+                mib("RssAnon"),
+                mib("RssFile") + mib("RssShmem"),
             );
             let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
             let _ = daemon.wait();

@@ -3,25 +3,23 @@
 //! start are created at zero). `exchange_requests_total`'s `status` is a bounded class
 //! (`2xx`, `4xx`, `429`, `5xx`, `error`) so it too is known at start.
 //!
-//! The daemon's loop owns the truth (the risk core); [`Metrics::refresh`] copies it into the
-//! registry on every tick, so a scrape never waits on the loop.
+//! The daemon's loop owns the truth (the risk core); [`Metrics::refresh`] copies it on every
+//! tick, so a scrape never waits on the loop: the per-strategy families into a compact board
+//! written straight into the scrape's text ([`super::board`]), the rest into the registry.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder as _, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use super::board::Board;
 use crate::kalshi::stream::StreamCounters;
 use crate::risk::engine::RiskEngine;
-use crate::risk::guard::{GuardState, TripReason};
 
 pub const STATUS_CLASSES: [&str; 5] = ["2xx", "4xx", "429", "5xx", "error"];
-const RESET_REASONS: [&str; 2] = ["manual", "auto"];
-const STRATEGY_STATES: [&str; 4] = ["active", "warned", "tripped", "unknown"];
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -40,23 +38,9 @@ pub fn status_class(status: Option<u16>) -> &'static str {
     }
 }
 
+/// The counts last added to the registry's counters.
 #[derive(Default)]
 struct Seen {
-    /// A hash of the per-strategy series' labels (strategies, limits, groups) and of the
-    /// values that change only with a policy, at the last refresh: the series are dropped and
-    /// made again, and the fixed values set, only when it changes.
-    shape: Option<u64>,
-    /// What was last set for each strategy, in the engine's order (which holds while the
-    /// shape does): looked up by place, not by name, several times a second.
-    last: Vec<LastSet>,
-    /// Each strategy's fill counts as last added to the counters, by name (kept across
-    /// reloads, as the counters are).
-    fills: HashMap<String, (u64, f64)>,
-    trips: BTreeMap<(String, TripReason), u64>,
-    resets: BTreeMap<(String, String), u64>,
-    /// How many trip and reset counts there were, and their sum, at the last refresh.
-    trips_print: (usize, u64),
-    resets_print: (usize, u64),
     unmapped: u64,
     peer_fills: u64,
     backfilled: u64,
@@ -69,32 +53,17 @@ struct Seen {
     garbage: u64,
 }
 
-/// What the metrics refresh last set for one strategy.
-#[derive(Default)]
-struct LastSet {
-    state: Option<&'static str>,
-    fills: u64,
-    contracts: f64,
-    /// Contracts in the window and utilization, by the limit's place in the policy.
-    windows: Vec<(f64, f64)>,
-}
-
 pub struct Metrics {
     pub registry: Registry,
-    window_contracts: GaugeVec,
-    window_limit_contracts: GaugeVec,
-    window_utilization_ratio: GaugeVec,
-    window_warn_ratio: GaugeVec,
-    group_contracts_limit: GaugeVec,
-    strategy_tripped: IntGaugeVec,
+    /// The per-strategy families, as of the last refresh (the loop updates it in place
+    /// unless a scrape holds it).
+    board: Mutex<Arc<Board>>,
+    /// The length of the last scrape's text.
+    rendered: std::sync::atomic::AtomicUsize,
     kill_switch_engaged: IntGauge,
-    fills_total: IntCounterVec,
-    filled_contracts_total: prometheus::CounterVec,
     unmapped_fills_total: IntCounter,
     fills_backfilled_total: IntCounter,
     backfill_failures_total: IntCounter,
-    trips_total: IntCounterVec,
-    resets_total: IntCounterVec,
     stream_connected: IntGauge,
     stream_reconnects_total: IntCounter,
     state_write_failures_total: IntCounterVec,
@@ -107,7 +76,6 @@ pub struct Metrics {
     stream_unknown_messages_total: IntCounter,
     stream_undecodable_messages_total: IntCounter,
     stream_last_message_timestamp_seconds: Gauge,
-    strategy_state: IntGaugeVec,
     fix_logons_total: IntCounter,
     exchange_clock_offset_seconds: Gauge,
     policy_reload_success: IntGauge,
@@ -149,66 +117,12 @@ impl Metrics {
                 m
             }};
         }
-        let sl = &["strategy", "limit"];
         let latency_buckets = prometheus::exponential_buckets(0.000_1, 2.0, 16)?;
         let m = Metrics {
-            window_contracts: reg!(GaugeVec::new(
-                opts(
-                    "window_contracts",
-                    "Contracts filled inside the limit's rolling window."
-                ),
-                sl
-            )?),
-            window_limit_contracts: reg!(GaugeVec::new(
-                opts(
-                    "window_limit_contracts",
-                    "The limit's maximum contracts over its window."
-                ),
-                sl
-            )?),
-            window_warn_ratio: reg!(GaugeVec::new(
-                opts(
-                    "window_warn_ratio",
-                    "The limit's warn ratio from its policy: the warn alert compares the utilisation with it."
-                ),
-                sl
-            )?),
-            window_utilization_ratio: reg!(GaugeVec::new(
-                opts(
-                    "window_utilization_ratio",
-                    "The most used of the limit's measures, as a share of its maximum."
-                ),
-                sl
-            )?),
-            group_contracts_limit: reg!(GaugeVec::new(
-                opts(
-                    "group_contracts_limit",
-                    "The exchange-side contracts limit of each managed order group."
-                ),
-                &["strategy", "exchange_index"]
-            )?),
-            strategy_tripped: reg!(IntGaugeVec::new(
-                opts(
-                    "strategy_tripped",
-                    "1 when the strategy is tripped (its groups triggered), else 0."
-                ),
-                &["strategy"]
-            )?),
             kill_switch_engaged: reg!(IntGauge::with_opts(opts(
                 "kill_switch_engaged",
                 "1 while the kill switch is engaged."
             ))?),
-            fills_total: reg!(IntCounterVec::new(
-                opts("fills_total", "Fills accounted to the strategy."),
-                &["strategy"]
-            )?),
-            filled_contracts_total: reg!(prometheus::CounterVec::new(
-                opts(
-                    "filled_contracts_total",
-                    "Contracts filled by the strategy."
-                ),
-                &["strategy"]
-            )?),
             unmapped_fills_total: reg!(IntCounter::with_opts(opts(
                 "unmapped_fills_total",
                 "Fills whose order belongs to no managed group."
@@ -221,17 +135,6 @@ impl Metrics {
                 "backfill_failures_total",
                 "Backfills that could not read the exchange's fills (retried; at start the strategies are left unknown)."
             ))?),
-            trips_total: reg!(IntCounterVec::new(
-                opts(
-                    "trips_total",
-                    "Trips, by reason (limit, exchange, blind, manual)."
-                ),
-                &["strategy", "reason"]
-            )?),
-            resets_total: reg!(IntCounterVec::new(
-                opts("resets_total", "Resets, by reason (manual, auto)."),
-                &["strategy", "reason"]
-            )?),
             stream_connected: reg!(IntGauge::with_opts(opts(
                 "stream_connected",
                 "1 while the user stream is connected and subscribed."
@@ -292,13 +195,6 @@ impl Metrics {
                 "stream_last_message_timestamp_seconds",
                 "When the user stream last delivered a frame (Unix time; 0 before the first). An alert compares it with time(), so a daemon that stops updating it still alerts."
             ))?),
-            strategy_state: reg!(IntGaugeVec::new(
-                opts(
-                    "strategy_state",
-                    "1 for the strategy's state (active, warned, tripped, unknown), 0 for the others."
-                ),
-                &["strategy", "state"]
-            )?),
             exchange_clock_offset_seconds: reg!(Gauge::with_opts(opts(
                 "exchange_clock_offset_seconds",
                 "The exchange's clock minus this host's, from the Date of its REST answers (to within about half a second; 0 before the first answer). The exchange refuses signatures beyond a few seconds of skew."
@@ -346,6 +242,8 @@ impl Metrics {
                 ),
                 &["result"]
             )?),
+            board: Mutex::new(Arc::new(Board::default())),
+            rendered: std::sync::atomic::AtomicUsize::new(0),
             seen: Mutex::new(Seen::default()),
             cluster: std::sync::OnceLock::new(),
             registry: registry.clone(),
@@ -552,170 +450,12 @@ impl Metrics {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         self.kill_switch_engaged
             .set(i64::from(engine.kill().is_some()));
-        // Series of strategies, limits or groups that went (a reload) are dropped; while
-        // nothing changed, only the values that moved are set (making every series again each
-        // tick cost a third of a core at 1,000 strategies, setting each one a few per cent).
-        let shape = {
-            use std::hash::{Hash as _, Hasher as _};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            for s in engine.strategies() {
-                (&s.policy.name, s.policy.group_limit).hash(&mut h);
-                for l in &s.policy.limits {
-                    (&l.name, l.max_contracts, l.warn_ratio.ppm()).hash(&mut h);
-                }
-                for g in &s.groups {
-                    g.exchange_index.hash(&mut h);
-                }
-            }
-            h.finish()
-        };
-        if seen.shape != Some(shape) {
-            seen.shape = Some(shape);
-            let fills = std::mem::take(&mut seen.fills);
-            seen.last = engine
-                .strategies()
-                .iter()
-                .map(|s| {
-                    let (fills, contracts) = fills.get(&s.policy.name).copied().unwrap_or((0, 0.0));
-                    LastSet {
-                        fills,
-                        contracts,
-                        windows: vec![(f64::NAN, f64::NAN); s.policy.limits.len()],
-                        ..LastSet::default()
-                    }
-                })
-                .collect();
-            self.window_contracts.reset();
-            self.window_limit_contracts.reset();
-            self.window_utilization_ratio.reset();
-            self.window_warn_ratio.reset();
-            self.group_contracts_limit.reset();
-            self.strategy_tripped.reset();
-            self.strategy_state.reset();
-            for s in engine.strategies() {
-                let name = s.policy.name.as_str();
-                for l in &s.policy.limits {
-                    let labels = [name, l.name.as_str()];
-                    if let Some(max) = l.max_contracts {
-                        self.window_limit_contracts
-                            .with_label_values(&labels)
-                            .set(max.hundredths() as f64 / 100.0);
-                    }
-                    self.window_warn_ratio
-                        .with_label_values(&labels)
-                        .set(f64::from(l.warn_ratio.ppm()) / 1e6);
-                }
-                for g in &s.groups {
-                    self.group_contracts_limit
-                        .with_label_values(&[name, &g.exchange_index.to_string()])
-                        .set(s.policy.group_limit.hundredths() as f64 / 100.0);
-                }
-                for r in RESET_REASONS {
-                    self.resets_total.with_label_values(&[name, r]);
-                }
-                // Every strategy's counters are there from the start, at zero.
-                self.fills_total.with_label_values(&[name]);
-                self.filled_contracts_total.with_label_values(&[name]);
-            }
-        }
-        engine.each_window(now_ms, |(k, i), strategy, spec, usage| {
-            let contracts = usage.contracts.hundredths() as f64 / 100.0;
-            let ratios = [
-                spec.max_contracts
-                    .map(|m| usage.contracts.hundredths() as f64 / m.hundredths().max(1) as f64),
-                spec.max_notional
-                    .map(|m| usage.notional.micros() as f64 / m.micros().max(1) as f64),
-                spec.max_fills.map(|m| usage.fills as f64 / m.max(1) as f64),
-            ];
-            let ratio = ratios.into_iter().flatten().fold(0.0, f64::max);
-            let now = (contracts, ratio);
-            let Some(last) = seen.last.get_mut(k).and_then(|l| l.windows.get_mut(i)) else {
-                return;
-            };
-            if *last == now {
-                return;
-            }
-            *last = now;
-            let l = [strategy, spec.name.as_str()];
-            self.window_contracts.with_label_values(&l).set(contracts);
-            self.window_utilization_ratio
-                .with_label_values(&l)
-                .set(ratio);
-        });
-        let Seen {
-            last: lasts,
-            fills: by_name,
-            ..
-        } = &mut *seen;
-        for (s, last) in engine.strategies().iter().zip(lasts.iter_mut()) {
-            let name = s.policy.name.as_str();
-            let state = match s.state() {
-                GuardState::Active if s.is_warned() => "warned",
-                GuardState::Active => "active",
-                GuardState::Tripped => "tripped",
-                GuardState::Unknown => "unknown",
-            };
-            if last.state != Some(state) {
-                self.strategy_tripped
-                    .with_label_values(&[name])
-                    .set(i64::from(state == "tripped"));
-                for st in STRATEGY_STATES {
-                    self.strategy_state
-                        .with_label_values(&[name, st])
-                        .set(i64::from(st == state));
-                }
-                last.state = Some(state);
-            }
-            let fills = s.fills_total;
-            let contracts = s.contracts_total.hundredths() as f64 / 100.0;
-            if (fills, contracts) != (last.fills, last.contracts) {
-                self.fills_total
-                    .with_label_values(&[name])
-                    .inc_by(fills.saturating_sub(last.fills));
-                self.filled_contracts_total
-                    .with_label_values(&[name])
-                    .inc_by((contracts - last.contracts).max(0.0));
-                (last.fills, last.contracts) = (fills, contracts);
-                by_name.insert(name.to_owned(), (fills, contracts));
-            }
+        {
+            let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+            // In place, unless a scrape is reading it (then a copy).
+            Arc::make_mut(&mut board).update(engine, now_ms);
         }
         let c = engine.counters();
-        // Only the counts that moved (the lookups cost more than the additions). The counts
-        // only grow, so the same number of them with the same sum means none moved.
-        let trips_print = (c.trips.len(), c.trips.values().sum::<u64>());
-        let resets_print = (c.resets.len(), c.resets.values().sum::<u64>());
-        let trips = if seen.trips_print == trips_print {
-            None
-        } else {
-            seen.trips_print = trips_print;
-            Some(&c.trips)
-        };
-        let resets = if seen.resets_print == resets_print {
-            None
-        } else {
-            seen.resets_print = resets_print;
-            Some(&c.resets)
-        };
-        for (key, n) in trips.into_iter().flatten() {
-            let last = seen.trips.get(key).copied();
-            if last != Some(*n) {
-                let last = last.unwrap_or(0);
-                self.trips_total
-                    .with_label_values(&[key.0.as_str(), key.1.as_str()])
-                    .inc_by(n.saturating_sub(last));
-                seen.trips.insert(key.clone(), *n);
-            }
-        }
-        for (key, n) in resets.into_iter().flatten() {
-            let last = seen.resets.get(key).copied();
-            if last != Some(*n) {
-                let last = last.unwrap_or(0);
-                self.resets_total
-                    .with_label_values(&[key.0.as_str(), key.1.as_str()])
-                    .inc_by(n.saturating_sub(last));
-                seen.resets.insert(key.clone(), *n);
-            }
-        }
         self.unmapped_fills_total
             .inc_by(c.unmapped_fills.saturating_sub(seen.unmapped));
         seen.unmapped = c.unmapped_fills;
@@ -761,9 +501,16 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        let board = Arc::clone(&self.board.lock().unwrap_or_else(|e| e.into_inner()));
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        // Sized once, from the last scrape's length (growing by doubling would hold twice it).
+        text.reserve(self.rendered.load(std::sync::atomic::Ordering::Relaxed));
+        board.render(&mut text);
+        self.rendered
+            .store(text.len(), std::sync::atomic::Ordering::Relaxed);
+        text
     }
 }
 

@@ -2,6 +2,7 @@
 //! `/healthz` (the process is alive) and `/readyz` (the stream is connected, groups are
 //! reconciled and durable writes succeed: 200, else 503 with the reason).
 
+mod board;
 pub mod metrics;
 pub mod serve;
 
