@@ -213,3 +213,51 @@ async fn intents_written_in_one_batch_each_take_one_of_the_groups_their_batch_ma
     // Three intents settled, one more written and closed for the create that had not landed.
     assert_eq!(p.settled_intents.len(), 4, "{:?}", p.settled_intents);
 }
+
+#[tokio::test]
+async fn creates_in_flight_together_whose_answers_were_lost_each_end_with_a_group_of_their_own() {
+    let t = TestSim::start().await;
+    let control = GroupControl::rest(t.rest_client(|_| {}));
+    let state = tempfile::tempdir().unwrap();
+    let intents = IntentLog::open(state.path()).unwrap();
+    // Twelve strategies with the same kind of group (subaccount 0, limit 100): more than are
+    // created at once. Every create lands, and every answer is a 500.
+    let policy = "[group]\ncontracts_limit = 100\n";
+    let names: Vec<String> = (0..12).map(|i| format!("s{i:02}")).collect();
+    let files: Vec<(String, &str)> = names
+        .iter()
+        .map(|n| (format!("{n}.toml"), policy))
+        .collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(f, p)| (f.as_str(), *p)).collect();
+    let (_dir, l) = loaded(&files);
+    t.set_faults(serde_json::json!({
+        "error_rate": 1.0,
+        "error_path": "/trade-api/v2/portfolio/order_groups/create",
+        "error_after_apply": true,
+    }))
+    .await;
+    let p = prepare(&control, &intents, &l, &Snapshot::default(), true)
+        .await
+        .unwrap();
+    let got: BTreeSet<String> = names
+        .iter()
+        .map(|s| {
+            assert_eq!(p.groups[s].len(), 1, "{s}: {:?}", p.groups[s]);
+            p.groups[s][0].id.to_string()
+        })
+        .collect();
+    assert_eq!(got.len(), 12, "a group of its own for each: {got:?}");
+    assert_eq!(
+        ids_on_exchange(&t).await,
+        got,
+        "nothing else made, nothing lost"
+    );
+    // Each lost answer settled by finding its create's group: none taken for a duplicate.
+    let deleted = p
+        .decisions
+        .iter()
+        .filter(|d| d.event == DecisionKind::OrphanDeleted)
+        .count();
+    assert_eq!(deleted, 0, "{:?}", p.decisions);
+    assert_eq!(p.settled_intents.len(), 12, "{:?}", p.settled_intents);
+}

@@ -16,8 +16,11 @@
 //!   batch share what was known, so a group any of them created could be any of theirs: each
 //!   takes one (the groups are alike: same subaccount, exchange index and limit, new), and the
 //!   oldest deletes what is left.
-//! - A create whose answer was lost is settled by listing right away (the client does that);
-//!   several matches are the same duplicates, handled the same way.
+//! - The creates go a few at a time (signing is most of what a create costs the daemon, and
+//!   the signatures are made on every core). A create whose answer was lost is settled by
+//!   listing once every create beside it has answered, knowing the groups they made; when
+//!   several of them lost their answers, each takes one of the alike groups listed, in turn.
+//!   Several matches for the last of them are duplicates, handled as above.
 //!
 //! The exchange does not say who created a group. A group that appears in the subaccount with
 //! the same exchange index and limit while the daemon's create is in doubt is taken to be the
@@ -28,6 +31,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+
+use futures_util::{StreamExt, stream};
 
 use super::intents::{CreateIntent, IntentLog};
 use super::store::StoreError;
@@ -40,6 +45,9 @@ use crate::kalshi::{GroupChannel, Op};
 use crate::risk::engine::{Decision, DecisionKind, GroupSnapshot, Snapshot, decision};
 
 const DAEMON: &str = "daemon";
+
+/// How many creates a start or reload keeps in flight at once.
+const CREATES_IN_FLIGHT: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -287,6 +295,53 @@ pub async fn prepare(
     for (intent, id) in batch.iter_mut().zip(ids) {
         intent.id = id;
     }
+    // The creates, a few in flight at once: signing a request is most of what a create costs
+    // the daemon, and a first start with 1,000 strategies makes 1,000 of them. Each is tried
+    // as a whole first (retried while the exchange certainly did not apply it); only once
+    // every create has answered are the ones whose outcome is unknown settled, one at a time,
+    // by listing: every group the others made is known by then, so a group one of them made
+    // is never taken for another's.
+    // Each create is a task of its own, so that their signatures are made on every core.
+    let kinds: Vec<(u8, u32, crate::risk::Contracts)> = (batch.iter())
+        .map(|w| (w.subaccount, w.exchange_index, w.contracts_limit))
+        .collect();
+    let tried: Vec<Result<GroupAddress, ExchangeError>> = stream::iter(kinds)
+        .map(|(subaccount, ex, limit)| {
+            let control = control.clone();
+            tokio::spawn(async move { control.create_group(subaccount, ex, limit).await })
+        })
+        .buffered(CREATES_IN_FLIGHT)
+        .map(|joined| {
+            // A create task that did not finish (the runtime shutting down) may or may not
+            // have reached the exchange.
+            joined.unwrap_or_else(|e| {
+                Err(ExchangeError::Transport {
+                    op: Op::CreateOrderGroup.as_str(),
+                    reason: format!("the create's task ended early: {e}"),
+                    maybe_sent: true,
+                })
+            })
+        })
+        .collect()
+        .await;
+    known.extend(tried.iter().flatten().map(|g| g.id.clone()));
+    // A refused create made nothing: its intent is closed and the start or reload fails. The
+    // intents of the creates that did land stay open, and the next attempt adopts their groups.
+    let refused = |r: &Result<GroupAddress, ExchangeError>| match r {
+        Err(e) if !e.outcome_unknown() => Some(e.clone()),
+        _ => None,
+    };
+    if let Some(e) = tried.iter().find_map(refused) {
+        let closed: Vec<u64> = (batch.iter().zip(&tried))
+            .filter(|(_, r)| refused(r).is_some())
+            .map(|(want, _)| want.id)
+            .collect();
+        intents.close(&closed)?;
+        return Err(PrepareError::Exchange(e));
+    }
+    // Whether each create's outcome is still to be settled, in the order they are settled.
+    let unsettled: Vec<bool> = tried.iter().map(Result::is_err).collect();
+    let mut tried = tried.into_iter();
     for (name, planned) in plan {
         let mut groups = Vec::with_capacity(planned.len());
         for g in planned {
@@ -298,11 +353,36 @@ pub async fn prepare(
                 Planned::Create(k) => (k, &batch[k]),
             };
             let (id, ex) = (want.id, want.exchange_index);
-            let outcome = control
-                .create_group_reconciled(want.subaccount, ex, want.contracts_limit, &known)
-                .await;
+            // The plan names the creates in the batch's order, each once.
+            let outcome = match tried.next() {
+                Some(Ok(a)) => Ok(CreateOutcome::Created(a)),
+                Some(Err(e)) => {
+                    control
+                        .settle_tried_create(e, want.subaccount, ex, want.contracts_limit, &known)
+                        .await
+                }
+                None => {
+                    control
+                        .create_group_reconciled(want.subaccount, ex, want.contracts_limit, &known)
+                        .await
+                }
+            };
             let created = match outcome {
                 Ok(CreateOutcome::Created(a)) | Ok(CreateOutcome::Adopted(a)) => a,
+                // Another create of the same kind from this batch is still to be settled:
+                // the groups listed are alike, this one takes the first, and that one finds
+                // the rest.
+                Ok(CreateOutcome::Ambiguous(candidates))
+                    if (batch.iter().zip(&unsettled))
+                        .skip(k + 1)
+                        .any(|(other, &left)| {
+                            left && other.subaccount == want.subaccount
+                                && other.exchange_index == ex
+                                && other.contracts_limit == want.contracts_limit
+                        }) =>
+                {
+                    candidates[0].clone()
+                }
                 Ok(CreateOutcome::Ambiguous(candidates)) => {
                     known.extend(candidates.iter().map(|c| c.id.clone()));
                     let why = "a create whose answer was lost landed more than once";
@@ -315,10 +395,8 @@ pub async fn prepare(
                     a
                 }
                 Err(CreateError::Refused(e)) => {
-                    // Nothing was created: the intent is done, and so are those of the creates
-                    // not yet tried.
-                    let untried: Vec<u64> = batch[k..].iter().map(|i| i.id).collect();
-                    intents.close(&untried)?;
+                    // Nothing was created for this one: its intent is done.
+                    intents.close(&[id])?;
                     return Err(PrepareError::Exchange(e));
                 }
                 // The intent stays open: the next start or reload settles it by listing.

@@ -72,9 +72,38 @@ impl GroupControl {
         limit: Contracts,
         known: &HashSet<GroupId>,
     ) -> Result<CreateOutcome, CreateError> {
+        self.settle_create(None, subaccount, exchange_index, limit, known)
+            .await
+    }
+
+    /// Settles a create the caller already tried (with [`GroupChannel::create_group`]) whose
+    /// outcome is unknown: by listing first, then as [`Self::create_group_reconciled`] does.
+    /// `known` must name every group whose creator is known, those of creates made beside
+    /// this one included.
+    pub async fn settle_tried_create(
+        &self,
+        tried: ExchangeError,
+        subaccount: u8,
+        exchange_index: u32,
+        limit: Contracts,
+        known: &HashSet<GroupId>,
+    ) -> Result<CreateOutcome, CreateError> {
+        self.settle_create(Some(tried), subaccount, exchange_index, limit, known)
+            .await
+    }
+
+    async fn settle_create(
+        &self,
+        tried: Option<ExchangeError>,
+        subaccount: u8,
+        exchange_index: u32,
+        limit: Contracts,
+        known: &HashSet<GroupId>,
+    ) -> Result<CreateOutcome, CreateError> {
         self.rest
             .settle_create(
                 || self.create_group(subaccount, exchange_index, limit),
+                tried,
                 subaccount,
                 exchange_index,
                 limit,

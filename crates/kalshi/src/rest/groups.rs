@@ -38,9 +38,13 @@ impl RestClient {
     /// index and limit is the one this call made. The exchange's reads may lag a write by some
     /// hundreds of milliseconds, so an empty listing is checked again before the create is
     /// tried once more.
+    ///
+    /// `tried` is an attempt already made by the caller whose outcome is unknown: settling
+    /// starts by listing, not by creating.
     pub async fn settle_create<F>(
         &self,
         create: impl Fn() -> F,
+        tried: Option<ExchangeError>,
         subaccount: u8,
         exchange_index: u32,
         limit: Contracts,
@@ -57,8 +61,13 @@ impl RestClient {
             last,
         };
         let mut last = None;
+        let mut tried = tried;
         for _ in 0..self.retry.attempts.max(1) {
-            match create().await {
+            let attempt = match tried.take() {
+                Some(e) => Err(e),
+                None => create().await,
+            };
+            match attempt {
                 Ok(g) => return Ok(CreateOutcome::Created(g)),
                 Err(e) if !e.outcome_unknown() => return Err(CreateError::Refused(e)),
                 Err(e) => {
