@@ -51,7 +51,7 @@ fn time_to_ready(dir: &Path) -> (Duration, std::process::Child) {
         .set_read_timeout(Some(Duration::from_secs(600)))
         .unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+    let mut child = Command::new(support::daemon_binary())
         .args(["run", "--config"])
         .arg(dir.join("k.toml"))
         .env("NOTIFY_SOCKET", &sock)
@@ -129,7 +129,7 @@ fn main() {
             let dir_path = dir.path().to_owned();
             let (took, daemon) =
                 tokio::task::spawn_blocking(move || time_to_ready(&dir_path)).await.unwrap();
-            let out = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+            let out = Command::new(support::daemon_binary())
                 .args(["status", "--json", "--config"])
                 .arg(dir.path().join("k.toml"))
                 .output()

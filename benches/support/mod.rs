@@ -86,6 +86,14 @@ pub fn write_config_budget(
     }
 }
 
+/// The daemon binary the benches run: this build's, or the one `KALSHI_RISKD_BIN` names (the
+/// packaged build, say: `scripts/package.sh` leaves it at `target/release/kalshi-riskd`, to be
+/// copied aside before the bench rebuilds that path).
+pub fn daemon_binary() -> std::ffi::OsString {
+    std::env::var_os("KALSHI_RISKD_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kalshi-riskd").into())
+}
+
 /// Starts the daemon and waits for READY=1 (for a minute).
 pub fn start_daemon(dir: &Path) -> Child {
     start_daemon_within(dir, Duration::from_secs(60))
@@ -97,7 +105,7 @@ pub fn start_daemon_within(dir: &Path, patience: Duration) -> Child {
     let _ = std::fs::remove_file(&sock);
     let notify = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
     notify.set_read_timeout(Some(patience)).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kalshi-riskd"))
+    let child = Command::new(daemon_binary())
         .args(["run", "--config"])
         .arg(dir.join("k.toml"))
         .env("NOTIFY_SOCKET", &sock)
