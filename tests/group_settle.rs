@@ -55,6 +55,32 @@ async fn ids_on_exchange(t: &TestSim) -> BTreeSet<String> {
         .collect()
 }
 
+/// How many groups the preparation deleted as duplicates.
+fn deleted(p: &kalshi_riskd::daemon::groups::Prepared) -> usize {
+    (p.decisions.iter())
+        .filter(|d| d.event == DecisionKind::OrphanDeleted)
+        .count()
+}
+
+/// Prepares `l`'s groups while every create lands and is answered 500 (its outcome unknown to
+/// the daemon).
+async fn prepare_losing_create_answers(
+    t: &TestSim,
+    control: &GroupControl,
+    intents: &IntentLog,
+    l: &Loaded,
+) -> kalshi_riskd::daemon::groups::Prepared {
+    t.set_faults(serde_json::json!({
+        "error_rate": 1.0,
+        "error_path": "/trade-api/v2/portfolio/order_groups/create",
+        "error_after_apply": true,
+    }))
+    .await;
+    prepare(control, intents, l, &Snapshot::default(), true)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn open_intents_are_settled_one_group_per_slot() {
     let t = TestSim::start().await;
@@ -135,15 +161,7 @@ async fn a_lost_answer_is_settled_at_once_and_a_refused_create_closes_its_intent
     let intents = IntentLog::open(state.path()).unwrap();
     let (_dir, l) = loaded(&[("a.toml", "[group]\ncontracts_limit = 100\n")]);
     // The create lands but its answer is a 500: settled by listing, adopted.
-    t.set_faults(serde_json::json!({
-        "error_rate": 1.0,
-        "error_path": "/trade-api/v2/portfolio/order_groups/create",
-        "error_after_apply": true,
-    }))
-    .await;
-    let p = prepare(&control, &intents, &l, &Snapshot::default(), true)
-        .await
-        .unwrap();
+    let p = prepare_losing_create_answers(&t, &control, &intents, &l).await;
     assert_eq!(ids_on_exchange(&t).await.len(), 1);
     assert_eq!(p.groups["a"].len(), 1);
     assert_eq!(
@@ -204,12 +222,7 @@ async fn intents_written_in_one_batch_each_take_one_of_the_groups_their_batch_ma
         "both groups made are adopted, none deleted: {got:?}"
     );
     assert_eq!(ids_on_exchange(&t).await, got);
-    let deleted = p
-        .decisions
-        .iter()
-        .filter(|d| d.event == DecisionKind::OrphanDeleted)
-        .count();
-    assert_eq!(deleted, 0, "{:?}", p.decisions);
+    assert_eq!(deleted(&p), 0, "{:?}", p.decisions);
     // Three intents settled, one more written and closed for the create that had not landed.
     assert_eq!(p.settled_intents.len(), 4, "{:?}", p.settled_intents);
 }
@@ -230,15 +243,7 @@ async fn creates_in_flight_together_whose_answers_were_lost_each_end_with_a_grou
         .collect();
     let files: Vec<(&str, &str)> = files.iter().map(|(f, p)| (f.as_str(), *p)).collect();
     let (_dir, l) = loaded(&files);
-    t.set_faults(serde_json::json!({
-        "error_rate": 1.0,
-        "error_path": "/trade-api/v2/portfolio/order_groups/create",
-        "error_after_apply": true,
-    }))
-    .await;
-    let p = prepare(&control, &intents, &l, &Snapshot::default(), true)
-        .await
-        .unwrap();
+    let p = prepare_losing_create_answers(&t, &control, &intents, &l).await;
     let got: BTreeSet<String> = names
         .iter()
         .map(|s| {
@@ -253,11 +258,6 @@ async fn creates_in_flight_together_whose_answers_were_lost_each_end_with_a_grou
         "nothing else made, nothing lost"
     );
     // Each lost answer settled by finding its create's group: none taken for a duplicate.
-    let deleted = p
-        .decisions
-        .iter()
-        .filter(|d| d.event == DecisionKind::OrphanDeleted)
-        .count();
-    assert_eq!(deleted, 0, "{:?}", p.decisions);
+    assert_eq!(deleted(&p), 0, "{:?}", p.decisions);
     assert_eq!(p.settled_intents.len(), 12, "{:?}", p.settled_intents);
 }
