@@ -278,9 +278,12 @@ pass "systemctl kill -s SIGUSR1: latch engaged, $(groups plain | cut -d' ' -f2) 
 # is frozen, someone resets a group on the exchange; the restarted daemon must trigger it again.
 restarts=$(prop kalshi-riskd NRestarts)
 ns kill -STOP "$main"
-gid=$(curl -fsS "http://$(addr plain)/_sim/groups" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+# Any group, addressed with its own subaccount and exchange index (the groups are created
+# several at a time, so which comes first is not fixed).
+read -r gid gsub gidx < <(curl -fsS "http://$(addr plain)/_sim/groups" |
+  python3 -c 'import json,sys; g=json.load(sys.stdin)[0]; print(g["id"], g["subaccount"], g["exchange_index"])')
 "$curl_signed" "$(cat "$work/sim-plain/key/key.id")" "$work/sim-plain/key/key.pem" PUT \
-  "http://$(addr plain)/trade-api/v2/portfolio/order_groups/$gid/reset" '{}' > "$work/reset.out"
+  "http://$(addr plain)/trade-api/v2/portfolio/order_groups/$gid/reset?subaccount=$gsub&exchange_index=$gidx" '{}' > "$work/reset.out"
 grep -q 'HTTP 200' "$work/reset.out" || fail "could not reset $gid on the simulator: $(cat "$work/reset.out")"
 all_triggered plain && fail "the reset on the simulator did not take"
 restarted() {
@@ -295,7 +298,7 @@ set +e
 out=$(ns runuser -u riskd-operator -- kalshi-riskd status 2>&1); rc=$?
 set -e
 [ "$rc" = 6 ] || fail "status after the watchdog restart exited $rc (wanted 6): $out"
-pass "watchdog: frozen daemon killed and restarted (NRestarts $restarts -> $(prop kalshi-riskd NRestarts)); the latch held and re-triggered $gid, reset meanwhile"
+pass "watchdog: frozen daemon killed and restarted (NRestarts $restarts -> $(prop kalshi-riskd NRestarts)); the latch held and re-triggered $gid (exchange index $gidx), reset meanwhile"
 
 # --- A bad config: exit 2, and no restart loop.
 ns sh -c 'echo "this is not toml [" >> /etc/kalshi-riskd/kalshi-riskd.toml'
