@@ -87,8 +87,7 @@ pub fn write_config_budget(
 }
 
 /// The daemon binary the benches run: this build's, or the one `KALSHI_RISKD_BIN` names (the
-/// packaged build, say: `scripts/package.sh` leaves it at `target/release/kalshi-riskd`, to be
-/// copied aside before the bench rebuilds that path).
+/// packaged build, say: `scripts/package.sh` leaves it at `target/dist/kalshi-riskd`).
 pub fn daemon_binary() -> std::ffi::OsString {
     std::env::var_os("KALSHI_RISKD_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_kalshi-riskd").into())

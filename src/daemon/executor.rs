@@ -67,7 +67,10 @@ impl Shell {
             }
             _ => CancellationToken::new(),
         };
-        self.tracker.spawn(async move {
+        // A Trigger that would be signed first is left to the runtime: signing (a quarter of
+        // a millisecond or more) on the loop's thread would hold up every Trigger after it.
+        let at_once = matches!(&c, Command::Trigger { group } if control.trigger_signed(group));
+        let task = self.tracker.track_future(async move {
             let input = match c {
                 Command::Trigger { group } => {
                     // The Trigger's one retry layer: one attempt at a time (on each channel),
@@ -135,5 +138,64 @@ impl Shell {
             };
             let _ = tx.send(input);
         });
+        if at_once {
+            start_now(task);
+        } else {
+            tokio::spawn(task);
+        }
+    }
+}
+
+/// Runs a new task's first poll on the loop's own thread, then hands the task to the runtime
+/// if it is not finished. A signed Trigger's first poll writes its request on a lane
+/// connection (or over FIX), so the request leaves before the loop yields, instead of when the
+/// runtime next gets round to a new task (on a busy worker, or after waking another one).
+///
+/// The first poll's waker does nothing: the runtime polls the task again as soon as it is
+/// spawned, and that poll registers the task's own waker with whatever it waits on.
+fn start_now(task: impl Future<Output = ()> + Send + 'static) {
+    let mut task = Box::pin(task);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if task.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::start_now;
+
+    /// On a runtime of one thread nothing spawned runs before the caller yields: a flag the
+    /// task's first poll sets is already set when `start_now` returns.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_first_poll_runs_before_the_caller_yields() {
+        let polled = Arc::new(AtomicBool::new(false));
+        let flag = polled.clone();
+        start_now(async move {
+            flag.store(true, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        });
+        assert!(polled.load(Ordering::SeqCst), "the task was only queued");
+    }
+
+    /// A task that waits after its first poll is finished by the runtime: the waker its first
+    /// poll left does nothing, the runtime's poll registers the real one.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_task_that_waits_is_finished_by_the_runtime() {
+        let go = Arc::new(tokio::sync::Notify::new());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let wait = go.clone();
+        start_now(async move {
+            wait.notified().await;
+            let _ = done_tx.send(());
+        });
+        go.notify_one();
+        tokio::time::timeout(std::time::Duration::from_secs(10), done_rx)
+            .await
+            .expect("the task never finished")
+            .expect("the task was dropped");
     }
 }

@@ -63,6 +63,12 @@ impl GroupControl {
         self.fix.as_ref().filter(|f| f.is_logged_on())
     }
 
+    /// Whether a Trigger for the group would go out without being signed first: over FIX
+    /// while the session is logged on, else with an armed signature.
+    pub fn trigger_signed(&self, g: &GroupAddress) -> bool {
+        self.fix_up().is_some() || self.rest.armory().holds(g, crate::auth::now_ms())
+    }
+
     /// Creates a group, settling an unknown outcome by REST listing (on both channels: FIX has
     /// no listing).
     pub async fn create_group_reconciled(

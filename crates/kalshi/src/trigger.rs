@@ -153,6 +153,12 @@ impl Armory {
         age < ms(self.cfg.max_age) && -age <= self.ahead_ms.load(Ordering::Relaxed)
     }
 
+    /// Whether [`Armory::take`] would give a signature for the group at `now_ms`.
+    pub fn holds(&self, group: &GroupAddress, now_ms: i64) -> bool {
+        let armed = self.lock();
+        matches!(armed.get(group), Some(Some(a)) if self.usable(a.stamp_ms, now_ms))
+    }
+
     /// A usable pre-signed Trigger for the group at `now_ms`, if it is armed.
     pub fn take(&self, group: &GroupAddress, now_ms: i64) -> Option<SignedHeaders> {
         let armed = self.lock();
@@ -250,11 +256,15 @@ mod tests {
         let g = group(1);
         a.arm(&g).unwrap();
         assert_eq!(a.take(&g, 1_000), None, "armed but not signed yet");
+        assert!(!a.holds(&g, 1_000));
         assert_eq!(a.refresh_at(1_000, 10), 1);
+        assert!(a.holds(&g, 1_000));
         let h = a.take(&g, 1_000).expect("fresh");
         assert_eq!(h.timestamp_ms, "1000");
         assert_eq!(a.take(&g, 3_999), Some(h.clone()));
         assert_eq!(a.take(&g, 4_000), None, "3 s old: too stale to send");
+        assert!(!a.holds(&g, 4_000));
+        assert!(!a.holds(&group(2), 1_000), "never armed");
         assert_eq!(a.refresh_at(2_499, 10), 0, "not due before 1.5 s");
         assert_eq!(a.refresh_at(2_000, 10), 0, "not due before 1.5 s");
         assert_eq!(a.refresh_at(2_500, 10), 1);
