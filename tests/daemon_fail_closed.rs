@@ -6,7 +6,9 @@
 //! - a reload never clears a trip: a removed strategy that comes back comes back tripped, with
 //!   its group, across restarts; a reload that would leave no strategy is refused;
 //! - a reload's exchange work runs outside the risk loop: a breach during a slow reload trips
-//!   at once and the watchdog keeps its rhythm.
+//!   at once and the watchdog keeps its rhythm;
+//! - SIGTERM during a slow start-up stops the daemon there (exit 0), unless a kill was
+//!   signalled: then the kill is engaged and persisted first.
 
 mod support;
 
@@ -680,4 +682,71 @@ async fn a_reset_ends_the_trigger_retries_it_supersedes() {
     );
     assert_eq!(d.state()["strategies"]["runaway"]["state"], "active");
     assert_eq!(stop(d).await, Some(0));
+}
+
+/// Every answer to the order-group calls (the listing at start among them) takes `ms`.
+fn slow_groups(ms: u64) -> Value {
+    json!({"latency_ms": ms, "latency_path": "/trade-api/v2/portfolio/order_groups"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_slow_start_stops_there() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    // Far longer than the test waits: start-up cannot finish by itself meanwhile.
+    t.set_faults(slow_groups(120_000)).await;
+    let d = Daemon::spawn(dir.path(), &[]);
+    until_log(&d, "start-up under way", |l| {
+        l.contains("metrics listening")
+    });
+    let (d, code) = tokio::task::spawn_blocking(move || {
+        let mut d = d;
+        let code = d.stop_waiting();
+        (d, code)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{}", d.log());
+    assert!(
+        d.log().contains("before start-up had finished"),
+        "{}",
+        d.log()
+    );
+
+    // The next start is an ordinary one.
+    t.set_faults(json!({})).await;
+    let d = start(dir.path()).await;
+    assert_eq!(exchange_groups(&t).await.len(), 1);
+    assert_eq!(stop(d).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_signalled_during_start_is_engaged_before_a_sigterm_stops_it() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    let d = start(dir.path()).await;
+    let group = group_of(&d.state(), "calm");
+    assert_eq!(stop(d).await, Some(0));
+
+    t.set_faults(slow_groups(1_500)).await;
+    let d = Daemon::spawn(dir.path(), &[]);
+    until_log(&d, "start-up under way", |l| {
+        l.contains("metrics listening")
+    });
+    d.signal("-USR1");
+    let (d, code) = tokio::task::spawn_blocking(move || {
+        let mut d = d;
+        let code = d.stop_waiting();
+        (d, code)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{}", d.log());
+    assert_eq!(d.state()["kill"]["actor"], "signal", "the latch persisted");
+    assert_eq!(
+        t.group_state(&group).await["triggered"],
+        true,
+        "{}",
+        d.log()
+    );
 }

@@ -136,6 +136,17 @@ impl Shell {
         decisions
     }
 
+    /// Engages the kill if SIGUSR1 came before the loop could take it (during start-up).
+    pub(super) fn engage_signalled_kill(&mut self) {
+        if KILL_SIGNALLED.swap(false, Ordering::SeqCst) {
+            tracing::error!("SIGUSR1 (during start-up): kill switch");
+            self.handle(Input::Operator {
+                command: OperatorCommand::Kill,
+                actor: "signal".into(),
+            });
+        }
+    }
+
     /// Whether decisions wait for the Trigger tasks just spawned to run.
     pub(super) fn trigger_pending(&self) -> bool {
         !self.unrecorded.is_empty()

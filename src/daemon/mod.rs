@@ -119,7 +119,39 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     // Signal streams first: from here on SIGHUP, SIGTERM and SIGINT are handled, not fatal.
     let mut signals = signals::Signals::open().map_err(DaemonError::Signals)?;
-    let mut running = start::start(config_path, loaded, signer, Stops::new()).await?;
+    // A stop asked for during start-up (which waits on the exchange, and may take a while
+    // against a slow one) ends it there, as a crash would: the next start settles what this
+    // one had begun and re-applies a persisted trip or kill latch. Unless a kill was signalled:
+    // start-up then goes on, so that the kill is engaged, its Triggers sent and the latch
+    // persisted, and the daemon stops after.
+    let start = start::start(config_path, loaded, signer, Stops::new());
+    tokio::pin!(start);
+    let mut stop_asked = None;
+    let started = loop {
+        tokio::select! {
+            started = &mut start => break started,
+            _ = signals.term.recv(), if stop_asked.is_none() => stop_asked = Some("SIGTERM"),
+            _ = signals.int.recv(), if stop_asked.is_none() => stop_asked = Some("SIGINT"),
+            _ = shutdown.cancelled(), if stop_asked.is_none() => stop_asked = Some("a shutdown request"),
+        }
+        if let Some(why) = stop_asked {
+            if !signals::KILL_SEEN.load(Ordering::SeqCst) {
+                signals::notify(&[sd_notify::NotifyState::Stopping]);
+                tracing::warn!(
+                    "stopped by {why} before start-up had finished; the next start settles what it had begun"
+                );
+                return Ok(());
+            }
+            tracing::warn!(
+                "{why} during start-up with a kill signalled: start-up goes on until the kill is engaged, then the daemon stops"
+            );
+        }
+    };
+    let mut running = started?;
+    if stop_asked.is_some() {
+        running.shell.engage_signalled_kill();
+        return running.stop().await;
+    }
     running.run_loop(&mut signals, &shutdown).await;
     running.stop().await
 }

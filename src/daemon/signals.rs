@@ -10,9 +10,15 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 /// so a kill sent during start-up is not lost.
 pub static KILL_SIGNALLED: AtomicBool = AtomicBool::new(false);
 
-/// Registers the SIGUSR1 flag. Call first thing in `main`, before any thread starts.
+/// Set by SIGUSR1 like [`KILL_SIGNALLED`], and never cleared: a stop asked for during start-up
+/// does not cut start-up short once a kill was signalled, so that the kill is engaged and
+/// persisted before the daemon stops.
+pub static KILL_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// Registers the SIGUSR1 flags. Call first thing in `main`, before any thread starts.
 pub fn register_early_signals() -> std::io::Result<()> {
-    signal_hook::flag::register(signal_hook::consts::SIGUSR1, &KILL_SIGNALLED).map(drop)
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, &KILL_SIGNALLED)?;
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, &KILL_SEEN).map(drop)
 }
 
 /// Tells the service manager about a state change, without ever waiting for it: the send is

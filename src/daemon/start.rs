@@ -19,7 +19,7 @@ use super::event_loop::to_input;
 use super::groups::{self, Prepared};
 use super::intents::IntentLog;
 use super::reads::{BackfillRead, Backfilling, Reconciling, rebuild_windows};
-use super::signals::{KILL_SIGNALLED, notify};
+use super::signals::notify;
 use super::store::{StateFile, Store};
 use super::writer::{self, WriteHealth, Writer};
 use super::{DaemonError, Stops};
@@ -31,9 +31,7 @@ use crate::kalshi::fix::{FixConfig, FixSession};
 use crate::kalshi::rest::RestConfig;
 use crate::kalshi::stream::{self, Health, StreamConfig, StreamCounters, StreamEvent};
 use crate::kalshi::{GroupAddress, GroupControl, RestClient, Signer};
-use crate::risk::engine::{
-    BACKFILL_MARGIN_MS, Input, OperatorCommand, Output, RiskEngine, StreamHealth,
-};
+use crate::risk::engine::{BACKFILL_MARGIN_MS, Input, Output, RiskEngine, StreamHealth};
 
 /// How long a start waits for the FIX session's logon before it goes on over REST (the session
 /// keeps logging on in the background).
@@ -217,12 +215,7 @@ pub(super) async fn start(
         cluster: cluster_link,
     };
     shell.dispatch(out);
-    if KILL_SIGNALLED.swap(false, Ordering::SeqCst) {
-        shell.handle(Input::Operator {
-            command: OperatorCommand::Kill,
-            actor: "signal".into(),
-        });
-    }
+    shell.engage_signalled_kill();
     let rebuilt_at_ms = now_ms();
     rebuild_windows(&mut shell, &rest, rebuild_since_ms, &mut inbox.results).await;
     // A backfill "since the start" (after the first gap) begins where the rebuild read up to.

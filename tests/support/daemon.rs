@@ -194,6 +194,11 @@ impl Daemon {
 
     /// SIGTERM, then the exit code.
     pub fn stop(mut self) -> Option<i32> {
+        self.stop_waiting()
+    }
+
+    /// SIGTERM, then the exit code; the daemon's files stay at hand.
+    pub fn stop_waiting(&mut self) -> Option<i32> {
         self.signal("-TERM");
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
