@@ -38,7 +38,7 @@ fn main() {
             .map(|i| (format!("s{i:03}.toml"), "[group]\ncontracts_limit = 1000\n[[limit]]\nname = \"fast\"\nwindow = \"15s\"\nmax_contracts = 1\n".to_owned()))
             .collect();
         write_config(dir.path(), &sim, &key.private_pem, &policies);
-        let mut daemon = start_daemon(dir.path());
+        let daemon = start_daemon(dir.path());
         let state = state_groups(dir.path());
         let mut ws = observer(&sim, &signer).await;
         let signed_post = |path: &str, body: Value| {
@@ -102,8 +102,7 @@ fn main() {
             floors.push(sample(&mut ws, order(&group, &mine), &group).await);
             floor = Some(tokio::task::spawn_blocking(move || contender.join().unwrap()).await.unwrap());
         }
-        let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
-        let _ = daemon.wait();
+        daemon.stop();
         let (p50, floor50) = (pct(&mut breach, 0.5), pct(&mut floors, 0.5));
         println!(
             "breach (fill published -> Trigger applied by the exchange), {} samples: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
@@ -130,7 +129,7 @@ fn main() {
             let indexes: Vec<String> = (0..KILL_GROUPS).map(|i| i.to_string()).collect();
             let policy = format!("exchange_indexes = [{}]\n[group]\ncontracts_limit = 1000\n", indexes.join(", "));
             write_config(dir.path(), &sim, &key.private_pem, &[("wide.toml".into(), policy)]);
-            let mut daemon = start_daemon(dir.path());
+            let daemon = start_daemon(dir.path());
             let groups: std::collections::HashSet<String> = state_groups(dir.path())["strategies"]["wide"]["groups"]
                 .as_array()
                 .unwrap()
@@ -151,8 +150,7 @@ fn main() {
                 }
             }
             kills.push(t0.elapsed());
-            let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
-            let _ = daemon.wait();
+            daemon.stop();
         }
         println!(
             "kill (SIGUSR1 -> all {KILL_GROUPS} groups triggered), {} runs: p50 {:.2?}  max {:.2?}",

@@ -74,10 +74,9 @@ fn main() {
                 })
             };
             // The first start creates every group; the second (a restart) finds them.
-            let (mut first, created) = start(Duration::from_secs(900)).await.unwrap();
-            let _ = Command::new("kill").args(["-TERM", &first.id().to_string()]).status();
-            let _ = first.wait();
-            let (mut daemon, ready) = start(Duration::from_secs(60)).await.unwrap();
+            let (first, created) = start(Duration::from_secs(900)).await.unwrap();
+            first.stop();
+            let (daemon, ready) = start(Duration::from_secs(60)).await.unwrap();
             let pid = daemon.id();
             // Steady state: the kill set armed, connections warm, a sweep or two done.
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -92,8 +91,7 @@ fn main() {
                 mib("RssAnon"),
                 mib("RssFile") + mib("RssShmem"),
             );
-            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-            let _ = daemon.wait();
+            daemon.stop();
         }
         sim.shutdown().await;
     });

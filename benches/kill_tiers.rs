@@ -92,7 +92,7 @@ fn main() {
                     &[("wide.toml".into(), policy)],
                     case.rate / COST,
                 );
-                let mut daemon = start_daemon(dir.path());
+                let daemon = start_daemon(dir.path());
                 let groups: HashSet<String> = state_groups(dir.path())["strategies"]["wide"]
                     ["groups"]
                     .as_array()
@@ -125,8 +125,7 @@ fn main() {
                 allowed.push(level.map_or(Duration::ZERO, |l| {
                     Duration::from_secs_f64(((GROUPS as f64 * COST - l) / case.rate).max(0.0))
                 }));
-                signal(daemon.id(), rustix::process::Signal::TERM);
-                let _ = daemon.wait();
+                daemon.stop();
                 if case.tier == Tier::Unlimited {
                     floors.push(floor_kill(&sim, &signer, &mut ws).await);
                 }

@@ -10,7 +10,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -42,48 +42,12 @@ fn write_config(dir: &Path, sim: &Simulator, key_pem: &str) {
     .unwrap();
 }
 
-/// Runs the daemon until READY=1; how long that took. Leaves it running.
-fn time_to_ready(dir: &Path) -> (Duration, std::process::Child) {
-    let sock = dir.join("notify.sock");
-    let _ = std::fs::remove_file(&sock);
-    let notify = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(600)))
-        .unwrap();
+/// Runs the daemon until READY=1 (for up to ten minutes); how long that took. Leaves it
+/// running.
+fn time_to_ready(dir: &Path) -> (Duration, support::DaemonProcess) {
     let started = Instant::now();
-    let mut child = Command::new(support::daemon_binary())
-        .args(["run", "--config"])
-        .arg(dir.join("k.toml"))
-        .env("NOTIFY_SOCKET", &sock)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut buf = [0u8; 512];
-    loop {
-        let n = match notify.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no READY=1 within ten minutes: {e}");
-            }
-        };
-        if String::from_utf8_lossy(&buf[..n])
-            .lines()
-            .any(|l| l == "READY=1")
-        {
-            return (started.elapsed(), child);
-        }
-    }
-}
-
-fn stop(mut child: std::process::Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let daemon = support::start_daemon_within(dir, Duration::from_secs(600));
+    (started.elapsed(), daemon)
 }
 
 fn main() {
@@ -96,7 +60,7 @@ fn main() {
             write_config(dir.path(), &sim, &key.private_pem);
             // A first start creates the group; then the day's fills are made.
             let (_, daemon) = time_to_ready(dir.path());
-            stop(daemon);
+            daemon.stop();
             let state: Value =
                 serde_json::from_slice(&std::fs::read(dir.path().join("state/state.json")).unwrap())
                     .unwrap();
@@ -137,7 +101,7 @@ fn main() {
             let status: Value = serde_json::from_slice(&out.stdout).unwrap();
             let counted = status["strategies"][0]["limits"][0]["contracts"].clone();
             let state = status["strategies"][0]["state"].clone();
-            stop(daemon);
+            daemon.stop();
             println!(
                 "  {n:>6} fills ({} orders, made in {made:.1?}): ready in {took:.2?}; window shows {counted} contracts, state {state}",
                 n

@@ -65,7 +65,7 @@ fn main() {
             ));
         }
         write_config(dir.path(), &sim, &key.private_pem, &policies);
-        let mut daemon = start_daemon(dir.path());
+        let daemon = start_daemon(dir.path());
         let state = state_groups(dir.path());
         let group = |name: &str| {
             state["strategies"][name]["groups"][0]["id"]
@@ -202,10 +202,7 @@ fn main() {
                 background.fills + burst.fills
             ),
         }
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &daemon.id().to_string()])
-            .status();
-        let _ = daemon.wait();
+        daemon.stop();
         sim.shutdown().await;
     });
 }

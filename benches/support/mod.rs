@@ -93,13 +93,49 @@ pub fn daemon_binary() -> std::ffi::OsString {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_kalshi-riskd").into())
 }
 
+/// A daemon a bench started. Dropped while it still runs (a bench that panicked, say), it is
+/// killed, so no bench leaves a daemon behind.
+pub struct DaemonProcess(Child);
+
+impl DaemonProcess {
+    /// SIGTERM, and waits for it to exit.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for DaemonProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DaemonProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the daemon and waits for READY=1 (for a minute).
-pub fn start_daemon(dir: &Path) -> Child {
+pub fn start_daemon(dir: &Path) -> DaemonProcess {
     start_daemon_within(dir, Duration::from_secs(60))
 }
 
 /// Starts the daemon and waits for READY=1 for at most `patience`.
-pub fn start_daemon_within(dir: &Path, patience: Duration) -> Child {
+pub fn start_daemon_within(dir: &Path, patience: Duration) -> DaemonProcess {
     let sock = dir.join("notify.sock");
     let _ = std::fs::remove_file(&sock);
     let notify = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
@@ -113,7 +149,8 @@ pub fn start_daemon_within(dir: &Path, patience: Duration) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = child;
+    // Killed on the way out if READY=1 never comes.
+    let daemon = DaemonProcess(child);
     let mut buf = [0u8; 512];
     loop {
         match notify.recv(&mut buf) {
@@ -122,14 +159,10 @@ pub fn start_daemon_within(dir: &Path, patience: Duration) -> Child {
                     .lines()
                     .any(|l| l == "READY=1") =>
             {
-                return child;
+                return daemon;
             }
             Ok(_) => continue,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no READY=1 within {patience:?}: {e}");
-            }
+            Err(e) => panic!("no READY=1 within {patience:?}: {e}"),
         }
     }
 }
