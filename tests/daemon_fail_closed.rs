@@ -684,6 +684,26 @@ async fn a_reset_ends_the_trigger_retries_it_supersedes() {
     assert_eq!(stop(d).await, Some(0));
 }
 
+/// Starts the daemon and returns once start-up is under way (its metrics listener up, the
+/// exchange being read), without waiting for READY=1.
+fn starting(dir: &std::path::Path) -> Daemon {
+    let d = Daemon::spawn(dir, &[]);
+    until_log(&d, "start-up under way", |l| {
+        l.contains("metrics listening")
+    });
+    d
+}
+
+/// SIGTERM, waited for off the async workers: the daemon (its files) and its exit code.
+async fn stop_keeping(mut d: Daemon) -> (Daemon, Option<i32>) {
+    tokio::task::spawn_blocking(move || {
+        let code = d.stop_waiting();
+        (d, code)
+    })
+    .await
+    .unwrap()
+}
+
 /// Every answer to the order-group calls (the listing at start among them) takes `ms`.
 fn slow_groups(ms: u64) -> Value {
     json!({"latency_ms": ms, "latency_path": "/trade-api/v2/portfolio/order_groups"})
@@ -695,17 +715,8 @@ async fn sigterm_during_a_slow_start_stops_there() {
     let dir = setup(&t, &[("calm.toml", CALM)], "");
     // Far longer than the test waits: start-up cannot finish by itself meanwhile.
     t.set_faults(slow_groups(120_000)).await;
-    let d = Daemon::spawn(dir.path(), &[]);
-    until_log(&d, "start-up under way", |l| {
-        l.contains("metrics listening")
-    });
-    let (d, code) = tokio::task::spawn_blocking(move || {
-        let mut d = d;
-        let code = d.stop_waiting();
-        (d, code)
-    })
-    .await
-    .unwrap();
+    let d = starting(dir.path());
+    let (d, code) = stop_keeping(d).await;
     assert_eq!(code, Some(0), "{}", d.log());
     assert!(
         d.log().contains("before start-up had finished"),
@@ -729,18 +740,9 @@ async fn a_kill_signalled_during_start_is_engaged_before_a_sigterm_stops_it() {
     assert_eq!(stop(d).await, Some(0));
 
     t.set_faults(slow_groups(1_500)).await;
-    let d = Daemon::spawn(dir.path(), &[]);
-    until_log(&d, "start-up under way", |l| {
-        l.contains("metrics listening")
-    });
+    let d = starting(dir.path());
     d.signal("-USR1");
-    let (d, code) = tokio::task::spawn_blocking(move || {
-        let mut d = d;
-        let code = d.stop_waiting();
-        (d, code)
-    })
-    .await
-    .unwrap();
+    let (d, code) = stop_keeping(d).await;
     assert_eq!(code, Some(0), "{}", d.log());
     assert_eq!(d.state()["kill"]["actor"], "signal", "the latch persisted");
     assert_eq!(
