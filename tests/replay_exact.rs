@@ -108,10 +108,28 @@ fn replay_agrees(
     report
 }
 
+/// Orders older than every fill: `n` bids resting in a market with nothing to sell.
+async fn older_orders(t: &TestSim, n: usize) {
+    let (status, body) = t
+        .control(
+            "POST",
+            "/liquidity",
+            Some(serde_json::json!({"ticker": "KXREST", "contracts": "0"})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    for _ in 0..n {
+        let (status, body) = t.order_in("KXREST", None, "1", 0).await;
+        assert!(status.is_success(), "{body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_of_the_exchanges_fills_makes_the_live_daemons_trips_and_resets() {
     let t = TestSim::start().await;
     let dir = setup(&t, &[("alpha.toml", ALPHA), ("beta.toml", BETA)], "");
+    // An account's older history: more than two pages of orders placed before any fill.
+    older_orders(&t, 2_100).await;
     // The daemon also records its fills, for `replay --audit`.
     let cfg = dir.path().join("kalshi-riskd.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -165,6 +183,8 @@ async fn a_replay_of_the_exchanges_fills_makes_the_live_daemons_trips_and_resets
 
     // From the exchange's fills and orders, mapped through state.json's groups.
     let out = dir.path().join("replay-out");
+    let requests = || async { t.stats().await["requests"].as_u64().unwrap() };
+    let before = requests().await;
     let report = replay_agrees(
         dir.path(),
         &live,
@@ -177,6 +197,9 @@ async fn a_replay_of_the_exchanges_fills_makes_the_live_daemons_trips_and_resets
         ],
     );
     assert_eq!(report["unmapped"].as_object().unwrap().len(), 1, "{report}");
+    // One page of fills and one of orders: the orders listing stops once it has found every
+    // fill's order, and never reads the older pages.
+    assert_eq!(requests().await - before, 2, "requests made by the replay");
     // From the fills the daemon wrote to its own audit log.
     let audit = dir.path().join("state/audit.jsonl");
     let from_audit = dir.path().join("replay-audit");

@@ -326,12 +326,17 @@ fn from_exchange(
             }
             cursor = page.cursor;
         }
-        // Every order (newest first), for its group.
+        // The fills' orders, for their groups. Orders come newest first and each was placed
+        // before its fills: the listing stops once it has found them all, so an account's
+        // older history is not read (it is read to the end only if some are never found).
+        let mut wanted: std::collections::HashSet<&str> =
+            fills.iter().map(|f| f.order_id.as_str()).collect();
         let mut orders = HashMap::new();
         let mut cursor = String::new();
-        loop {
+        while !wanted.is_empty() {
             let (page, next) = api.orders_page(&cursor).await.map_err(failed)?;
             for o in page {
+                wanted.remove(o.order_id.as_str());
                 orders.insert(o.order_id, o.group_id);
             }
             progress.show(&format!(
