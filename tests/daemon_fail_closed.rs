@@ -7,8 +7,8 @@
 //!   its group, across restarts; a reload that would leave no strategy is refused;
 //! - a reload's exchange work runs outside the risk loop: a breach during a slow reload trips
 //!   at once and the watchdog keeps its rhythm;
-//! - SIGTERM during a slow start-up stops the daemon there (exit 0), unless a kill was
-//!   signalled: then the kill is engaged and persisted first.
+//! - SIGTERM during a slow start-up stops the daemon there (exit 0), unless a kill was asked
+//!   for (SIGUSR1, the admin socket): then the kill is engaged and persisted first.
 
 mod support;
 
@@ -745,6 +745,39 @@ async fn a_kill_signalled_during_start_is_engaged_before_a_sigterm_stops_it() {
     let (d, code) = stop_keeping(d).await;
     assert_eq!(code, Some(0), "{}", d.log());
     assert_eq!(d.state()["kill"]["actor"], "signal", "the latch persisted");
+    assert_eq!(
+        t.group_state(&group).await["triggered"],
+        true,
+        "{}",
+        d.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_asked_on_the_admin_socket_during_start_is_carried_out_before_a_sigterm_stops_it() {
+    let t = TestSim::start().await;
+    let dir = setup(&t, &[("calm.toml", CALM)], "");
+    let d = start(dir.path()).await;
+    let group = group_of(&d.state(), "calm");
+    assert_eq!(stop(d).await, Some(0));
+
+    // Start-up's rebuild of the windows (after the admin socket opened) reads the fills: slowly.
+    t.set_faults(json!({"latency_ms": 2_000, "latency_path": "/trade-api/v2/portfolio/fills"}))
+        .await;
+    let d = Daemon::spawn(dir.path(), &[("RUST_LOG", "debug")]);
+    until_log(&d, "the admin socket open", |l| {
+        l.contains("admin API listening")
+    });
+    let p = d.dir.clone();
+    let killing = tokio::task::spawn_blocking(move || cli(&p, &["kill"]));
+    until_log(&d, "the kill request taken", |l| {
+        l.contains("kill request received")
+    });
+    let (d, code) = stop_keeping(d).await;
+    assert_eq!(code, Some(0), "{}", d.log());
+    let (code, out, err) = killing.await.unwrap();
+    assert_eq!(code, Some(0), "the kill was answered: {out}{err}");
+    assert!(d.state()["kill"].is_object(), "the latch persisted");
     assert_eq!(
         t.group_state(&group).await["triggered"],
         true,

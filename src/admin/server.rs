@@ -25,6 +25,11 @@ pub struct AdminCall {
     pub reply: oneshot::Sender<AdminResult>,
 }
 
+/// Set when a kill request arrives, and never cleared: a stop asked for during start-up (when
+/// the loop has not yet taken the request) lets start-up finish so that the kill is carried
+/// out.
+pub static KILL_ASKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The caller's uid, from the socket's peer credentials.
 #[derive(Debug, Clone, Copy)]
 struct Caller(Option<u32>);
@@ -67,6 +72,8 @@ async fn groups(State(tx): State<Tx>, ConnectInfo(c): ConnectInfo<Caller>) -> Re
     ask(&tx, c, AdminRequest::Groups).await
 }
 async fn kill(State(tx): State<Tx>, ConnectInfo(c): ConnectInfo<Caller>) -> Response {
+    KILL_ASKED.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::debug!(actor = ?c.0, "kill request received");
     ask(&tx, c, AdminRequest::Kill).await
 }
 async fn release(State(tx): State<Tx>, ConnectInfo(c): ConnectInfo<Caller>) -> Response {

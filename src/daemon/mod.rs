@@ -121,9 +121,9 @@ pub async fn run(
     let mut signals = signals::Signals::open().map_err(DaemonError::Signals)?;
     // A stop asked for during start-up (which waits on the exchange, and may take a while
     // against a slow one) ends it there, as a crash would: the next start settles what this
-    // one had begun and re-applies a persisted trip or kill latch. Unless a kill was signalled:
-    // start-up then goes on, so that the kill is engaged, its Triggers sent and the latch
-    // persisted, and the daemon stops after.
+    // one had begun and re-applies a persisted trip or kill latch. Unless a kill was signalled
+    // or asked for on the admin socket: start-up then goes on, so that the kill is engaged, its
+    // Triggers sent and the latch persisted, and the daemon stops after.
     let start = start::start(config_path, loaded, signer, Stops::new());
     tokio::pin!(start);
     let mut stop_asked = None;
@@ -135,7 +135,9 @@ pub async fn run(
             _ = shutdown.cancelled(), if stop_asked.is_none() => stop_asked = Some("a shutdown request"),
         }
         if let Some(why) = stop_asked {
-            if !signals::KILL_SEEN.load(Ordering::SeqCst) {
+            if !signals::KILL_SEEN.load(Ordering::SeqCst)
+                && !crate::admin::server::KILL_ASKED.load(Ordering::SeqCst)
+            {
                 signals::notify(&[sd_notify::NotifyState::Stopping]);
                 tracing::warn!(
                     "stopped by {why} before start-up had finished; the next start settles what it had begun"
@@ -143,13 +145,17 @@ pub async fn run(
                 return Ok(());
             }
             tracing::warn!(
-                "{why} during start-up with a kill signalled: start-up goes on until the kill is engaged, then the daemon stops"
+                "{why} during start-up with a kill asked for: start-up goes on until the kill is engaged, then the daemon stops"
             );
         }
     };
     let mut running = started?;
     if stop_asked.is_some() {
         running.shell.engage_signalled_kill();
+        // The admin calls that came during start-up (a kill among them) are answered first.
+        while let Ok(call) = running.inbox.admin.try_recv() {
+            running.shell.admin(call).await;
+        }
         return running.stop().await;
     }
     running.run_loop(&mut signals, &shutdown).await;
