@@ -69,6 +69,18 @@ pub struct Armory {
     /// it, 0 before it has shown so and after it refused.
     ahead_ms: AtomicI64,
     armed: Mutex<HashMap<GroupAddress, Option<Armed>>>,
+    /// How re-signing is spread over the refresh rounds.
+    pacing: Mutex<Pacing>,
+}
+
+/// Re-signing spread over time: each round may re-sign, besides what is due, as many of the
+/// oldest signatures as the armed set's lifetime rate allows since the last round, so that the
+/// set is re-signed a few at a time rather than all at once when it falls due together.
+#[derive(Debug, Default)]
+struct Pacing {
+    last_ms: Option<i64>,
+    /// Signatures earned and not yet made.
+    credit: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +99,7 @@ impl Armory {
             cfg,
             ahead_ms: AtomicI64::new(0),
             armed: Mutex::new(HashMap::new()),
+            pacing: Mutex::new(Pacing::default()),
         }
     }
 
@@ -167,29 +180,50 @@ impl Armory {
     }
 
     /// Signs every armed Trigger that is unsigned, due for a refresh or no longer usable at
-    /// `now_ms`, oldest first, at most `max_signatures` of them. Returns how many were signed.
+    /// `now_ms`, oldest first, and, paced, some of the oldest of the others: a signature lives
+    /// `ahead + max_age - refresh_before` before it falls due, so the set needs `armed` of them
+    /// per lifetime, and each round may make as many as that rate earned since the last one
+    /// (what is due counts against it). A set signed all at once (at start, or when signing
+    /// ahead begins) is so re-signed a few at a time within one lifetime, and stays spread: no
+    /// round re-signs the whole set at once again. At most `max_signatures` in all. Returns how
+    /// many were signed.
     pub fn refresh_at(&self, now_ms: i64, max_signatures: usize) -> usize {
         let due_from = ms(self.cfg.max_age) - ms(self.cfg.refresh_before);
-        let stamp_ms = now_ms + self.ahead_ms.load(Ordering::Relaxed);
+        let ahead_ms = self.ahead_ms.load(Ordering::Relaxed);
+        let stamp_ms = now_ms + ahead_ms;
+        let lifetime_ms = (ahead_ms + due_from).max(1);
         let due: Vec<GroupAddress> = {
             let armed = self.lock();
-            let mut due: Vec<(i64, &GroupAddress)> = armed
-                .iter()
-                .filter_map(|(g, a)| match a {
-                    None => Some((i64::MIN, g)),
+            // (stamp, group): unsigned first, then oldest first.
+            let mut due: Vec<(i64, &GroupAddress)> = Vec::new();
+            let mut others: Vec<(i64, &GroupAddress)> = Vec::new();
+            for (g, a) in armed.iter() {
+                match a {
+                    None => due.push((i64::MIN, g)),
                     Some(a)
                         if now_ms - a.stamp_ms >= due_from || !self.usable(a.stamp_ms, now_ms) =>
                     {
-                        Some((a.stamp_ms, g))
+                        due.push((a.stamp_ms, g))
                     }
-                    Some(_) => None,
-                })
-                .collect();
+                    Some(a) => others.push((a.stamp_ms, g)),
+                }
+            }
+            let mut pacing = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
+            let elapsed = (now_ms - pacing.last_ms.unwrap_or(now_ms)).max(0);
+            pacing.last_ms = Some(now_ms);
+            let set = armed.len() as f64;
+            pacing.credit = (pacing.credit + set * elapsed as f64 / lifetime_ms as f64).min(set);
+            let early = (pacing.credit as usize).saturating_sub(due.len());
             due.sort();
-            due.into_iter()
+            others.sort();
+            let chosen: Vec<GroupAddress> = due
+                .into_iter()
+                .chain(others.into_iter().take(early))
                 .take(max_signatures)
                 .map(|(_, g)| g.clone())
-                .collect()
+                .collect();
+            pacing.credit = (pacing.credit - chosen.len() as f64).max(0.0);
+            chosen
         };
         // Sign outside the lock: a fire must never wait behind a refresh.
         let signed: Vec<(GroupAddress, Armed)> = due
@@ -326,6 +360,44 @@ mod tests {
         assert_eq!(a.refresh_at(0, 2), 2);
         assert_eq!(a.refresh_at(0, 10), 2, "the two never signed come next");
         assert_eq!(a.refresh_at(100, 10), 0);
+    }
+
+    /// Rounds every 500 ms for three minutes with 40 groups signed 25 s ahead: after the set is
+    /// signed at once (at start, and when signing ahead begins), it is re-signed a few at a
+    /// time, never all at once again, and every group stays usable throughout.
+    #[test]
+    fn re_signing_is_spread_over_the_rounds_and_never_lets_a_signature_lapse() {
+        let a = armory(64);
+        let groups: Vec<GroupAddress> = (0..40).map(group).collect();
+        for g in &groups {
+            a.arm(g).unwrap();
+        }
+        assert_eq!(a.refresh_at(0, 128), 40, "all at once at start");
+        assert!(a.set_ahead(true));
+        let mut per_round = Vec::new();
+        for now in (500..180_000).step_by(500) {
+            per_round.push((now, a.refresh_at(now, 128)));
+            for g in &groups {
+                assert!(a.holds(g, now), "{g:?} unusable at {now} ms");
+            }
+        }
+        // Due 1.5 s after the start: the set, signed ahead for the first time (but for the one
+        // or two already re-signed, paced, in the rounds before).
+        assert_eq!(per_round[2].0, 1_500);
+        assert!(per_round[2].1 >= 38, "{:?}", &per_round[..3]);
+        let later: Vec<usize> = per_round
+            .iter()
+            .filter(|(now, _)| *now > 1_500)
+            .map(|(_, n)| *n)
+            .collect();
+        assert!(
+            later.iter().all(|n| *n <= 2),
+            "a round re-signed {} at once",
+            later.iter().max().unwrap()
+        );
+        // About one signature per group per 26.5 s: the pacing adds none.
+        let made: usize = later.iter().sum();
+        assert!((250..=290).contains(&made), "{made} signatures in 178.5 s");
     }
 
     #[test]
