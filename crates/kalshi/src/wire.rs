@@ -334,6 +334,128 @@ pub struct OrderGroupUpdateMsg {
     pub ts_ms: Option<i64>,
 }
 
+/// The fields of the messages this client reads in bulk, and only those: every other field is
+/// skipped unread (never allocated), so a fill costs a handful of small strings, not twenty.
+/// Strings used only while converting are borrowed from the frame where they hold no escapes.
+pub mod read {
+    use serde::{Deserialize, Deserializer};
+    use std::borrow::Cow;
+
+    /// A string borrowed from the input when it holds no escapes, copied when it does.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Text<'a>(pub Cow<'a, str>);
+
+    impl Text<'_> {
+        pub fn as_str(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Text<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                    Ok(Text(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                    Ok(Text(Cow::Owned(v.to_owned())))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                    Ok(Text(Cow::Owned(v)))
+                }
+            }
+            d.deserialize_str(Visit)
+        }
+    }
+
+    /// A WebSocket `fill` payload, as read.
+    #[derive(Debug, Deserialize)]
+    pub struct Fill<'a> {
+        pub trade_id: String,
+        pub order_id: String,
+        pub market_ticker: String,
+        #[serde(default)]
+        pub exchange_index: i64,
+        #[serde(borrow)]
+        pub yes_price_dollars: Text<'a>,
+        #[serde(borrow)]
+        pub count_fp: Text<'a>,
+        pub ts_ms: i64,
+        #[serde(borrow, default)]
+        pub purchased_side: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        pub outcome_side: Option<Text<'a>>,
+        #[serde(default)]
+        pub subaccount: Option<i64>,
+    }
+
+    /// A WebSocket `user_order` payload, as read: what maps an order to its group.
+    #[derive(Debug, Deserialize)]
+    pub struct UserOrder {
+        pub order_id: String,
+        pub ticker: String,
+        pub status: String,
+        #[serde(default)]
+        pub order_group_id: Option<String>,
+        #[serde(default)]
+        pub subaccount_number: Option<i64>,
+    }
+
+    /// A fill of `GET /portfolio/fills`, as read.
+    #[derive(Debug, Deserialize)]
+    pub struct ListedFill<'a> {
+        #[serde(borrow)]
+        pub trade_id: Text<'a>,
+        #[serde(borrow)]
+        pub order_id: Text<'a>,
+        #[serde(borrow)]
+        pub ticker: Text<'a>,
+        #[serde(borrow, default)]
+        pub side: Option<Text<'a>>,
+        #[serde(borrow)]
+        pub count_fp: Text<'a>,
+        #[serde(borrow)]
+        pub yes_price_dollars: Text<'a>,
+        #[serde(borrow, default)]
+        pub created_time: Option<Text<'a>>,
+        #[serde(default)]
+        pub ts: Option<i64>,
+        #[serde(default)]
+        pub subaccount: Option<i64>,
+    }
+
+    impl<'a> From<&'a super::RestFill> for ListedFill<'a> {
+        fn from(f: &'a super::RestFill) -> ListedFill<'a> {
+            let text = |s: &'a str| Text(Cow::Borrowed(s));
+            ListedFill {
+                trade_id: text(&f.trade_id),
+                order_id: text(&f.order_id),
+                ticker: text(&f.ticker),
+                side: f.side.as_deref().map(text),
+                count_fp: text(&f.count_fp),
+                yes_price_dollars: text(&f.yes_price_dollars),
+                created_time: f.created_time.as_deref().map(text),
+                ts: f.ts,
+                subaccount: f.subaccount,
+            }
+        }
+    }
+
+    /// A page of `GET /portfolio/fills`, as read.
+    #[derive(Debug, Deserialize)]
+    pub struct FillsPage<'a> {
+        #[serde(borrow, default)]
+        pub fills: Vec<ListedFill<'a>>,
+        #[serde(default)]
+        pub cursor: String,
+    }
+}
+
 /// WebSocket error codes the exchange documents.
 pub mod ws_error {
     pub const UNABLE_TO_PROCESS: u32 = 1;

@@ -9,7 +9,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::group::GroupId;
-use super::wire::{FillMsg, OrderGroupUpdateMsg, UserOrderMsg};
+use super::wire::OrderGroupUpdateMsg;
+use super::wire::read;
 use riskd_units::{Contracts, Dollars};
 
 /// The largest fill the decoder accepts: ten million contracts, far above any order the
@@ -210,9 +211,10 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
     };
     Ok(match kind.as_ref() {
         "fill" => {
-            let m: FillMsg = payload(env.msg, "fill")?;
-            let count = Contracts::parse(&m.count_fp).map_err(|e| field("fill", "count_fp", e))?;
-            let yes_price = Dollars::parse(&m.yes_price_dollars)
+            let m: read::Fill = payload(env.msg, "fill")?;
+            let count =
+                Contracts::parse(m.count_fp.as_str()).map_err(|e| field("fill", "count_fp", e))?;
+            let yes_price = Dollars::parse(m.yes_price_dollars.as_str())
                 .map_err(|e| field("fill", "yes_price_dollars", e))?;
             if m.trade_id.is_empty() {
                 return Err(field("fill", "trade_id", "empty"));
@@ -245,9 +247,9 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
                     exchange_index: small(Some(m.exchange_index)).unwrap_or(0),
                     bought_yes: m
                         .outcome_side
-                        .as_deref()
-                        .or(m.purchased_side.as_deref())
-                        .and_then(|s| match s {
+                        .as_ref()
+                        .or(m.purchased_side.as_ref())
+                        .and_then(|s| match s.as_str() {
                             "yes" => Some(true),
                             "no" => Some(false),
                             _ => None,
@@ -256,7 +258,7 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
             }
         }
         "user_order" => {
-            let m: UserOrderMsg = payload(env.msg, "user_order")?;
+            let m: read::UserOrder = payload(env.msg, "user_order")?;
             Decoded::Order {
                 sid,
                 order: OrderUpdate {
@@ -371,6 +373,29 @@ mod tests {
             (fill.subaccount, fill.exchange_index, fill.bought_yes),
             (Some(3), 2, Some(true))
         );
+    }
+
+    #[test]
+    fn strings_with_escapes_decode_as_their_plain_twins() {
+        // Fields read in place fall back to a copy when the JSON escapes a character: the fill
+        // and the order update still decode, to the same values.
+        let fill = r#"{"type":"fill","sid":1,"msg":{"trade_id":"t\u0031","order_id":"o1","market_ticker":"KX",
+            "yes_price_dollars":"0.75\u0030\u0030","count_fp":"\u0032.00","ts_ms":1,"outcome_side":"n\u006f"}}"#;
+        let Decoded::Fill { fill, .. } = decode(fill).unwrap() else {
+            panic!()
+        };
+        assert_eq!(fill.trade_id, "t1");
+        assert_eq!(fill.count, Contracts::from_whole(2));
+        assert_eq!(fill.yes_price, Dollars::from_micros(750_000));
+        assert_eq!(fill.bought_yes, Some(false));
+        let order = r#"{"type":"user_order","sid":2,"msg":{"order_id":"o\"1","ticker":"KX","status":"resting",
+            "order_group_id":"g\u0031","subaccount_number":4,"fill_count_fp":{"not":"a string"}}}"#;
+        let Decoded::Order { order, .. } = decode(order).unwrap() else {
+            panic!()
+        };
+        assert_eq!(order.order_id, "o\"1");
+        assert_eq!(order.group_id, Some(GroupId::new("g1")));
+        assert_eq!(order.subaccount, Some(4));
     }
 
     #[test]

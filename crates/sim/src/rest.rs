@@ -261,24 +261,33 @@ async fn list_orders(
 }
 
 /// `GET /portfolio/fills`: newest first, in pages of `limit` (1..=1000, default 100); the
-/// cursor is opaque (the offset of the next page), empty on the last page, and does not keep
+/// cursor is opaque (where in the history the next page starts, so that fills made between
+/// pages neither shift nor repeat what follows), empty on the last page, and does not keep
 /// the filters (`min_ts`, `max_ts` in Unix seconds, `subaccount`, `ticker`, `order_id`): the
 /// client passes them again. Without `subaccount`, every subaccount's fills are listed.
 async fn list_fills(
     State(st): State<Arc<SimState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let (limit, from) = page(&q)?;
-    let (fills, more) = lock(&st.engine).list_fills(
+    let limit = page_limit(&q)?;
+    let before = match q.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            c.strip_prefix("f")
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::BadQuery(format!("invalid cursor {c:?}")))?,
+        ),
+    };
+    let (fills, next) = lock(&st.engine).list_fills(
         query_int(&q, "min_ts")?,
         query_int(&q, "max_ts")?,
         query_int(&q, "subaccount")?,
         q.get("ticker").map(String::as_str),
         q.get("order_id").map(String::as_str),
-        from,
+        before,
         limit,
     );
-    let cursor = next_cursor(more, from, limit);
+    let cursor = next.map_or_else(String::new, |n| format!("f{n}"));
     Ok(axum::Json(GetFillsResponse { fills, cursor }).into_response())
 }
 
@@ -293,15 +302,7 @@ fn next_cursor(more: bool, from: usize, limit: usize) -> String {
 
 /// `limit` (1..=1000, default 100) and the offset a `cursor` names.
 fn page(q: &HashMap<String, String>) -> Result<(usize, usize), ApiError> {
-    let limit = match query_int(q, "limit")? {
-        None => 100,
-        Some(l @ 1..=1000) => l as usize,
-        Some(l) => {
-            return Err(ApiError::BadQuery(format!(
-                "invalid value {l} for query parameter limit (1..=1000)"
-            )));
-        }
-    };
+    let limit = page_limit(q)?;
     let from = match q.get("cursor").filter(|c| !c.is_empty()) {
         None => 0,
         Some(c) => c
@@ -310,6 +311,19 @@ fn page(q: &HashMap<String, String>) -> Result<(usize, usize), ApiError> {
             .ok_or_else(|| ApiError::BadQuery(format!("invalid cursor {c:?}")))?,
     };
     Ok((limit, from))
+}
+
+/// `limit`: 1..=1000, 100 when not given.
+fn page_limit(q: &HashMap<String, String>) -> Result<usize, ApiError> {
+    Ok(match query_int(q, "limit")? {
+        None => 100,
+        Some(l @ 1..=1000) => l as usize,
+        Some(l) => {
+            return Err(ApiError::BadQuery(format!(
+                "invalid value {l} for query parameter limit (1..=1000)"
+            )));
+        }
+    })
 }
 
 async fn no_such_path() -> ApiError {

@@ -518,21 +518,33 @@ impl RestClient {
         path: &str,
         bill: Bill,
     ) -> Result<T, ExchangeError> {
-        let bytes = self
-            .call(Call {
-                op,
-                method: Method::GET,
-                path,
-                body: None,
-                bill,
-                repeat: Repeat::Safe,
-                presigned: None,
-            })
-            .await?;
+        let bytes = self.get_bytes(op, path, bill).await?;
         Self::decode(op, &bytes)
     }
 
-    fn decode<T: DeserializeOwned>(op: &'static str, bytes: &[u8]) -> Result<T, ExchangeError> {
+    /// A `GET`'s answer, undecoded: for a caller that reads it in place.
+    async fn get_bytes(
+        &self,
+        op: &'static str,
+        path: &str,
+        bill: Bill,
+    ) -> Result<bytes::Bytes, ExchangeError> {
+        self.call(Call {
+            op,
+            method: Method::GET,
+            path,
+            body: None,
+            bill,
+            repeat: Repeat::Safe,
+            presigned: None,
+        })
+        .await
+    }
+
+    fn decode<'a, T: serde::Deserialize<'a>>(
+        op: &'static str,
+        bytes: &'a [u8],
+    ) -> Result<T, ExchangeError> {
         serde_json::from_slice(bytes).map_err(|e| ExchangeError::Decode {
             op,
             reason: e.to_string(),

@@ -20,39 +20,55 @@ pub(super) fn order_info(o: wire::Order) -> OrderInfo {
 /// A listed fill (`GET /portfolio/fills`) in the stream's terms, bounded as the stream decoder
 /// bounds it; why not, when it cannot be read.
 pub fn rest_fill(f: &wire::RestFill) -> Result<crate::ws::Fill, String> {
+    listed_fill(wire::read::ListedFill::from(f))
+}
+
+fn listed_fill(f: wire::read::ListedFill<'_>) -> Result<crate::ws::Fill, String> {
     use riskd_units::Dollars;
-    let count = Contracts::parse(&f.count_fp).map_err(|e| format!("count_fp: {e}"))?;
-    let yes_price =
-        Dollars::parse(&f.yes_price_dollars).map_err(|e| format!("yes_price_dollars: {e}"))?;
-    if count > crate::ws::MAX_FILL_COUNT || yes_price > Dollars::ONE || f.trade_id.is_empty() {
+    let count = Contracts::parse(f.count_fp.as_str()).map_err(|e| format!("count_fp: {e}"))?;
+    let yes_price = Dollars::parse(f.yes_price_dollars.as_str())
+        .map_err(|e| format!("yes_price_dollars: {e}"))?;
+    if count > crate::ws::MAX_FILL_COUNT || yes_price > Dollars::ONE || f.trade_id.0.is_empty() {
         return Err(format!(
             "implausible: {count} contracts at {yes_price}, trade id {:?}",
-            f.trade_id
+            f.trade_id.as_str()
         ));
     }
     let ts_ms = f
         .created_time
-        .as_deref()
-        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .as_ref()
+        .and_then(|t| humantime::parse_rfc3339_weak(t.as_str()).ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
         .or(f.ts.map(|s| s.saturating_mul(1000)))
         .ok_or("no created_time or ts")?;
     Ok(crate::ws::Fill {
-        trade_id: f.trade_id.clone(),
-        order_id: f.order_id.clone(),
-        ticker: f.ticker.clone(),
+        trade_id: f.trade_id.0.into_owned(),
+        order_id: f.order_id.0.into_owned(),
+        ticker: f.ticker.0.into_owned(),
         count,
         yes_price,
         ts_ms,
         subaccount: f.subaccount.and_then(|s| u8::try_from(s).ok()),
         exchange_index: 0,
-        bought_yes: f.side.as_deref().and_then(|s| match s {
+        bought_yes: f.side.as_ref().and_then(|s| match s.as_str() {
             "yes" => Some(true),
             "no" => Some(false),
             _ => None,
         }),
     })
+}
+
+/// The path of a page of `GET /portfolio/fills`.
+fn fills_path(min_ts: i64, subaccount: Option<u8>, cursor: &str) -> String {
+    let mut path = format!("/portfolio/fills?limit=1000&min_ts={}", min_ts.max(0));
+    if let Some(s) = subaccount {
+        path.push_str(&format!("&subaccount={s}"));
+    }
+    if !cursor.is_empty() {
+        path.push_str(&format!("&cursor={cursor}"));
+    }
+    path
 }
 
 impl RestClient {
@@ -78,12 +94,20 @@ impl RestClient {
         let mut out = Vec::new();
         let mut cursor = String::new();
         loop {
-            let r = self.fills_page(min_ts, subaccount, &cursor).await?;
+            let body = self
+                .get_bytes(
+                    Op::ListFills.as_str(),
+                    &fills_path(min_ts, subaccount, &cursor),
+                    Bill::Read,
+                )
+                .await?;
+            let r: wire::read::FillsPage = Self::decode(Op::ListFills.as_str(), &body)?;
             for f in r.fills {
-                match rest_fill(&f) {
+                let trade_id = f.trade_id.clone();
+                match listed_fill(f) {
                     Ok(fill) => out.push(fill),
                     Err(why) => {
-                        tracing::warn!(trade_id = %f.trade_id, reason = %why, "a listed fill could not be read; left out")
+                        tracing::warn!(trade_id = %trade_id.as_str(), reason = %why, "a listed fill could not be read; left out")
                     }
                 }
             }
@@ -92,6 +116,9 @@ impl RestClient {
             }
             cursor = r.cursor;
         }
+        // Pages come newest first: turned around, fills of the same millisecond keep the
+        // exchange's order through the (stable) sort.
+        out.reverse();
         out.sort_by_key(|f| f.ts_ms);
         Ok(out)
     }
@@ -105,13 +132,7 @@ impl RestClient {
         subaccount: Option<u8>,
         cursor: &str,
     ) -> Result<wire::GetFillsResponse, ExchangeError> {
-        let mut path = format!("/portfolio/fills?limit=1000&min_ts={}", min_ts.max(0));
-        if let Some(s) = subaccount {
-            path.push_str(&format!("&subaccount={s}"));
-        }
-        if !cursor.is_empty() {
-            path.push_str(&format!("&cursor={cursor}"));
-        }
+        let path = fills_path(min_ts, subaccount, cursor);
         self.get_json(Op::ListFills.as_str(), &path, Bill::Read)
             .await
     }

@@ -297,6 +297,12 @@ pub struct Engine {
     /// simulator keeps the last [`FILL_HISTORY`]). Fills made while no client is connected are
     /// here too.
     fills: VecDeque<(i64, RestFill)>,
+    /// Fills dropped from the front of `fills`: a fill's position in the whole history is this
+    /// plus its index (what a fills cursor names).
+    fills_dropped: u64,
+    /// A fill was made at an earlier time than the one before it (the clock stepped back):
+    /// `fills` can no longer be searched by time.
+    fills_unordered: bool,
 }
 
 /// How many fills the simulator remembers.

@@ -248,6 +248,10 @@ impl Engine {
         let group = o.group.clone();
         if self.fills.len() >= FILL_HISTORY {
             self.fills.pop_front();
+            self.fills_dropped += 1;
+        }
+        if self.fills.back().is_some_and(|(last, _)| *last > now_ms) {
+            self.fills_unordered = true;
         }
         let no_price = Dollars::ONE - o.price;
         self.fills.push_back((
@@ -387,8 +391,11 @@ impl Engine {
 
     /// Fills newest first, filtered as `GET /portfolio/fills` filters them: `min_ts` and
     /// `max_ts` in Unix seconds (inclusive, on the second the fill happened in), a subaccount,
-    /// a ticker, an order.
-    /// The page `from..from + limit` of them, and whether more follow.
+    /// a ticker, an order. A page of up to `limit` of them from below the position `before`
+    /// (all when `None`), and the position to go on from when more follow. Positions count
+    /// fills from the first ever made, so a page's cursor still points to the same place when
+    /// newer fills arrive in between; a page costs its own length and the fills it passes over,
+    /// never the whole history.
     #[allow(clippy::too_many_arguments)]
     pub fn list_fills(
         &self,
@@ -397,25 +404,42 @@ impl Engine {
         subaccount: Option<i64>,
         ticker: Option<&str>,
         order_id: Option<&str>,
-        from: usize,
+        before: Option<u64>,
         limit: usize,
-    ) -> (Vec<RestFill>, bool) {
-        let mut matching = self
-            .fills
-            .iter()
-            .rev()
-            .filter(|(ms, _)| min_ts.is_none_or(|t| ms / 1000 >= t))
-            .filter(|(ms, _)| max_ts.is_none_or(|t| ms / 1000 <= t))
-            .filter(|(_, f)| subaccount.is_none_or(|s| f.subaccount == Some(s)))
-            .filter(|(_, f)| ticker.is_none_or(|t| f.ticker == t))
-            .filter(|(_, f)| order_id.is_none_or(|o| f.order_id == o))
-            .skip(from);
-        let page = matching
-            .by_ref()
-            .take(limit)
-            .map(|(_, f)| f.clone())
-            .collect();
-        (page, matching.next().is_some())
+    ) -> (Vec<RestFill>, Option<u64>) {
+        let dropped = self.fills_dropped;
+        let mut hi = before.map_or(self.fills.len(), |b| {
+            b.saturating_sub(dropped).min(self.fills.len() as u64) as usize
+        });
+        let mut lo = 0;
+        if !self.fills_unordered {
+            let second = |(ms, _): &(i64, RestFill)| ms.div_euclid(1000);
+            if let Some(t) = min_ts {
+                lo = self.fills.partition_point(|f| second(f) < t);
+            }
+            if let Some(t) = max_ts {
+                hi = hi.min(self.fills.partition_point(|f| second(f) <= t));
+            }
+        }
+        let mut matching = (lo..hi.max(lo)).rev().filter(|&i| {
+            let (ms, f) = &self.fills[i];
+            min_ts.is_none_or(|t| ms.div_euclid(1000) >= t)
+                && max_ts.is_none_or(|t| ms.div_euclid(1000) <= t)
+                && subaccount.is_none_or(|s| f.subaccount == Some(s))
+                && ticker.is_none_or(|t| f.ticker == t)
+                && order_id.is_none_or(|o| f.order_id == o)
+        });
+        let mut page = Vec::new();
+        let mut last = 0;
+        for i in matching.by_ref() {
+            page.push(self.fills[i].1.clone());
+            last = i;
+            if page.len() == limit {
+                break;
+            }
+        }
+        let more = page.len() == limit && matching.next().is_some();
+        (page, more.then(|| dropped + last as u64))
     }
 
     /// Every fill remembered, oldest first, with the group its order was in: the exchange's
