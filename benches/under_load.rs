@@ -19,7 +19,11 @@
 //! - **throughput**: the load at 100,000 fills a second for 5 s. Every 20 ms the bench reads the
 //!   daemon's count of load fills (its admin API: fills in the one-hour windows) against the
 //!   fills published; the largest gap is the lag, and the drain is how long after the last fill
-//!   the daemon has counted them all. A fill never counted is reported as lost.
+//!   the daemon has counted them all. A fill never counted is reported as lost. The floor's
+//!   subscription is closed first.
+//! - **ingest**: the same, with each fill published on the fill stream alone (no engine, no
+//!   `user_order` update, nothing in the fills list for the sweeps), which the simulator can
+//!   publish far faster: how many fill messages a second the daemon itself takes in.
 //!
 //! Client, daemon and simulator share the machine's cores.
 
@@ -170,10 +174,12 @@ fn main() {
             pct(&mut loaded, 0.99).as_secs_f64() / pct(&mut idle, 0.99).as_secs_f64()
         );
 
-        // Throughput: every load fill so far counted first, then the burst.
+        // Throughput: every load fill so far counted first, then the burst, without the floor
+        // (its subscription would double what the simulator writes).
+        drop(floor);
         let before = wait_counted(&admin, background.fills, Duration::from_secs(30)).await;
         assert_eq!(before, Some(background.fills), "fills of the background load not counted");
-        let load = Load::start(sim.state().clone(), load_orders, THROUGHPUT_PER_S);
+        let load = Load::start(sim.state().clone(), load_orders.clone(), THROUGHPUT_PER_S);
         let started = Instant::now();
         let mut max_gap = 0u64;
         while started.elapsed() < THROUGHPUT_FOR {
@@ -200,6 +206,47 @@ fn main() {
                 "LOST: the daemon counted {:?} of {} load fills within a minute",
                 other,
                 background.fills + burst.fills
+            ),
+        }
+
+        // Ingest: the same, with fills published on the stream alone (no engine, no order
+        // update, nothing for the sweeps to read): what the daemon itself keeps up with.
+        let base = background.fills + burst.fills;
+        let flood = Load::start_on(
+            sim.state().clone(),
+            load_orders,
+            THROUGHPUT_PER_S,
+            Publish::StreamOnly,
+        );
+        let started = Instant::now();
+        let (cpu_before, mut max_gap) = (cpu_ns(daemon.id()), 0u64);
+        while started.elapsed() < THROUGHPUT_FOR {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let published = flood.published();
+            let counted = load_fills(&admin).await - base;
+            max_gap = max_gap.max(published.saturating_sub(counted));
+        }
+        let flooded = flood.stop();
+        let stopped = Instant::now();
+        let all = wait_counted(&admin, base + flooded.fills, Duration::from_secs(60)).await;
+        let drain = stopped.elapsed();
+        let busy = (cpu_ns(daemon.id()) - cpu_before) as f64
+            / (flooded.took + drain).as_nanos() as f64;
+        println!(
+            "ingest, fills on the stream alone: {} in {:.2?} ({:.0}/s, asked {THROUGHPUT_PER_S}/s); largest gap {max_gap} fills ({:.1} ms at that rate); all counted {:.2?} after the last; the daemon's CPU {:.0} % of a core",
+            flooded.fills,
+            flooded.took,
+            flooded.per_s(),
+            max_gap as f64 / flooded.per_s() * 1000.0,
+            drain,
+            busy * 100.0
+        );
+        match all {
+            Some(n) if n == base + flooded.fills => {}
+            other => println!(
+                "LOST: the daemon counted {:?} of {} load fills within a minute",
+                other.map(|n| n - base),
+                flooded.fills
             ),
         }
         daemon.stop();
@@ -296,8 +343,21 @@ impl Made {
     }
 }
 
+/// How the load's fills reach the stream.
+#[derive(Clone, Copy)]
+enum Publish {
+    /// Made by the simulator's engine: the fill, its order's update, the fills list.
+    Engine,
+    /// On the fill stream alone.
+    StreamOnly,
+}
+
 impl Load {
     fn start(state: Arc<SimState>, orders: Vec<String>, per_s: u64) -> Load {
+        Load::start_on(state, orders, per_s, Publish::Engine)
+    }
+
+    fn start_on(state: Arc<SimState>, orders: Vec<String>, per_s: u64, how: Publish) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let published = Arc::new(AtomicU64::new(0));
         let thread = std::thread::spawn({
@@ -316,7 +376,10 @@ impl Load {
                     let upto = due.min(n + per_s / 1000 + 1);
                     while n < upto {
                         let order = &orders[(n % orders.len() as u64) as usize];
-                        state.fill_resting(order, one).unwrap();
+                        match how {
+                            Publish::Engine => state.fill_resting(order, one).unwrap(),
+                            Publish::StreamOnly => state.publish_stream_fill(order, one).unwrap(),
+                        }
                         n += 1;
                     }
                     published.store(n, Ordering::Relaxed);
@@ -347,19 +410,28 @@ impl Load {
 
 /// The floor, reading its fill subscription all the time on a thread of its own. Send it a
 /// client order id and a Trigger signed beforehand; when that order's fill goes by, it writes
-/// the Trigger on its warm socket and reads the answer.
+/// the Trigger on its warm socket and reads the answer. Dropping the sender closes its
+/// subscription at the next message (the throughput phase does without it).
 fn live_floor(mut f: Floor) -> std::sync::mpsc::Sender<(String, Vec<u8>)> {
     use std::io::{Read as _, Write as _};
+    use std::sync::mpsc::TryRecvError;
     use tokio_tungstenite::tungstenite::Message;
     let (tx, rx) = std::sync::mpsc::channel::<(String, Vec<u8>)>();
     std::thread::spawn(move || {
         let mut armed: Vec<(String, Vec<u8>)> = Vec::new();
         let mut buf = [0u8; 4096];
         while let Ok(msg) = f.ws.read() {
-            armed.extend(
-                rx.try_iter()
-                    .map(|(cid, req)| (format!("\"client_order_id\":\"{cid}\""), req)),
-            );
+            loop {
+                match rx.try_recv() {
+                    Ok((cid, req)) => armed.push((format!("\"client_order_id\":\"{cid}\""), req)),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        let _ = f.ws.close(None);
+                        let _ = f.ws.flush();
+                        return;
+                    }
+                }
+            }
             let Message::Text(text) = msg else { continue };
             if let Some(i) = armed
                 .iter()

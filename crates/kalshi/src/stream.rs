@@ -354,11 +354,18 @@ impl StreamTask {
         let mut list = tokio::time::interval(self.cfg.list_every);
         list.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         list.tick().await;
+        // One timer for the session, not one per frame: it is only ever moved earlier here, and
+        // a deadline that frames have pushed later is found when it fires.
+        let blind = tokio::time::sleep_until(last_frame + self.cfg.blind_after);
+        tokio::pin!(blind);
         loop {
             let silent_until = last_frame + self.cfg.blind_after;
             let deadline = subs
                 .missing_since
                 .map_or(silent_until, |m| silent_until.min(m + self.cfg.blind_after));
+            if deadline < blind.deadline() {
+                blind.as_mut().reset(deadline);
+            }
             let frame = tokio::select! {
                 _ = stop.cancelled() => {
                     let _ = ws.close(None).await;
@@ -388,7 +395,11 @@ impl StreamTask {
                     }
                     continue;
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut blind => {
+                    if Instant::now() < deadline {
+                        blind.as_mut().reset(deadline);
+                        continue;
+                    }
                     let silent_for = last_frame.elapsed();
                     if silent_for >= self.cfg.blind_after {
                         tracing::warn!(?silent_for, "user stream is blind; reconnecting");

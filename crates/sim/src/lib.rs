@@ -272,6 +272,23 @@ impl SimState {
         self.with_engine(|e, now, ev| e.fill_resting(order_id, count, now, ev))
     }
 
+    /// Publishes a fill of `count` contracts of the resting order `order_id` on the fill
+    /// stream only, as if made: the order, its group and the fills list stay as they were. For
+    /// harnesses that measure how fast a client takes in the stream, without the engine's cost
+    /// of each fill (no `user_order` update follows, and no sweep of the fills list finds it).
+    pub fn publish_stream_fill(
+        &self,
+        order_id: &str,
+        count: riskd_units::Contracts,
+    ) -> Result<(), engine::EngineError> {
+        self.with_engine(|e, now, ev| {
+            ev.push(engine::Event::Fill(
+                e.stream_only_fill(order_id, count, now)?,
+            ));
+            Ok(())
+        })
+    }
+
     /// Requests refused with 429 so far.
     pub fn rejected_429(&self) -> u64 {
         self.stats.rejected_429.load(Ordering::Relaxed)

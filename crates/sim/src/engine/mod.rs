@@ -576,6 +576,39 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_only_fill_changes_nothing_but_what_is_published() {
+        let mut e = Engine::new(EngineConfig::default());
+        let mut ev = Vec::new();
+        let g = e
+            .create_group(0, 0, Contracts::from_whole(5), 0, &mut ev)
+            .unwrap();
+        e.set_liquidity("KXTEST-26NOV23", Some(Contracts::ZERO));
+        e.place_order(&order(&g, "6"), 1, &mut ev).unwrap();
+        let id = match ev.last() {
+            Some(Event::UserOrder(u)) if u.status == "resting" => u.order_id.clone(),
+            other => panic!("a resting order, not {other:?}"),
+        };
+        let one = e
+            .stream_only_fill(&id, Contracts::from_whole(1), 2)
+            .unwrap();
+        let two = e
+            .stream_only_fill(&id, Contracts::from_whole(1), 3)
+            .unwrap();
+        assert_eq!(
+            (one.order_id.as_str(), one.count_fp.as_str()),
+            (id.as_str(), "1.00")
+        );
+        assert_ne!(one.trade_id, two.trade_id, "each its own trade");
+        assert_eq!(two.ts_ms, 3);
+        // The exchange's records are as they were: no fill listed, the group's window empty.
+        assert!(e.ledger().is_empty());
+        assert_eq!(volume(&mut e, &g, 3), "0.00");
+        e.fill_resting(&id, Contracts::from_whole(1), 4, &mut ev)
+            .unwrap();
+        assert_eq!(e.ledger().len(), 1, "a real fill still is");
+    }
+
+    #[test]
     fn events_come_in_exchange_order() {
         let mut e = Engine::new(EngineConfig::default());
         let mut ev = Vec::new();

@@ -225,26 +225,7 @@ impl Engine {
         } else {
             *pos -= count;
         }
-        let fill = FillMsg {
-            trade_id: new_id(),
-            order_id: o.id.clone(),
-            client_order_id: Some(o.client_order_id.clone()),
-            market_ticker: o.ticker.clone(),
-            exchange_index: o.exchange_index,
-            is_taker,
-            side: Some(outcome.to_owned()),
-            yes_price_dollars: o.price.to_string_with(4),
-            count_fp: count.to_string(),
-            fee_cost: Some("0.000000".to_owned()),
-            action: Some("buy".to_owned()),
-            ts: Some(now_ms / 1000),
-            ts_ms: now_ms,
-            post_position_fp: Some(pos.to_string()),
-            purchased_side: Some(outcome.to_owned()),
-            outcome_side: Some(outcome.to_owned()),
-            book_side: Some(if yes { "bid" } else { "ask" }.to_owned()),
-            subaccount: Some(o.subaccount),
-        };
+        let fill = fill_msg(o, count, is_taker, now_ms, *pos);
         let group = o.group.clone();
         if self.fills.len() >= FILL_HISTORY {
             self.fills.pop_front();
@@ -285,6 +266,30 @@ impl Engine {
         if !g.triggered && g.over(boundary) {
             self.trigger(&gid, now_ms, events);
         }
+    }
+
+    /// A fill of `count` contracts of the resting order `order_id` as the fill stream shows one,
+    /// made nowhere else: the order, the position, the group's window and the fills list stay
+    /// as they were.
+    pub fn stream_only_fill(
+        &self,
+        order_id: &str,
+        count: Contracts,
+        now_ms: i64,
+    ) -> Result<FillMsg, EngineError> {
+        let o = self
+            .orders
+            .get(order_id)
+            .ok_or(EngineError::OrderNotFound)?;
+        if o.status != Status::Resting {
+            return Err(EngineError::NotResting(order_id.to_owned()));
+        }
+        let pos = self
+            .positions
+            .get(&(o.subaccount, o.ticker.clone()))
+            .copied()
+            .unwrap_or(Contracts::ZERO);
+        Ok(fill_msg(o, count, false, now_ms, pos))
     }
 
     pub(super) fn user_order_msg(&self, order_id: &str) -> Option<UserOrderMsg> {
@@ -456,5 +461,40 @@ impl Engine {
                 count: Contracts::parse(&f.count_fp).unwrap_or(Contracts::ZERO),
             })
             .collect()
+    }
+}
+
+/// The fill stream's message for `count` contracts of `o` filled at `now_ms`, the position
+/// standing at `pos` after it.
+fn fill_msg(
+    o: &OrderState,
+    count: Contracts,
+    is_taker: bool,
+    now_ms: i64,
+    pos: Contracts,
+) -> FillMsg {
+    let (outcome, yes) = match o.side {
+        BookSide::Bid => ("yes", true),
+        BookSide::Ask => ("no", false),
+    };
+    FillMsg {
+        trade_id: new_id(),
+        order_id: o.id.clone(),
+        client_order_id: Some(o.client_order_id.clone()),
+        market_ticker: o.ticker.clone(),
+        exchange_index: o.exchange_index,
+        is_taker,
+        side: Some(outcome.to_owned()),
+        yes_price_dollars: o.price.to_string_with(4),
+        count_fp: count.to_string(),
+        fee_cost: Some("0.000000".to_owned()),
+        action: Some("buy".to_owned()),
+        ts: Some(now_ms / 1000),
+        ts_ms: now_ms,
+        post_position_fp: Some(pos.to_string()),
+        purchased_side: Some(outcome.to_owned()),
+        outcome_side: Some(outcome.to_owned()),
+        book_side: Some(if yes { "bid" } else { "ask" }.to_owned()),
+        subaccount: Some(o.subaccount),
     }
 }
