@@ -8,6 +8,8 @@
 //! - **floor**: the same, with the daemon replaced by the least any client can do here (a
 //!   blocking WebSocket read and a pre-signed Trigger written on a warm socket), sampled
 //!   alternately with breach in the same run; the ratio of the two p50s is the daemon's cost.
+//!   Both are also timed on the simulator's own clock (from handing the fill to its WebSocket
+//!   sessions to applying the Trigger), which leaves out the observer's socket and scheduling.
 //! - **kill**: from `SIGUSR1` to the last of 100 groups' `triggered` events, two seconds after
 //!   the daemon is ready (steady state: the kill set is armed).
 //!   Client, daemon and simulator share the machine's two cores.
@@ -80,10 +82,19 @@ fn main() {
         // 1.5 s later (100 signatures: over 100 ms of a core here). Both are past after 4 s.
         tokio::time::sleep(Duration::from_secs(4)).await;
         let (mut breach, mut floors) = (Vec::new(), Vec::new());
+        // The same samples on the simulator's own clock: from handing the fill to its
+        // WebSocket sessions to applying the Trigger, no observer's socket in between.
+        sim.state().keep_stamps();
+        let on_sim_clock = |group: &str| {
+            let s = sim.state().stamps(group);
+            s.triggered.unwrap() - s.last_fill.unwrap()
+        };
+        let (mut breach_sim, mut floors_sim) = (Vec::new(), Vec::new());
         for i in 0..BREACH_SAMPLES {
             // The daemon, then the floor, alternating, so both see the same machine.
             let group = state["strategies"][format!("s{i:03}")]["groups"][0]["id"].as_str().unwrap().to_owned();
             breach.push(sample(&mut ws, order(&group, &format!("daemon-{i}")), &group).await);
+            breach_sim.push(on_sim_clock(&group));
 
 
             let created: Value = signed_post("/trade-api/v2/portfolio/order_groups/create", json!({"contracts_limit_fp": "1000"}))
@@ -100,6 +111,7 @@ fn main() {
                 }
             });
             floors.push(sample(&mut ws, order(&group, &mine), &group).await);
+            floors_sim.push(on_sim_clock(&group));
             floor = Some(tokio::task::spawn_blocking(move || contender.join().unwrap()).await.unwrap());
         }
         daemon.stop();
@@ -119,6 +131,15 @@ fn main() {
         );
         println!(
             "breach / floor at p50: {:.2}x",
+            p50.as_secs_f64() / floor50.as_secs_f64()
+        );
+        let (p50, floor50) = (pct(&mut breach_sim, 0.5), pct(&mut floors_sim, 0.5));
+        println!(
+            "on the simulator's clock (fill handed to its sessions -> Trigger applied): breach p50 {:.2?}  p99 {:.2?}; floor p50 {:.2?}  p99 {:.2?}; breach / floor at p50: {:.2}x",
+            p50,
+            pct(&mut breach_sim, 0.99),
+            floor50,
+            pct(&mut floors_sim, 0.99),
             p50.as_secs_f64() / floor50.as_secs_f64()
         );
 

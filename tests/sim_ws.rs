@@ -382,3 +382,24 @@ async fn a_refused_subscribe_leaves_its_channels_unsubscribed() {
     ws.send(json!({"id": 2, "cmd": "list_subscriptions"})).await;
     assert_eq!(ws.next_of("ok").await["msg"].as_array().unwrap().len(), 1);
 }
+
+/// The simulator can time a client's reaction itself: when a group's last fill and its trip
+/// were handed to the WebSocket sessions, kept only once asked for.
+#[tokio::test]
+async fn stamps_time_a_groups_last_fill_and_its_trip_once_asked() {
+    use kalshi_riskd::sim::GroupStamps;
+    let t = TestSim::start().await;
+    let g = t.create_group(5, 0).await;
+    t.order(Some(&g), "3").await;
+    assert_eq!(
+        t.sim.state().stamps(&g),
+        GroupStamps::default(),
+        "not kept unless asked"
+    );
+    t.sim.state().keep_stamps();
+    // 3 + 3 contracts in the window, over the limit of 5: the second fill trips the group.
+    t.order(Some(&g), "3").await;
+    let s = t.sim.state().stamps(&g);
+    let (fill, trip) = (s.last_fill.expect("a fill"), s.triggered.expect("a trip"));
+    assert!(trip >= fill, "{s:?}");
+}

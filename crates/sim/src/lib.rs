@@ -23,8 +23,9 @@ pub mod ratelimit;
 mod rest;
 mod ws;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -191,6 +192,18 @@ pub struct SimState {
     ping_interval: Duration,
     shutdown: CancellationToken,
     stats: Stats,
+    /// Whether `stamps` are kept (off unless a harness asks: it costs a map update a fill).
+    stamping: AtomicBool,
+    stamps: Mutex<HashMap<String, GroupStamps>>,
+}
+
+/// When a group's last fill and its last trip were published, on the simulator's monotonic
+/// clock, taken as each event is handed to the WebSocket sessions: a client's reaction to a
+/// fill timed by the exchange itself, with no third party's socket and scheduling in between.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupStamps {
+    pub last_fill: Option<tokio::time::Instant>,
+    pub triggered: Option<tokio::time::Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -225,7 +238,19 @@ impl SimState {
             ping_interval: cfg.ping_interval,
             shutdown,
             stats: Stats::default(),
+            stamping: AtomicBool::new(false),
+            stamps: Mutex::default(),
         }
+    }
+
+    /// Starts keeping each group's [`GroupStamps`] (for benchmarks).
+    pub fn keep_stamps(&self) {
+        self.stamping.store(true, Ordering::Relaxed);
+    }
+
+    /// `group`'s stamps so far (none unless [`SimState::keep_stamps`] was called first).
+    pub fn stamps(&self, group: &str) -> GroupStamps {
+        lock(&self.stamps).get(group).copied().unwrap_or_default()
     }
 
     /// The simulator's clock in epoch milliseconds: wall time plus whatever tests advanced.
@@ -248,11 +273,37 @@ impl SimState {
         let now = self.now_ms();
         let mut events = Vec::new();
         let out = f(&mut engine, now, &mut events);
+        let stamping = self.stamping.load(Ordering::Relaxed);
         for e in &events {
+            // Stamped first: whoever sees the event can read its stamp.
+            if stamping {
+                self.stamp(&engine, e);
+            }
             // No receivers is fine: nobody is connected.
             let _ = self.events.send(Arc::new(Published::from_event(e)));
         }
         out
+    }
+
+    fn stamp(&self, engine: &Engine, e: &Event) {
+        let at = tokio::time::Instant::now();
+        let (group, fill) = match e {
+            Event::Fill(f) => match engine.order_group(&f.order_id) {
+                Some(g) => (g.to_owned(), true),
+                None => return,
+            },
+            Event::GroupUpdate(u) if u.event_type == "triggered" => {
+                (u.order_group_id.clone(), false)
+            }
+            _ => return,
+        };
+        let mut stamps = lock(&self.stamps);
+        let s = stamps.entry(group).or_default();
+        if fill {
+            s.last_fill = Some(at);
+        } else {
+            s.triggered = Some(at);
+        }
     }
 
     /// The tokens the account's Write bucket holds now (each request costs 10); `None` at the

@@ -172,13 +172,7 @@ impl Engine {
         now_ms: i64,
         events: &mut Vec<Event>,
     ) -> Result<(), EngineError> {
-        let o = self
-            .orders
-            .get(order_id)
-            .ok_or(EngineError::OrderNotFound)?;
-        if o.status != Status::Resting {
-            return Err(EngineError::NotResting(order_id.to_owned()));
-        }
+        let o = self.resting(order_id)?;
         if count <= Contracts::ZERO || count > o.remaining {
             return Err(EngineError::InvalidParameters(format!(
                 "count {count}: must be positive and at most the remaining {}",
@@ -187,6 +181,23 @@ impl Engine {
         }
         self.execute_fill(order_id, count, false, now_ms, events);
         Ok(())
+    }
+
+    /// The group of the order `order_id`, if it has one.
+    pub fn order_group(&self, order_id: &str) -> Option<&str> {
+        self.orders.get(order_id)?.group.as_deref()
+    }
+
+    /// The order `order_id`, if it rests on the book.
+    fn resting(&self, order_id: &str) -> Result<&OrderState, EngineError> {
+        let o = self
+            .orders
+            .get(order_id)
+            .ok_or(EngineError::OrderNotFound)?;
+        if o.status != Status::Resting {
+            return Err(EngineError::NotResting(order_id.to_owned()));
+        }
+        Ok(o)
     }
 
     pub(super) fn execute_fill(
@@ -277,13 +288,7 @@ impl Engine {
         count: Contracts,
         now_ms: i64,
     ) -> Result<FillMsg, EngineError> {
-        let o = self
-            .orders
-            .get(order_id)
-            .ok_or(EngineError::OrderNotFound)?;
-        if o.status != Status::Resting {
-            return Err(EngineError::NotResting(order_id.to_owned()));
-        }
+        let o = self.resting(order_id)?;
         let pos = self
             .positions
             .get(&(o.subaccount, o.ticker.clone()))
