@@ -93,6 +93,22 @@ pub fn daemon_binary() -> std::ffi::OsString {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_kalshi-riskd").into())
 }
 
+/// Where a bench's daemon logs: the file `KALSHI_RISKD_BENCH_LOG` names (appended to), or
+/// nowhere.
+fn daemon_log() -> Stdio {
+    let Some(path) = std::env::var_os("KALSHI_RISKD_BENCH_LOG") else {
+        return Stdio::null();
+    };
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => f.into(),
+        Err(e) => panic!("KALSHI_RISKD_BENCH_LOG {}: {e}", path.to_string_lossy()),
+    }
+}
+
 /// A daemon a bench started. Dropped while it still runs (a bench that panicked, say), it is
 /// killed, so no bench leaves a daemon behind.
 pub struct DaemonProcess(Child);
@@ -146,7 +162,7 @@ pub fn start_daemon_within(dir: &Path, patience: Duration) -> DaemonProcess {
         .env("NOTIFY_SOCKET", &sock)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(daemon_log())
         .spawn()
         .unwrap();
     // Killed on the way out if READY=1 never comes.

@@ -203,6 +203,11 @@ impl Out {
         }
     }
 
+    /// Nothing is queued for the consumer.
+    fn caught_up(&self) -> bool {
+        self.tx.capacity() == self.tx.max_capacity()
+    }
+
     fn drop_one(&mut self) {
         self.pending_drop += 1;
         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -358,6 +363,9 @@ impl StreamTask {
         // a deadline that frames have pushed later is found when it fires.
         let blind = tokio::time::sleep_until(last_frame + self.cfg.blind_after);
         tokio::pin!(blind);
+        // No fill handed over since the task last waited for the socket: the next fill starts
+        // a burst.
+        let mut fresh = true;
         loop {
             let silent_until = last_frame + self.cfg.blind_after;
             let deadline = subs
@@ -413,7 +421,13 @@ impl StreamTask {
                     }
                     return End::Reconnect;
                 }
-                f = ws.next() => f,
+                f = std::future::poll_fn(|cx| {
+                    let polled = ws.poll_next_unpin(cx);
+                    if polled.is_pending() {
+                        fresh = true;
+                    }
+                    polled
+                }) => f,
             };
             last_frame = Instant::now();
             self.out
@@ -465,9 +479,14 @@ impl StreamTask {
                     continue;
                 }
             };
-            // A fill may be the start of a breach's path: the consumer runs before the next
-            // frame is read and decoded (a yield costs well under a microsecond).
-            let hand_over = matches!(decoded, Decoded::Fill { .. });
+            // A fill may be the start of a breach's path: the first fill of a burst, or one the
+            // consumer is idle for, reaches the consumer before the next frame is read and
+            // decoded (a yield costs well under a microsecond). Deep in a burst, with events
+            // still queued, the consumer is busy already, and yielding for every fill would
+            // only pass this task back and forth between the runtime's workers (at 100,000
+            // fills a second that hand-off cost more than the fills themselves).
+            let hand_over =
+                matches!(decoded, Decoded::Fill { .. }) && (fresh || self.out.caught_up());
             let ev = match decoded {
                 Decoded::Fill { fill, .. } => StreamEvent::Fill(fill),
                 Decoded::Order { order, .. } => StreamEvent::Order(order),
@@ -595,6 +614,7 @@ impl StreamTask {
                 return End::Stop;
             }
             if hand_over {
+                fresh = false;
                 tokio::task::yield_now().await;
             }
         }
@@ -675,6 +695,28 @@ impl StreamTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caught_up_means_nothing_queued_for_the_consumer() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut out = Out {
+            tx,
+            pending_drop: 0,
+            counters: Arc::new(StreamCounters::default()),
+        };
+        assert!(out.caught_up());
+        let ev = || StreamEvent::Health(Health::Connected);
+        assert!(matches!(out.emit(ev()), Sent::Ok));
+        assert!(!out.caught_up(), "an event waits for the consumer");
+        assert!(rx.try_recv().is_ok());
+        assert!(out.caught_up());
+        // Full: the event is dropped and counted; still not caught up.
+        for _ in 0..5 {
+            assert!(matches!(out.emit(ev()), Sent::Ok));
+        }
+        assert!(!out.caught_up());
+        assert_eq!(out.counters.dropped.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn signs_the_url_path() {
